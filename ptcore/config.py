@@ -1,0 +1,124 @@
+"""The configuration of one training run, typed and validated once at the edge."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="registered task, e.g. superglue/cb")
+    method: str = Field("ptuning_v2", description="registered method")
+    model: str = Field(DEFAULT_MODEL, description="hub id or local directory of the backbone")
+    layers: Optional[int] = Field(None, ge=1, description="keep only the first k backbone layers")
+    method_args: dict[str, Any] = Field(default_factory=dict, description="options of the method (see `orchestrate ls methods`)")
+    data_dir: Optional[str] = Field(None, description="data directory (default $PTCORE_DATA_DIR, else the hub)")
+    seed: int = 0
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    lr: Optional[float] = Field(None, gt=0, description="peak learning rate (default: the method's)")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    patience: Optional[int] = Field(None, ge=1, description="stop after this many epochs without a better dev score")
+    max_train_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of train")
+    max_eval_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of dev/val/test")
+    max_length: Optional[int] = Field(None, ge=8, description="token limit (default: the task's)")
+    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "RunConfig":
+        from .methods import make_method_config
+        from .tasks import get_task
+
+        get_task(self.task)
+        make_method_config(self.method, self.method_args)  # raises a ConfigError naming the option
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """Everything that determines the run, method defaults filled in."""
+        from .methods import get_method, make_method_config
+
+        d = self.model_dump()
+        d["method_args"] = make_method_config(self.method, self.method_args).model_dump()
+        if d["lr"] is None:
+            d["lr"] = get_method(self.method).config_cls.default_lr
+        return d
+
+    def config_hash(self) -> str:
+        """Stable hash of the resolved config minus where things live (not what they are)."""
+        d = {k: v for k, v in self.resolved().items() if k not in ("data_dir", "device")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_fields() -> set[str]:
+    return set(RunConfig.model_fields) - {"method_args"}
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars/lists: 16, 1e-2, true, [9, 10, 11], null."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads '1e-2' as a string
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` pairs to a raw config dict; keys are run settings or method options."""
+    from .methods import method_fields
+
+    out = dict(base)
+    out["method_args"] = dict(out.get("method_args") or {})
+    m_fields = method_fields(out.get("method", "ptuning_v2"))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set prompt_length=16")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key in run_fields():
+            out[key] = parse_value(text)
+        elif key in m_fields:
+            out["method_args"][key] = parse_value(text)
+        else:
+            known = sorted(run_fields() | m_fields)
+            close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            raise ConfigError(
+                f"--set {key!r}: unknown setting for method {out.get('method')!r}; {hint}valid keys: {', '.join(known)}"
+            )
+    return out
+
+
+def make_run_config(values: dict[str, Any]) -> RunConfig:
+    """Validate a raw dict into a RunConfig, turning pydantic errors into one line."""
+    try:
+        return RunConfig(**values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "config"
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, ConfigError):
+            raise ctx_err from None
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(f"unknown setting {loc!r}; valid: {', '.join(sorted(run_fields()))}") from None
+        raise ConfigError(f"setting {loc!r}: {err['msg']} (got {err.get('input')!r})") from None

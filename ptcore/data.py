@@ -1,0 +1,67 @@
+"""From task splits to batches: tokenized features (cached) and dynamic-padding loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from .tasks.base import TaskSpec
+from .tasks.kinds import Kind
+
+CACHE_ENV = "PTCORE_CACHE_DIR"
+
+
+def subsample(examples: list[dict], limit: Optional[int], seed: int = 0) -> list[dict]:
+    """A deterministic subset (the same for every run), order preserved."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    g = torch.Generator().manual_seed(seed)
+    idx = sorted(torch.randperm(len(examples), generator=g)[:limit].tolist())
+    return [examples[i] for i in idx]
+
+
+def _cache_key(spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([spec.name, getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length, split]).encode())
+    h.update(pickle.dumps(examples, protocol=4))
+    return h.hexdigest()[:20]
+
+
+def encode_split(
+    kind: Kind, spec: TaskSpec, examples: list[dict], tokenizer, max_length: int, split: str, cache_dir: Optional[str] = None
+) -> list[dict]:
+    """Tokenize a split. With a cache dir (arg or $PTCORE_CACHE_DIR) features are stored
+    once per (task, tokenizer, max_length, content) and reused by every later run/trial."""
+    cache_dir = cache_dir or os.environ.get(CACHE_ENV)
+    path = None
+    if cache_dir:
+        path = Path(cache_dir) / f"{spec.name.replace('/', '_')}-{split}-{_cache_key(spec, tokenizer, max_length, split, examples)}.pkl"
+        if path.is_file():
+            with open(path, "rb") as f:
+                return pickle.load(f)
+    features = kind.encode(examples, tokenizer, max_length)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            pickle.dump(features, f, protocol=4)
+        os.replace(tmp, path)  # atomic: concurrent trials never read half a file
+    return features
+
+
+def make_loader(features: list[dict], kind: Kind, pad_id: int, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        features,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=g if shuffle else None,
+        collate_fn=lambda fs: kind.collate(fs, pad_id),
+    )

@@ -1,0 +1,70 @@
+"""Tuning methods, registered by name: each is a typed config plus an encoder module.
+
+To add one: create ``ptcore/methods/<name>/`` with ``config.py`` (a
+:class:`~ptcore.methods.base.MethodConfig`) and ``model.py`` (a
+:class:`~ptcore.methods.base.PromptEncoder`), then register it below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from pydantic import ValidationError
+
+from ..errors import ConfigError
+from ..registry import Registry
+from .base import MethodConfig, PromptEncoder
+from .finetune import FinetuneConfig, FinetuneEncoder
+from .prompt_tuning import PromptTuningConfig, PromptTuningEncoder
+from .ptuning_v2 import PTuningV2Config, PTuningV2Encoder
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    config_cls: type[MethodConfig]
+    encoder_cls: type[PromptEncoder]
+    description: str
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register(name: str, config_cls, encoder_cls, description: str) -> None:
+    METHODS.register(name, Method(name, config_cls, encoder_cls, description))
+
+
+register("finetune", FinetuneConfig, FinetuneEncoder, "fine-tuning baseline: all backbone weights + head")
+register("prompt_tuning", PromptTuningConfig, PromptTuningEncoder, "shallow soft prompt on the input embeddings (Lester et al.)")
+register("ptuning_v2", PTuningV2Config, PTuningV2Encoder, "deep per-layer prefix keys/values (P-Tuning v2)")
+
+try:  # dynamic prompting lives in its own folder and registers itself when present
+    from .dynamic import register_dynamic
+
+    register_dynamic(register)
+except ImportError as e:  # pragma: no cover
+    if "dynamic" not in str(e):
+        raise
+
+
+def get_method(name: str) -> Method:
+    return METHODS.get(name)
+
+
+def method_fields(name: str) -> set[str]:
+    return set(get_method(name).config_cls.model_fields)
+
+
+def make_method_config(name: str, values: Mapping[str, Any]) -> MethodConfig:
+    method = get_method(name)
+    try:
+        return method.config_cls(**dict(values))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"]) or "?"
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(
+                f"method {name!r} has no option {loc!r}; its options: {', '.join(sorted(method.config_cls.model_fields)) or '(none)'}"
+            ) from None
+        raise ConfigError(f"method {name!r} option {loc!r}: {err['msg']} (got {err.get('input')!r})") from None

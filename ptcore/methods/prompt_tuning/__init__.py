@@ -1,0 +1,4 @@
+from .config import PromptTuningConfig
+from .model import PromptTuningEncoder
+
+__all__ = ["PromptTuningConfig", "PromptTuningEncoder"]

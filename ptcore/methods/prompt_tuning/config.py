@@ -1,0 +1,14 @@
+from typing import Literal
+
+from pydantic import Field
+
+from ..base import MethodConfig
+
+
+class PromptTuningConfig(MethodConfig):
+    """Shallow prompt tuning (Lester et al., 2021): a soft prompt on the input embeddings only."""
+
+    prompt_length: int = Field(20, ge=1, le=512, description="soft prompt tokens inserted after [CLS]")
+    # 'vocab': start from the embeddings of random vocabulary tokens (Lester et al.'s best init);
+    # 'random': N(0, 0.02^2) like BERT's own embedding init
+    init: Literal["vocab", "random"] = "vocab"

@@ -1,0 +1,61 @@
+import torch
+import torch.nn as nn
+
+from ...backbones import Backbone
+from ..base import PromptEncoder
+from ..common import DeepPrefix, resolve_layers
+from .config import PTuningV2Config
+
+
+class PrefixEncoder(nn.Module):
+    """Produces ``num_sets`` sets of per-layer prefixes: (num_sets, l, layers*2*H).
+
+    Without reparameterization the prefixes *are* the parameters (l x 2 x layers x H each).
+    With it, an MLP maps l trainable embeddings to them (P-Tuning v2's optional
+    reparameterization; only the MLP output is needed at inference).
+    """
+
+    def __init__(self, config: PTuningV2Config, n_layers: int, hidden: int, num_sets: int = 1):
+        super().__init__()
+        l, out = config.prompt_length, n_layers * 2 * hidden
+        self.reparameterize = config.reparameterize
+        if config.reparameterize:
+            self.tokens = nn.Parameter(torch.randn(num_sets, l, hidden) * 0.02)
+            self.mlp = nn.Sequential(nn.Linear(hidden, config.prefix_hidden_size), nn.Tanh(), nn.Linear(config.prefix_hidden_size, out))
+        else:
+            self.prefix = nn.Parameter(torch.randn(num_sets, l, out) * config.init_std)
+
+    def forward(self) -> torch.Tensor:
+        return self.mlp(self.tokens) if self.reparameterize else self.prefix  # (S, l, layers*2*H)
+
+
+def split_kv(flat: torch.Tensor, n_layers: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, l, layers*2*H) -> keys, values each (N, layers, heads, l, head_dim)."""
+    n, l, d = flat.shape
+    x = flat.view(n, l, n_layers, 2, heads, d // (n_layers * 2 * heads))
+    x = x.permute(3, 0, 2, 4, 1, 5)  # (2, N, layers, heads, l, head_dim)
+    return x[0], x[1]
+
+
+class PTuningV2Encoder(PromptEncoder):
+    def __init__(self, backbone: Backbone, config: PTuningV2Config):
+        super().__init__(backbone, config)
+        cfg = self.backbone.config
+        self.layers = resolve_layers(config.depth, cfg.num_hidden_layers)
+        self.prefix_encoder = PrefixEncoder(config, len(self.layers), cfg.hidden_size)
+        self.dropout = nn.Dropout(config.prefix_dropout)
+        self.deep = DeepPrefix(self.backbone, self.layers)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        n, t = input_ids.shape
+        flat = self.dropout(self.prefix_encoder()).expand(n, -1, -1)  # (N, l, layers*2*H)
+        keys, values = split_kv(flat, len(self.layers), self.deep.heads)
+        return self.deep(
+            self.backbone,
+            input_ids,
+            attention_mask,
+            self.token_types(token_type_ids, input_ids),
+            self.position_ids(n, t, input_ids.device),
+            keys,
+            values,
+        )  # (N,T,H)

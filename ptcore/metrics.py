@@ -1,0 +1,170 @@
+"""Official task metrics, by name.
+
+Each metric is ``fn(predictions, references, groups=None) -> float`` where predictions
+and references are per-example values (label indices, floats, tag sequences, answer
+strings...). They wrap scikit-learn / scipy / seqeval; only MultiRC's F1a/EM and SQuAD's
+EM/F1 are written here, because no maintained library on PyPI implements those official
+scripts offline (HF ``evaluate`` downloads them from the hub at run time).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .registry import Registry
+
+MetricFn = Callable[..., float]
+METRICS: Registry[MetricFn] = Registry("metric")
+
+
+@METRICS.register("accuracy")
+def accuracy(predictions: Sequence, references: Sequence, groups=None) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(references, predictions))
+
+
+@METRICS.register("f1")
+def binary_f1(predictions: Sequence, references: Sequence, groups=None) -> float:
+    """F1 of the positive class (label index 1), as GLUE reports for MRPC and QQP."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(references, predictions, pos_label=1, average="binary", zero_division=0))
+
+
+@METRICS.register("macro_f1")
+def macro_f1(predictions: Sequence, references: Sequence, groups=None) -> float:
+    """Unweighted mean of per-class F1 (SuperGLUE's CB F1), over the classes present in the references."""
+    from sklearn.metrics import f1_score
+
+    labels = sorted(set(references))
+    return float(f1_score(references, predictions, labels=labels, average="macro", zero_division=0))
+
+
+@METRICS.register("mcc")
+def matthews(predictions: Sequence, references: Sequence, groups=None) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(references, predictions))
+
+
+def _corr(fn, predictions, references) -> float:
+    p, r = np.asarray(predictions, dtype=float), np.asarray(references, dtype=float)
+    if p.std() == 0 or r.std() == 0:
+        return 0.0  # constant predictions: correlation undefined; report 0 rather than NaN
+    return float(fn(p, r)[0])
+
+
+@METRICS.register("pearson")
+def pearson(predictions, references, groups=None) -> float:
+    from scipy.stats import pearsonr
+
+    return _corr(pearsonr, predictions, references)
+
+
+@METRICS.register("spearman")
+def spearman(predictions, references, groups=None) -> float:
+    from scipy.stats import spearmanr
+
+    return _corr(spearmanr, predictions, references)
+
+
+@METRICS.register("f1a")
+def multirc_f1a(predictions, references, groups=None) -> float:
+    """MultiRC F1a: binary F1 over all answer options (positive class = 1)."""
+    return binary_f1(predictions, references)
+
+
+@METRICS.register("em")
+def multirc_em(predictions, references, groups: Optional[Sequence] = None) -> float:
+    """MultiRC exact match: a question counts only if all its answer options are right."""
+    if groups is None:
+        raise ValueError("multirc 'em' needs the question id of every answer option (groups)")
+    per_q: dict[Any, bool] = collections.defaultdict(lambda: True)
+    for p, r, g in zip(predictions, references, groups):
+        per_q[g] &= p == r
+    return float(np.mean(list(per_q.values()))) if per_q else 0.0
+
+
+def compute(names: Sequence[str], predictions, references, groups=None) -> dict[str, float]:
+    return {n: METRICS.get(n)(predictions, references, groups=groups) for n in names}
+
+
+# ---------------------------------------------------------------- sequence labelling (seqeval)
+# predictions / references: one list of IOB2 tag strings per sentence, of equal lengths.
+# seqeval's default mode (conlleval's chunking), micro-averaged over entities.
+
+
+def _seqeval(fn_name: str, predictions: Sequence[Sequence[str]], references: Sequence[Sequence[str]]) -> float:
+    import seqeval.metrics
+
+    fn = getattr(seqeval.metrics, fn_name)
+    return float(fn([list(r) for r in references], [list(p) for p in predictions], zero_division=0))
+
+
+@METRICS.register("entity_f1")
+def entity_f1(predictions, references, groups=None) -> float:
+    return _seqeval("f1_score", predictions, references)
+
+
+@METRICS.register("entity_precision")
+def entity_precision(predictions, references, groups=None) -> float:
+    return _seqeval("precision_score", predictions, references)
+
+
+@METRICS.register("entity_recall")
+def entity_recall(predictions, references, groups=None) -> float:
+    return _seqeval("recall_score", predictions, references)
+
+
+# ---------------------------------------------------------------- SQuAD (official evaluate-v2.0.py)
+# predictions: one answer string per question ("" = no answer); references: the list of
+# gold answer strings per question ([] = unanswerable, SQuAD 2.0). Max over gold answers,
+# averaged over questions, as fractions (the official script prints 100x these).
+
+
+def squad_normalize(text: str) -> str:
+    """Lower case, drop punctuation, drop the articles a/an/the, collapse whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = re.sub(r"\b(a|an|the)\b", " ", text, flags=re.UNICODE)
+    return " ".join(text.split())
+
+
+_PUNCT = frozenset(string.punctuation)
+
+
+def _squad_golds(golds: Sequence[str]) -> list[str]:
+    # as the official script: answers that normalize to "" do not count; none left -> [""]
+    return [g for g in golds if squad_normalize(g)] or [""]
+
+
+def squad_exact(prediction: str, gold: str) -> int:
+    return int(squad_normalize(gold) == squad_normalize(prediction))
+
+
+def squad_token_f1(prediction: str, gold: str) -> float:
+    gold_toks, pred_toks = squad_normalize(gold).split(), squad_normalize(prediction).split()
+    if not gold_toks or not pred_toks:  # a no-answer on either side: right iff both are empty
+        return float(gold_toks == pred_toks)
+    same = sum((collections.Counter(gold_toks) & collections.Counter(pred_toks)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_toks), same / len(gold_toks)
+    return 2 * precision * recall / (precision + recall)
+
+
+@METRICS.register("squad_em")
+def squad_em(predictions: Sequence[str], references: Sequence[Sequence[str]], groups=None) -> float:
+    scores = [max(squad_exact(p, g) for g in _squad_golds(r)) for p, r in zip(predictions, references)]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+@METRICS.register("squad_f1")
+def squad_f1(predictions: Sequence[str], references: Sequence[Sequence[str]], groups=None) -> float:
+    scores = [max(squad_token_f1(p, g) for g in _squad_golds(r)) for p, r in zip(predictions, references)]
+    return float(np.mean(scores)) if scores else 0.0

@@ -1,0 +1,94 @@
+"""Task declarations.
+
+A task is *declared*, not coded: a :class:`TaskSpec` names its data source (local file
+layout and format, plus the hub dataset for users with internet), its splits, the fields
+that become model inputs, its label set and its metrics. Python hooks exist only where a
+format needs them (COPA's choices, MultiRC's nested answers, WSC's span markup...).
+
+Every split a task yields is a list of plain dict *examples* whose keys depend on the
+task kind (see :mod:`ptcore.tasks.kinds`):
+
+- ``classification`` / ``regression``: ``text_a``, optional ``text_b``, ``label``
+  (int index into ``labels`` / float), optional ``group`` (MultiRC question id).
+- ``multiple_choice``: ``text_a``, ``choices`` (list of str), ``label`` (int).
+- ``token_classification``: ``tokens`` (list of str), ``tags`` (list of str).
+- ``extractive_qa``: ``id``, ``question``, ``context``, ``answers`` (``{"text": [...],
+  "answer_start": [...]}``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+KINDS = ("classification", "regression", "multiple_choice", "token_classification", "extractive_qa")
+
+# Split names used everywhere in ptcore:
+#   train -> what the optimizer sees
+#   dev   -> model selection (best epoch, early stopping, hyper-parameter search);
+#            carved from the official training data with a fixed seed
+#   val   -> the official validation split: reported, never selected on
+#   test  -> an official labelled test split where one exists (WNUT-17, CoNLL-2003)
+SPLITS = ("train", "dev", "val", "test")
+
+
+@dataclass(frozen=True)
+class LocalSource:
+    """Where a task lives inside the data directory and how its files are read.
+
+    ``files`` maps the *file role* (``train``, ``val``, ``dev``, ``test``) to a file name
+    under ``<data_dir>/<path>``. The role ``val`` is the official validation file (GLUE
+    calls it dev.tsv; it is still our reported ``val`` split).
+    """
+
+    path: str  # e.g. "superglue/CB"
+    format: str  # jsonl | tsv | conll | squad
+    files: dict[str, str]
+    # tsv only: True if the first row is a header; columns are then named, else indexed
+    header: bool = True
+    # conll only: which column holds the tag (default: last)
+    tag_column: int = -1
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """The same task on the Hugging Face hub (used only when the data directory lacks it)."""
+
+    path: str  # e.g. "super_glue"
+    name: Optional[str] = None  # e.g. "cb"
+    # our split role -> hub split name
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "validation"})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str  # "<benchmark>/<task>", lower case
+    kind: str  # one of KINDS
+    local: LocalSource
+    hub: Optional[HubSource]
+    # record field(s) that become text_a / text_b (classification, regression)
+    text_fields: tuple[str, ...] = ()
+    label_field: Optional[str] = "label"
+    # label *values* as they appear in the raw records, in index order
+    labels: tuple[Any, ...] = ()
+    metrics: tuple[str, ...] = ("accuracy",)
+    primary: str = "accuracy"
+    # hook(record, spec) -> example dict or None (skip) / list of examples; overrides the
+    # generic field mapping where a format needs code
+    hook: Optional[Callable[[dict, "TaskSpec"], Any]] = None
+    max_length: int = 256
+    # fraction of the official train split held out as the selection ("dev") split
+    dev_fraction: float = 0.1
+    description: str = ""
+    # free-form extra options for hooks and kinds (e.g. NER tag scheme, QA doc stride)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name}: kind {self.kind!r} not in {KINDS}")
+        if self.primary not in self.metrics:
+            raise ValueError(f"task {self.name}: primary metric {self.primary!r} not in {self.metrics}")
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)

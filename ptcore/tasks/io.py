@@ -1,0 +1,244 @@
+"""Reading task data: official file formats from a data directory, or the hub.
+
+The protocol (also in the README):
+
+* ``train`` / ``dev``: the official training file, split once with a fixed seed
+  (:data:`SPLIT_SEED`, independent of the run seed, so every run and method of a study
+  sees the same dev set). ``dev`` is what model selection looks at.
+* ``val``: the official validation file. Reported, never selected on.
+* ``test``: an official labelled test file where one exists.
+* A task whose training file is missing (offline BoolQ) is carved from its validation
+  file: 60% train, 10% dev, 30% val, fixed seed. Results say so in ``data_notes``.
+  ``spec.options`` may set ``carve_fractions`` and ``carve_by`` (the field whose equal
+  values stay in one part; default ``group``): SQuAD carves 70/10/20 by article ``title``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from ..errors import DataError
+from .base import TaskSpec
+
+DATA_DIR_ENV = "PTCORE_DATA_DIR"
+SPLIT_SEED = 20220527  # fixed: the dev split must not move with the run seed
+CARVE_FRACTIONS = (0.6, 0.1, 0.3)  # train / dev / val when only a validation file exists
+
+csv.field_size_limit(sys.maxsize)  # GLUE QQP/MNLI rows can be long
+
+
+def resolve_data_dir(data_dir: Optional[str | os.PathLike]) -> Optional[Path]:
+    """The explicit argument wins, then ``$PTCORE_DATA_DIR``; None means "use the hub"."""
+    value = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV) or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise DataError(f"data directory {str(path)!r} does not exist; pass --data-dir DIR or set {DATA_DIR_ENV}")
+    return path
+
+
+# ---------------------------------------------------------------- raw readers
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    records = []
+    with open(path, encoding="utf-8-sig") as f:  # -sig: tolerate a leading byte-order mark
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+    return records
+
+
+def read_tsv(path: Path, header: bool) -> list[dict]:
+    """GLUE tsv: tab separated, *no* quoting (sentences contain bare quotes).
+
+    Read as utf-8-sig: GLUE's MRPC files start with a byte-order mark, which would
+    otherwise turn the first column name into ``"\\ufeffQuality"``.
+    """
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    if not header:
+        return [{str(i): c for i, c in enumerate(r)} for r in rows]
+    if not rows:
+        return []
+    names = rows[0]
+    # rows with the wrong column count exist in the official QQP/MRPC files; skip them
+    return [dict(zip(names, r)) for r in rows[1:] if len(r) == len(names)]
+
+
+def read_records(path: Path, spec: TaskSpec) -> list[dict]:
+    fmt = spec.local.format
+    if fmt == "jsonl":
+        return read_jsonl(path)
+    if fmt == "tsv":
+        return read_tsv(path, spec.local.header)
+    from . import readers  # conll / squad live with their task kinds
+
+    return readers.read(fmt, path, spec)
+
+
+# ---------------------------------------------------------------- record -> example
+
+
+def to_examples(records: Iterable[dict], spec: TaskSpec) -> list[dict]:
+    out: list[dict] = []
+    for rec in records:
+        ex = spec.hook(rec, spec) if spec.hook else default_example(rec, spec)
+        if ex is None:
+            continue
+        if isinstance(ex, list):
+            out.extend(ex)
+        else:
+            out.append(ex)
+    return out
+
+
+def label_index(value: Any, spec: TaskSpec) -> int:
+    """Map a raw label value (string in the official files, int on the hub) to its index."""
+    for i, lab in enumerate(spec.labels):
+        if value == lab or str(value) == str(lab):
+            return i
+    if isinstance(value, int) and 0 <= value < len(spec.labels):
+        return value  # hub datasets store the index already
+    raise DataError(f"task {spec.name}: label {value!r} is not one of {list(spec.labels)}")
+
+
+def default_example(rec: dict, spec: TaskSpec) -> Optional[dict]:
+    try:
+        texts = [str(rec[f]) for f in spec.text_fields]
+    except KeyError as e:
+        raise DataError(
+            f"task {spec.name}: record has no field {e.args[0]!r} (fields: {sorted(rec)}); is this the official format?"
+        ) from None
+    ex: dict[str, Any] = {"text_a": texts[0]}
+    if len(texts) > 1:
+        ex["text_b"] = texts[1]
+    raw = rec.get(spec.label_field) if spec.label_field else None
+    if raw is None or raw == "" or raw == -1:
+        ex["label"] = None  # unlabelled (a test file)
+    elif spec.kind == "regression":
+        ex["label"] = float(raw)
+    else:
+        ex["label"] = label_index(raw, spec)
+    return ex
+
+
+# ---------------------------------------------------------------- splits
+
+
+def _shuffled(n: int, seed: int) -> list[int]:
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    return idx
+
+
+def carve(
+    examples: list[dict], fractions: tuple[float, ...], seed: int = SPLIT_SEED, key: str = "group"
+) -> list[list[dict]]:
+    """Split ``examples`` into len(fractions) parts by a seeded permutation.
+
+    Examples that share a ``group`` (MultiRC: the answer options of one question) are
+    kept in the same part, so a question is never split between train and dev and EM
+    on dev sees whole questions; fractions then count groups. Without groups every
+    example is its own unit and the permutation is the plain one over examples.
+    ``key`` names the grouping field (SQuAD carves by ``title``: whole articles).
+    """
+    units: dict[Any, list[int]] = {}  # unit key -> example indices, in file order
+    for i, ex in enumerate(examples):
+        group = ex.get(key)
+        units.setdefault(("g", group) if group is not None else ("i", i), []).append(i)
+    members = list(units.values())
+    idx = _shuffled(len(members), seed)
+    parts, start = [], 0
+    for k, frac in enumerate(fractions):
+        end = len(idx) if k == len(fractions) - 1 else start + max(1, round(frac * len(idx)))
+        parts.append([examples[i] for i in sorted(i for u in idx[start:end] for i in members[u])])
+        start = end
+    return parts
+
+
+def _read_local(spec: TaskSpec, data_dir: Path) -> dict[str, list[dict]]:
+    root = data_dir / spec.local.path
+    found = {role: root / name for role, name in spec.local.files.items() if (root / name).is_file()}
+    if not found:
+        expected = ", ".join(str(root / n) for n in spec.local.files.values())
+        raise DataError(
+            f"task {spec.name}: no data files found (expected {expected}); put the official files there, "
+            f"or pass another --data-dir"
+        )
+    return {role: to_examples(read_records(path, spec), spec) for role, path in found.items()}
+
+
+def _read_hub(spec: TaskSpec) -> dict[str, list[dict]]:
+    if spec.hub is None:
+        raise DataError(f"task {spec.name}: no data directory given and the task has no hub source; pass --data-dir DIR or set {DATA_DIR_ENV}")
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover - datasets is a dependency
+        raise DataError(f"task {spec.name}: the 'datasets' package is needed to load from the hub ({e})") from None
+    out = {}
+    for role, hub_split in spec.hub.splits.items():
+        try:
+            ds = datasets.load_dataset(spec.hub.path, spec.hub.name, split=hub_split)
+        except Exception as e:  # the hub raises many types; all mean "not reachable here"
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(
+                f"task {spec.name}: loading {spec.hub.path}/{spec.hub.name or ''} from the Hugging Face hub failed ({msg}); "
+                f"offline, pass --data-dir DIR (or set {DATA_DIR_ENV}) pointing at the official files"
+            ) from None
+        out[role] = to_examples(list(ds), spec)
+    return out
+
+
+def load_splits(
+    spec: TaskSpec, data_dir: Optional[str | os.PathLike] = None, max_train: Optional[int] = None
+) -> tuple[dict[str, list[dict]], list[str]]:
+    """Return ``({"train", "dev", "val"[, "test"]: examples}, notes)`` for a task."""
+    root = resolve_data_dir(data_dir)
+    raw = _read_local(spec, root) if root is not None else _read_hub(spec)
+    notes: list[str] = []
+    splits: dict[str, list[dict]] = {}
+    # spec.options may carve by another field (SQuAD: "title", whole articles) and fractions
+    carve_by = spec.options.get("carve_by", "group")
+    by = "" if carve_by == "group" else f" by {carve_by}"
+    fractions = tuple(spec.options.get("carve_fractions", CARVE_FRACTIONS))
+    if "train" in raw and "dev" in raw:  # official dev file (NER): selection on it
+        splits["train"], splits["dev"] = raw["train"], raw["dev"]
+        if "val" in raw:
+            splits["val"] = raw["val"]
+    elif "train" in raw:
+        splits["train"], splits["dev"] = carve(raw["train"], (1 - spec.dev_fraction, spec.dev_fraction), key=carve_by)
+        notes.append(f"dev = {spec.dev_fraction:.0%} of the official train split{by} (seed {SPLIT_SEED})")
+        if "val" in raw:
+            splits["val"] = raw["val"]
+    elif "val" in raw:
+        splits["train"], splits["dev"], splits["val"] = carve(raw["val"], fractions, key=carve_by)
+        pct = "/".join(str(round(100 * f)) for f in fractions)
+        notes.append(
+            f"no official train file: train/dev/val carved {pct}{by} from the official validation file "
+            f"(seed {SPLIT_SEED}); val is a {fractions[-1]:.0%} subset, not the full official split"
+        )
+    else:
+        raise DataError(f"task {spec.name}: neither a train nor a validation file was found")
+    if "test" in raw:
+        splits["test"] = raw["test"]
+    if max_train is not None and len(splits["train"]) > max_train:
+        idx = sorted(_shuffled(len(splits["train"]), SPLIT_SEED + 1)[:max_train])
+        splits["train"] = [splits["train"][i] for i in idx]
+        notes.append(f"train subsampled to {max_train} examples (seed {SPLIT_SEED + 1})")
+    for name, exs in splits.items():
+        if not exs:
+            raise DataError(f"task {spec.name}: split {name!r} is empty; check the data files")
+    return splits, notes

@@ -1,0 +1,184 @@
+"""Task kinds: how examples become tensors, which head reads the encoder, the loss, and
+how predictions are scored. Shared by every method (methods only produce hidden states).
+
+A kind implements:
+
+``encode(examples, tokenizer, max_length) -> features``
+    one or more feature dicts (python lists) per example, each with ``example_index``.
+``collate(features, pad_id) -> batch``      dynamic padding to the longest in the batch.
+``make_head(hidden, spec, dropout) -> nn.Module``
+``logits(model, batch) -> Tensor``          runs ``model.encoder`` + ``model.head``.
+``loss(logits, batch) -> Tensor``
+``decode(logits, batch) -> list``           per-feature predictions (python values).
+``score(preds, features, examples, spec) -> {metric: value}``
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import metrics as M
+from ..registry import Registry
+from .base import TaskSpec
+
+KIND_REGISTRY: Registry["Kind"] = Registry("task kind")
+
+# padding value per feature key (sequences of ints); other int-list keys pad with 0
+PAD_VALUES = {"labels": -100}
+
+
+def pad(seqs: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """Right-pad int sequences to the longest. -> (B, Tmax)"""
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def collate_sequences(features: list[dict], pad_id: int, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    batch = {}
+    for key in keys:
+        if key in features[0]:
+            batch[key] = pad([f[key] for f in features], pad_id if key == "input_ids" else PAD_VALUES.get(key, 0))
+    return batch
+
+
+class Kind:
+    name: str = ""
+    sequence_keys = ("input_ids", "attention_mask", "token_type_ids")
+
+    def tokenize(self, tokenizer, a: list[str], b: list[str] | None, max_length: int) -> dict[str, list]:
+        enc = tokenizer(a, b, truncation=True, max_length=max_length)
+        if "token_type_ids" not in enc:  # RoBERTa has no segments
+            enc["token_type_ids"] = [[0] * len(ids) for ids in enc["input_ids"]]
+        return enc
+
+    def collate(self, features: list[dict], pad_id: int) -> dict[str, Any]:
+        batch: dict[str, Any] = collate_sequences(features, pad_id, self.sequence_keys)
+        batch["example_index"] = torch.tensor([f["example_index"] for f in features])
+        return batch
+
+
+@KIND_REGISTRY.register("classification")
+class Classification(Kind):
+    name = "classification"
+
+    def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
+        a = [ex["text_a"] for ex in examples]
+        b = [ex["text_b"] for ex in examples] if "text_b" in examples[0] else None
+        enc = self.tokenize(tokenizer, a, b, max_length)
+        return [
+            {
+                "input_ids": enc["input_ids"][i],
+                "attention_mask": enc["attention_mask"][i],
+                "token_type_ids": enc["token_type_ids"][i],
+                "label": ex["label"],
+                "example_index": i,
+            }
+            for i, ex in enumerate(examples)
+        ]
+
+    def collate(self, features, pad_id):
+        batch = super().collate(features, pad_id)
+        if features[0]["label"] is not None:
+            batch["label"] = torch.tensor([f["label"] for f in features], dtype=self.label_dtype)
+        return batch
+
+    label_dtype = torch.long
+
+    def out_dim(self, spec: TaskSpec) -> int:
+        return spec.num_labels
+
+    def make_head(self, hidden: int, spec: TaskSpec, dropout: float) -> nn.Module:
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, self.out_dim(spec)))
+
+    def logits(self, model, batch) -> torch.Tensor:
+        h = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B,T,H)
+        return model.head(model.pool(h, batch["attention_mask"]))  # (B,C)
+
+    def loss(self, logits, batch) -> torch.Tensor:
+        return F.cross_entropy(logits, batch["label"])
+
+    def decode(self, logits, batch) -> list:
+        return logits.argmax(-1).tolist()
+
+    def score(self, preds, features, examples, spec) -> dict[str, float]:
+        refs = [examples[f["example_index"]]["label"] for f in features]
+        groups = [examples[f["example_index"]].get("group") for f in features]
+        return M.compute(spec.metrics, preds, refs, groups=groups)
+
+
+@KIND_REGISTRY.register("regression")
+class Regression(Classification):
+    name = "regression"
+    label_dtype = torch.float
+
+    def out_dim(self, spec):
+        return 1
+
+    def logits(self, model, batch):
+        return super().logits(model, batch).squeeze(-1)  # (B,)
+
+    def loss(self, logits, batch):
+        return F.mse_loss(logits, batch["label"])
+
+    def decode(self, logits, batch):
+        return logits.tolist()
+
+
+@KIND_REGISTRY.register("multiple_choice")
+class MultipleChoice(Classification):
+    """Each (context, choice) pair is encoded; one score per pair; softmax over choices."""
+
+    name = "multiple_choice"
+
+    def encode(self, examples, tokenizer, max_length):
+        feats = []
+        for i, ex in enumerate(examples):
+            enc = self.tokenize(tokenizer, [ex["text_a"]] * len(ex["choices"]), list(ex["choices"]), max_length)
+            feats.append(
+                {
+                    "input_ids": enc["input_ids"],  # C lists
+                    "attention_mask": enc["attention_mask"],
+                    "token_type_ids": enc["token_type_ids"],
+                    "label": ex["label"],
+                    "example_index": i,
+                }
+            )
+        return feats
+
+    def collate(self, features, pad_id):
+        n_choices = len(features[0]["input_ids"])
+        flat = [
+            {k: f[k][c] for k in self.sequence_keys} for f in features for c in range(n_choices)
+        ]  # B*C pairs
+        batch = collate_sequences(flat, pad_id, self.sequence_keys)
+        batch = {k: v.view(len(features), n_choices, -1) for k, v in batch.items()}  # (B,C,T)
+        batch["example_index"] = torch.tensor([f["example_index"] for f in features])
+        if features[0]["label"] is not None:
+            batch["label"] = torch.tensor([f["label"] for f in features])
+        return batch
+
+    def out_dim(self, spec):
+        return 1
+
+    def logits(self, model, batch):
+        b, c, t = batch["input_ids"].shape
+        flat = {k: batch[k].view(b * c, t) for k in self.sequence_keys}
+        h = model.encoder(flat["input_ids"], flat["attention_mask"], flat["token_type_ids"])  # (B*C,T,H)
+        return model.head(model.pool(h, flat["attention_mask"])).view(b, c)  # (B,C)
+
+
+def get_kind(name: str) -> Kind:
+    try:  # token classification and extractive QA register themselves on import
+        importlib.import_module(f"{__package__}.sequence_kinds")
+    except ModuleNotFoundError as e:  # pragma: no cover
+        if e.name != f"{__package__}.sequence_kinds":
+            raise
+    return KIND_REGISTRY.get(name)()

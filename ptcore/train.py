@@ -1,0 +1,233 @@
+"""Train one configuration: read top to bottom.
+
+    config -> backbone + method encoder + task head -> data -> AdamW/warmup loop
+           -> evaluate dev every epoch (selection) -> restore best -> report val (never selected on)
+
+``train()`` is what ``orchestrate run`` calls in-process and what a Ray Train worker
+calls inside a trial; the worker passes ``callbacks`` to report epochs and stop early.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from . import runinfo
+from .backbones import Backbone, load_backbone
+from .config import RunConfig
+from .data import encode_split, make_loader, subsample
+from .errors import TrainingError
+from .methods import get_method, make_method_config
+from .model import TaskModel
+from .tasks import get_task, load_splits
+from .tasks.kinds import get_kind
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: TaskModel) -> bool:
+        """Called after each epoch's dev evaluation; return True to stop training."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
+    """Method encoder around the backbone, plus the task kind's head. Seeds first, so the
+    prompts and head start the same for the same seed."""
+    seed_everything(cfg.seed)
+    spec = get_task(cfg.task)
+    kind = get_kind(spec.kind)
+    method = get_method(cfg.method)
+    encoder = method.encoder_cls(backbone, make_method_config(cfg.method, cfg.method_args))
+    head = kind.make_head(encoder.hidden_size, spec, cfg.head_dropout)
+    return TaskModel(encoder, head, kind, pooling=cfg.pooling)
+
+
+@torch.no_grad()
+def evaluate(model: TaskModel, loader, features, examples, spec, device) -> dict[str, float]:
+    """Predict a whole split and score it with the task's official metrics (+ 'primary')."""
+    model.eval()
+    preds: list = []
+    for batch in loader:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        preds.extend(model.kind.decode(model(batch), batch))
+    scores = model.kind.score(preds, features, examples, spec)
+    scores["primary"] = scores[spec.primary]
+    return scores
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before the first step (reusable across runs of one task)."""
+
+    examples: dict[str, list[dict]]
+    features: dict[str, list[dict]]
+    notes: list[str] = field(default_factory=list)
+
+
+def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str] = None) -> Prepared:
+    spec = get_task(cfg.task)
+    kind = get_kind(spec.kind)
+    examples, notes = load_splits(spec, cfg.data_dir, max_train=cfg.max_train_examples)
+    for split in ("dev", "val", "test"):
+        if split in examples and cfg.max_eval_examples:
+            before = len(examples[split])
+            examples[split] = subsample(examples[split], cfg.max_eval_examples)
+            if len(examples[split]) < before:
+                notes.append(f"{split} subsampled to {cfg.max_eval_examples} of {before} examples")
+    # shallow prompts occupy positions: shorten inputs so input + prompt fit the position table
+    limit = min(cfg.max_length or spec.max_length, backbone.config.max_position_embeddings - 2) - extra_tokens
+    features = {
+        s: encode_split(kind, spec, exs, backbone.tokenizer, limit, s, cache_dir) for s, exs in examples.items()
+    }
+    return Prepared(examples, features, notes)
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    backbone: Optional[Backbone] = None,
+    data: Optional[Prepared] = None,
+    callbacks: tuple[Callback, ...] = (),
+    output: Optional[str | Path] = None,
+    progress: bool = True,
+    cache_dir: Optional[str] = None,
+) -> dict[str, Any]:
+    """Train ``cfg``; return the result record (and write it + the checkpoint to ``output``)."""
+    t_start = time.time()
+    spec = get_task(cfg.task)
+    resolved = cfg.resolved()
+    device = pick_device(cfg.device)
+
+    # ---- model: backbone (frozen unless fine-tuning) + method + head
+    backbone = backbone or load_backbone(cfg.model, cfg.layers)
+    model = build_model(cfg, backbone).to(device)
+    trainable, total = model.param_counts()
+
+    # ---- data: official files -> examples -> token ids (dynamic padding per batch)
+    data = data or prepare_data(cfg, backbone, model.encoder.extra_tokens, cache_dir)
+    pad_id = backbone.tokenizer.pad_token_id
+    kind = model.kind
+    train_loader = make_loader(data.features["train"], kind, pad_id, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    eval_loaders = {
+        s: make_loader(data.features[s], kind, pad_id, cfg.eval_batch_size, shuffle=False) for s in data.features if s != "train"
+    }
+
+    # ---- optimizer: AdamW, no decay on biases/LayerNorm, linear warmup then linear decay
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n  # noqa: E731
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in params if not no_decay(n)], "weight_decay": cfg.weight_decay},
+            {"params": [p for n, p in params if no_decay(n)], "weight_decay": 0.0},
+        ],
+        lr=resolved["lr"],
+    )
+    total_steps = cfg.epochs * len(train_loader)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+
+    # ---- loop
+    best = {"score": -math.inf, "epoch": -1, "state": None, "dev": None}
+    history: list[dict[str, float]] = []
+    step, bad_epochs, t_train = 0, 0, 0.0
+    bar = tqdm(total=total_steps, disable=not progress, desc=f"{cfg.method} {cfg.task}", unit="step", leave=False)
+    for epoch in range(cfg.epochs):
+        model.train()
+        t0, losses = time.time(), []
+        for batch in train_loader:
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            aux = model.encoder.on_train_step(step, total_steps)  # e.g. Gumbel temperature
+            logits = model(batch)  # (B,C) / (B,) / (B,T,C) / (B,T,2) by task kind
+            loss = kind.loss(logits, batch)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss is {loss.item()} at epoch {epoch + 1} step {step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
+                    f"lower the learning rate (--set lr=...) or raise warmup_ratio"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", **{k: f"{v:.3g}" for k, v in aux.items()})
+        t_train += time.time() - t0
+
+        # selection happens on dev only
+        dev = evaluate(model, eval_loaders["dev"], data.features["dev"], data.examples["dev"], spec, device)
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], **aux}
+        record.update({f"dev_{k}": v for k, v in dev.items()})
+        history.append(record)
+        if dev["primary"] > best["score"]:
+            state = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
+            best = {"score": dev["primary"], "epoch": epoch + 1, "state": state, "dev": dev}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        stop = any([cb.on_epoch_end(epoch + 1, record, model) for cb in callbacks])
+        if stop or (cfg.patience is not None and bad_epochs >= cfg.patience):
+            break
+    bar.close()
+
+    # ---- restore the best epoch and report the official splits (never selected on)
+    model.load_state_dict(best["state"], strict=False)
+    reported = {
+        s: evaluate(model, eval_loaders[s], data.features[s], data.examples[s], spec, device)
+        for s in ("val", "test")
+        if s in eval_loaders
+    }
+    result: dict[str, Any] = {
+        "task": cfg.task,
+        "method": cfg.method,
+        "model": cfg.model,
+        "layers": cfg.layers if cfg.layers is not None else backbone.config.num_hidden_layers,
+        "seed": cfg.seed,
+        "primary_metric": spec.primary,
+        "dev": best["dev"],
+        **reported,
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": 100.0 * trainable / total,
+        "checkpoint_bytes": sum(t.numel() * t.element_size() for t in best["state"].values()),
+        "train_examples": len(data.examples["train"]),
+        "wall_s": time.time() - t_start,
+        "train_s": t_train,
+        "history": history,
+        "data_notes": data.notes,
+        "config": resolved,
+        "config_hash": cfg.config_hash(),
+        "versions": runinfo.versions(),
+        "git": runinfo.git_info(),
+        "device": str(device),
+    }
+    if output is not None:
+        from .checkpoint import save_checkpoint, write_json_atomic
+
+        out = Path(output)
+        save_checkpoint(model, cfg, out / "checkpoint")
+        result["checkpoint"] = str(out / "checkpoint")
+        write_json_atomic(out / "result.json", result)
+    return result

@@ -1,0 +1,80 @@
+"""Metric functions against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ptcore.metrics import METRICS, compute
+
+
+def metric(name: str):
+    return METRICS.get(name)
+
+
+def test_accuracy():
+    assert metric("accuracy")([0, 1, 1, 0], [0, 1, 0, 0]) == pytest.approx(0.75)
+
+
+def test_binary_f1_positive_class():
+    # TP = 2 (items 0, 4), FP = 1 (item 1), FN = 1 (item 3): P = R = 2/3
+    preds, refs = [1, 1, 0, 0, 1], [1, 0, 0, 1, 1]
+    assert metric("f1")(preds, refs) == pytest.approx(2 / 3)
+    assert metric("f1")([0, 0], [0, 0]) == 0.0  # no positives anywhere: 0, not a warning
+
+
+def test_macro_f1_three_classes():
+    refs = [0, 0, 1, 1, 2, 2]
+    preds = [0, 1, 1, 1, 2, 0]
+    # class 0: P 1/2, R 1/2 -> 0.5; class 1: P 2/3, R 1 -> 0.8; class 2: P 1, R 1/2 -> 2/3
+    assert metric("macro_f1")(preds, refs) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_macro_f1_averages_reference_classes_only():
+    # class 2 is only predicted, never a reference: class 0 F1 2/3, class 1 F1 1
+    assert metric("macro_f1")([0, 2, 1, 1], [0, 0, 1, 1]) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_mcc():
+    # TP 1, TN 2, FP 1, FN 0: (1*2 - 1*0) / sqrt(2 * 1 * 3 * 2)
+    assert metric("mcc")([1, 1, 0, 0], [1, 0, 0, 0]) == pytest.approx(2 / math.sqrt(12))
+    assert metric("mcc")([1, 0, 1, 0], [1, 0, 1, 0]) == pytest.approx(1.0)
+    assert metric("mcc")([0, 1, 0, 1], [1, 0, 1, 0]) == pytest.approx(-1.0)
+
+
+def test_pearson_and_spearman():
+    # x = [1, 2, 3], y = [1, 3, 2]: cov 1, var 2 and 2 -> r = 0.5; ranks equal the values
+    assert metric("pearson")([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert metric("spearman")([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    # monotone but not linear: Spearman 1, Pearson below 1
+    x, y = [1, 2, 3, 4], [1, 4, 9, 16]
+    assert metric("spearman")(x, y) == pytest.approx(1.0)
+    assert metric("pearson")(x, y) < 0.99
+    assert metric("pearson")([4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(-1.0)
+
+
+def test_correlation_of_constant_predictions_is_zero():
+    assert metric("pearson")([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+    assert metric("spearman")([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+
+
+def test_multirc_f1a_and_em():
+    preds = [1, 0, 1, 0, 0]
+    refs = [1, 0, 1, 1, 0]
+    groups = ["a", "a", "b", "b", "c"]
+    # F1a: TP 2, FP 0, FN 1 -> P 1, R 2/3 -> 0.8; EM: a right, b wrong, c right
+    assert metric("f1a")(preds, refs) == pytest.approx(0.8)
+    assert metric("em")(preds, refs, groups=groups) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="groups"):
+        metric("em")(preds, refs)
+
+
+def test_compute_by_names():
+    scores = compute(["accuracy", "f1"], [1, 0, 1], [1, 1, 1])
+    assert scores == {"accuracy": pytest.approx(2 / 3), "f1": pytest.approx(0.8)}
+
+
+def test_unknown_metric_suggests():
+    with pytest.raises(KeyError, match="did you mean 'accuracy'"):
+        metric("acuracy")

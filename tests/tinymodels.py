@@ -1,0 +1,69 @@
+"""Tiny random encoders built from configs (no download), with a real WordPiece tokenizer."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+from ptcore.backbones import Backbone, backbone_from_model
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+WORDS = (
+    "the a an is was it he she they we you i not no yes and or but of to in on at for with by from that this "
+    "what cause result happened because so if then there good bad great movie film"
+).split()
+
+
+def write_vocab(directory: Path) -> Path:
+    letters = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = SPECIALS + WORDS + letters + [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    path = Path(directory) / "vocab.txt"
+    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    return path
+
+
+def tiny_tokenizer(directory: Path):
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(vocab=str(write_vocab(directory)), do_lower_case=True)  # transformers 5: `vocab`, not `vocab_file`
+
+
+def tiny_backbone(family: str, directory: Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Backbone:
+    """A random BERT / RoBERTa / ELECTRA small enough to train in milliseconds."""
+    from transformers import AutoModel, BertConfig, ElectraConfig, RobertaConfig
+
+    tok = tiny_tokenizer(directory)
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=160,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    if family == "bert":
+        config = BertConfig(**common)
+    elif family == "roberta":
+        common["max_position_embeddings"] += 2  # positions start at pad_token_id + 1
+        config = RobertaConfig(**common, pad_token_id=1, type_vocab_size=1)
+    elif family == "electra":
+        config = ElectraConfig(**common, embedding_size=hidden)
+    else:
+        raise ValueError(family)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    model.eval()
+    return backbone_from_model(model, tok, name=f"tiny-{family}")
+
+
+def save_tiny(family: str, directory: Path) -> Path:
+    """Save a tiny backbone as a local model directory (for CLI / study tests)."""
+    bb = tiny_backbone(family, directory)
+    bb.model.save_pretrained(directory)
+    bb.tokenizer.save_pretrained(directory)
+    return directory
