@@ -154,12 +154,15 @@ class MultipleChoice(Classification):
         return feats
 
     def collate(self, features, pad_id):
-        n_choices = len(features[0]["input_ids"])
+        # examples may have different numbers of choices (ReCoRD): repeat the last choice
+        # to fill the batch and mask the repeats out of the softmax
+        n_choices = max(len(f["input_ids"]) for f in features)
         flat = [
-            {k: f[k][c] for k in self.sequence_keys} for f in features for c in range(n_choices)
+            {k: f[k][min(c, len(f[k]) - 1)] for k in self.sequence_keys} for f in features for c in range(n_choices)
         ]  # B*C pairs
         batch = collate_sequences(flat, pad_id, self.sequence_keys)
         batch = {k: v.view(len(features), n_choices, -1) for k, v in batch.items()}  # (B,C,T)
+        batch["choice_mask"] = torch.tensor([[c < len(f["input_ids"]) for c in range(n_choices)] for f in features])
         batch["example_index"] = torch.tensor([f["example_index"] for f in features])
         if features[0]["label"] is not None:
             batch["label"] = torch.tensor([f["label"] for f in features])
@@ -172,7 +175,8 @@ class MultipleChoice(Classification):
         b, c, t = batch["input_ids"].shape
         flat = {k: batch[k].view(b * c, t) for k in self.sequence_keys}
         h = model.encoder(flat["input_ids"], flat["attention_mask"], flat["token_type_ids"])  # (B*C,T,H)
-        return model.head(model.pool(h, flat["attention_mask"])).view(b, c)  # (B,C)
+        scores = model.head(model.pool(h, flat["attention_mask"])).view(b, c)  # (B,C)
+        return scores.masked_fill(~batch["choice_mask"], -1e4)  # padded choices never win
 
 
 def get_kind(name: str) -> Kind:

@@ -92,3 +92,14 @@ def test_output_aligned_with_input_tokens(tmp_path):
         cfg = RunConfig(task="superglue/rte", method=method, method_args=method_args(method))
         enc = build_model(cfg, bb).encoder
         assert enc(ids, mask, torch.zeros_like(ids)).shape == (2, 6, 32), method
+
+
+def test_multiple_choice_with_varying_choice_counts(tmp_path):
+    """ReCoRD examples have different numbers of candidate entities."""
+    bb, model, batch = setup("ptuning_v2", "superglue/record", "bert", tmp_path)
+    counts = batch["choice_mask"].sum(1)
+    assert counts.min() < counts.max(), "fixture should mix choice counts"
+    logits = model.eval()(batch)
+    assert logits.shape == batch["choice_mask"].shape
+    assert (logits[~batch["choice_mask"]] <= -1e4).all()
+    assert batch["label"].lt(counts).all()
