@@ -1,0 +1,82 @@
+from typing import Literal, Optional, Union
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from ..base import MethodConfig
+
+Level = Literal["none", "task", "instance"]
+
+
+class DynamicConfig(MethodConfig):
+    """Dynamic prompting (Yang et al., 2023) for encoders, over shallow or deep prompts.
+
+    Each forward picks, per instance, *where* the prompt goes (a split point j: the input
+    becomes ``[CLS] P[j:] x P[:j] [SEP]``), *how long* it is (one of ``length_candidates``;
+    the unused slots are hidden by the attention mask) and, with ``pool_size > 1``, a
+    per-instance softmax mixture of ``pool_size`` prompt sets. Discrete choices are
+    Gumbel-Softmax straight-through samples while training (temperature annealed from
+    ``tau0`` to ``tau_min``) and a deterministic argmax at evaluation.
+
+    ``task`` choices are learned logits shared by all inputs; ``instance`` choices (and the
+    pool weights) come from a linear layer on the mean-pooled output of the frozen backbone
+    on the *unprompted* input: one extra forward pass of the backbone per batch (no
+    gradient, no prompt), i.e. roughly 2x the encoder cost of plain prompt tuning.
+    """
+
+    base: Literal["shallow", "deep"] = Field(
+        "shallow", description="shallow: Lester-style input prompt; deep: P-Tuning v2 key/value prefixes at every (or `depth`) layers"
+    )
+    prompt_length: int = Field(16, ge=1, le=1024, description="prompt vectors (shallow) / prefix slots per layer (deep), l")
+    position: Level = Field("none", description="learn the split point j in 0..l (shallow only); none: whole prompt in front")
+    length: Level = Field("none", description="learn the prompt length among `length_candidates` (masking unused slots)")
+    length_candidates: Optional[list[int]] = Field(
+        None, description="lengths to choose from, each in 1..prompt_length (default: l/4, l/2, 3l/4, l)"
+    )
+    pool_size: int = Field(1, ge=1, le=256, description="k prompt sets mixed per instance by softmax(Linear(pooled input)); 1 = one prompt")
+    tau0: float = Field(1.0, gt=0.0, description="Gumbel-Softmax temperature at the first step")
+    tau_min: float = Field(0.1, gt=0.0, description="temperature at the last step")
+    anneal: Literal["exponential", "linear", "cosine"] = Field("exponential", description="temperature schedule tau0 -> tau_min")
+    # shallow only: 'vocab' = embeddings of random vocabulary tokens, 'random' = N(0, 0.02^2)
+    init: Literal["vocab", "random"] = Field("vocab", description="shallow prompt init (ignored for deep)")
+    # deep only (same meaning as PTuningV2Config; ignored for shallow)
+    depth: Optional[Union[int, list[int]]] = Field(None, description="deep: None = every layer, k = top k, [i, ...] = those layers")
+    reparameterize: bool = Field(False, description="deep: produce the prefixes with an MLP")
+    prefix_hidden_size: int = Field(512, ge=1, description="deep: hidden width of the reparameterization MLP")
+    prefix_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="deep: dropout on the prefix keys/values")
+    init_std: float = Field(1.0, gt=0.0, description="deep: std of the initial prefixes without reparameterization")
+
+    # field validators (not a model validator) so that errors name the offending option;
+    # each runs after the fields it reads, which are declared earlier
+    @field_validator("position")
+    @classmethod
+    def _position_needs_shallow(cls, v: str, info: ValidationInfo) -> str:
+        if v != "none" and info.data.get("base") == "deep":
+            raise ValueError(
+                f"position={v!r} needs base='shallow': deep prefixes are keys/values with no place in the "
+                f"token sequence (use position='none' with base='deep')"
+            )
+        return v
+
+    @field_validator("length_candidates")
+    @classmethod
+    def _candidates_in_range(cls, v: Optional[list[int]], info: ValidationInfo) -> Optional[list[int]]:
+        l = info.data.get("prompt_length")
+        if v is not None and l is not None:
+            bad = [c for c in v if not 1 <= c <= l]
+            if bad or not v:
+                raise ValueError(f"length_candidates must be a non-empty list of lengths in 1..prompt_length={l} (bad: {bad or '[]'})")
+        return v
+
+    @field_validator("tau_min")
+    @classmethod
+    def _tau_min_below_tau0(cls, v: float, info: ValidationInfo) -> float:
+        tau0 = info.data.get("tau0")
+        if tau0 is not None and v > tau0:
+            raise ValueError(f"tau_min={v} must not exceed tau0={tau0}")
+        return v
+
+    def candidate_lengths(self) -> list[int]:
+        """The effective length candidates, ascending and distinct."""
+        l = self.prompt_length
+        cands = self.length_candidates if self.length_candidates is not None else [max(1, round(l * f)) for f in (0.25, 0.5, 0.75, 1.0)]
+        return sorted(set(int(c) for c in cands))
