@@ -56,12 +56,48 @@ def encode_split(
     return features
 
 
+def feature_length(feature: dict) -> int:
+    """Tokens of a feature (the longest choice for multiple choice)."""
+    ids = feature["input_ids"]
+    return max(len(x) for x in ids) if ids and isinstance(ids[0], list) else len(ids)
+
+
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Shuffled batches of similar length (like HF Trainer's ``group_by_length``).
+
+    Each epoch: a seeded permutation, cut into mega-batches of ``mult`` batches, each
+    sorted by length and cut into batches, the batch order shuffled again. Dynamic padding
+    then pads far less; on CPU this roughly halves step time on tasks with varied lengths.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, mult: int = 50):
+        self.lengths, self.batch_size, self.generator, self.mult = lengths, batch_size, generator, mult
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        perm = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        mega = self.batch_size * self.mult
+        batches = []
+        for start in range(0, len(perm), mega):
+            chunk = sorted(perm[start : start + mega], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        order = torch.randperm(len(batches), generator=self.generator).tolist()
+        return iter([batches[i] for i in order])
+
+
 def make_loader(features: list[dict], kind: Kind, pad_id: int, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        features,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=g if shuffle else None,
-        collate_fn=lambda fs: kind.collate(fs, pad_id),
-    )
+    """Training (``shuffle``): seeded length-grouped batches. Evaluation: the given order
+    (callers sort eval features by length, see :func:`sort_by_length`)."""
+    collate = lambda fs: kind.collate(fs, pad_id)  # noqa: E731
+    if shuffle:
+        g = torch.Generator().manual_seed(seed)
+        sampler = LengthGroupedBatches([feature_length(f) for f in features], batch_size, g)
+        return DataLoader(features, batch_sampler=sampler, collate_fn=collate)
+    return DataLoader(features, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+def sort_by_length(features: list[dict]) -> list[dict]:
+    """Evaluation order that pads least; predictions are matched back by ``example_index``."""
+    return sorted(features, key=feature_length)

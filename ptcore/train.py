@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from . import runinfo
 from .backbones import Backbone, load_backbone
 from .config import RunConfig
-from .data import encode_split, make_loader, subsample
+from .data import encode_split, make_loader, sort_by_length, subsample
 from .errors import TrainingError
 from .methods import get_method, make_method_config
 from .model import TaskModel
@@ -128,9 +128,8 @@ def train(
     pad_id = backbone.tokenizer.pad_token_id
     kind = model.kind
     train_loader = make_loader(data.features["train"], kind, pad_id, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    eval_loaders = {
-        s: make_loader(data.features[s], kind, pad_id, cfg.eval_batch_size, shuffle=False) for s in data.features if s != "train"
-    }
+    eval_features = {s: sort_by_length(f) for s, f in data.features.items() if s != "train"}
+    eval_loaders = {s: make_loader(f, kind, pad_id, cfg.eval_batch_size, shuffle=False) for s, f in eval_features.items()}
 
     # ---- optimizer: AdamW, no decay on biases/LayerNorm, linear warmup then linear decay
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -175,7 +174,7 @@ def train(
         t_train += time.time() - t0
 
         # selection happens on dev only
-        dev = evaluate(model, eval_loaders["dev"], data.features["dev"], data.examples["dev"], spec, device)
+        dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], **aux}
         record.update({f"dev_{k}": v for k, v in dev.items()})
         history.append(record)
@@ -193,7 +192,7 @@ def train(
     # ---- restore the best epoch and report the official splits (never selected on)
     model.load_state_dict(best["state"], strict=False)
     reported = {
-        s: evaluate(model, eval_loaders[s], data.features[s], data.examples[s], spec, device)
+        s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device)
         for s in ("val", "test")
         if s in eval_loaders
     }
