@@ -73,7 +73,8 @@ def handle_run(args: argparse.Namespace) -> int:
     cfg = run_config_from_args(args)
     if args.output and os.path.exists(os.path.join(args.output, "result.json")):
         raise PtcoreError(f"{args.output}/result.json exists; choose another --output or delete it")
-    result = train(cfg, output=args.output, progress=not args.no_progress)
+    log = None if not args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = train(cfg, output=args.output, progress=not args.no_progress, log=log)
     summary = {
         "task": result["task"],
         "method": result["method"],

@@ -111,6 +111,7 @@ def train(
     output: Optional[str | Path] = None,
     progress: bool = True,
     cache_dir: Optional[str] = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> dict[str, Any]:
     """Train ``cfg``; return the result record (and write it + the checkpoint to ``output``)."""
     t_start = time.time()
@@ -178,6 +179,11 @@ def train(
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], **aux}
         record.update({f"dev_{k}": v for k, v in dev.items()})
         history.append(record)
+        if log is not None:
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} dev {spec.primary} {dev['primary']:.4f} "
+                f"({time.time() - t0:.0f}s)"
+            )
         if dev["primary"] > best["score"]:
             state = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
             best = {"score": dev["primary"], "epoch": epoch + 1, "state": state, "dev": dev}
