@@ -137,7 +137,7 @@ def _load_plugins() -> None:
     """Subcommands that live in their own modules (study, validate, ui, report)."""
     import importlib
 
-    for module in ("orchestrator.commands",):
+    for module in ("orchestrator.commands", "orchestrator.collect"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:
