@@ -179,4 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m orchestrator.cli` runs this file as __main__; plugins register their
+    # subcommands on the importable module, so dispatch through that one
+    from orchestrator.cli import main as _main
+
+    sys.exit(_main())
