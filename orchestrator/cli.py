@@ -137,12 +137,15 @@ def _load_plugins() -> None:
     """Subcommands that live in their own modules (study, validate, ui, report)."""
     import importlib
 
-    for module in ("orchestrator.commands", "orchestrator.collect"):
+    for module in ("orchestrator.commands", "orchestrator.collect", "orchestrator.report"):
         try:
-            importlib.import_module(module)
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name != module:
                 raise
+            continue
+        if hasattr(mod, "register_cli"):
+            mod.register_cli()
 
 
 def build_parser() -> argparse.ArgumentParser:

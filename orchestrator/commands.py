@@ -1,0 +1,230 @@
+"""``orchestrate study | validate | ui``: studies on Ray Tune/Train with MLflow tracking.
+
+Loaded by :func:`orchestrator.cli._load_plugins`; registers its subcommands with
+:func:`orchestrator.cli.command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Optional
+
+from ptcore.errors import PtcoreError
+
+from .cli import command
+from .study import LoadedStudy, load_study
+
+STARTUP_S = 10.0  # measured: Tune trial + Train controller + worker start, per trial, on a laptop-class CPU
+
+
+# ------------------------------------------------------------------ study
+
+
+def add_study_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="study file (YAML), e.g. studies/scale_sweep.yaml")
+    p.add_argument("--resume", action="store_true", help="continue a study whose output dir holds finished work")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: the study's ray.address, $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (cells x trials x seeds, resources, output dir); start nothing")
+    p.add_argument("--output-dir", default=None, help="override the study's output_dir")
+    p.add_argument("--retry-failed", action="store_true", help="with --resume: run the failed runs (status error) again")
+    p.add_argument("--verbose", action="store_true", help="show Ray/Tune/worker logs")
+    p.epilog = textwrap.dedent(
+        """\
+        examples:
+          orchestrate study studies/scale_sweep.yaml --dry-run
+          PTCORE_DATA_DIR=../shared/data orchestrate study studies/scale_sweep.yaml
+          orchestrate study studies/scale_sweep.yaml --resume        # after Ctrl-C / kill -9 / more trials
+          orchestrate study studies/scale_sweep_cluster.yaml --address auto
+        """
+    )
+
+
+def plan_lines(ls: LoadedStudy) -> list[str]:
+    from tabulate import tabulate
+
+    from .study import final_chunks
+
+    plan = ls.plan()
+    s = ls.study
+    res = s.resources
+    chunks = final_chunks(ls)
+    lines = [
+        f"study {plan['study']}  ({plan['file'] or 'no file'}, hash {ls.file_hash})",
+        f"  cells        {plan['cells']} = {len(s.backbones)} backbone(s) x {len(s.tasks)} task(s) x {len(s.methods)} method(s)",
+        f"  backbones    {', '.join(plan['backbones'])}",
+        f"  tasks        {', '.join(plan['tasks'])}",
+        f"  methods      {', '.join(plan['methods'])}",
+        f"  search       {plan['search_trials']} trials ({s.budget.trials_per_cell}/cell; Optuna TPE seed {s.budget.seed}, "
+        f"ASHA grace {s.budget.grace_period} rf {s.budget.reduction_factor:g}"
+        + (f", {s.budget.time_budget_s:g} s/cell" if s.budget.time_budget_s else "")
+        + ")",
+        f"  final        {plan['final_runs']} runs = {plan['cells']} cells x seeds {plan['final_seeds']} "
+        f"in {plan['final_trials']} trials (seed groups {chunks})",
+        f"  trials       {plan['trials_total']} in all, {s.budget.max_concurrent} at a time; "
+        f"start-up alone ~{plan['trials_total'] * STARTUP_S / s.budget.max_concurrent / 60:.0f} min at ~{STARTUP_S:.0f} s/trial",
+        f"  resources    {res.workers_per_trial} worker/trial x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU",
+        f"  train        {', '.join(f'{k}={v}' for k, v in s.train.items()) or '(ptcore defaults)'}",
+        f"  data         {plan['data_dir'] or '-'}  [{plan['data_source']}]",
+        f"  output       {plan['output_dir']}  (results.csv, optuna.db, cache/, state/)",
+        f"  tracking     {plan['mlflow_uri']}  experiment {ls.experiment_name!r}",
+        f"  ray          {plan['ray_address']}; storage {plan['storage_path']}",
+    ]
+    if ls.data_dir is None:
+        lines.append("  warning      no data_dir and PTCORE_DATA_DIR is unset: ptcore will try the Hugging Face hub (offline: set PTCORE_DATA_DIR)")
+    rows = []
+    for c in ls.cells():
+        rows.append(
+            [
+                c.index + 1,
+                c.id,
+                ", ".join(f"{k}={v}" for k, v in c.method.fixed.items()) or "-",
+                ", ".join(f"{k}~{sp.describe()}" for k, sp in c.method.search.items()) or "(none: fixed config)",
+                s.budget.trials_per_cell if c.method.search else 0,
+                len(s.final.seeds),
+            ]
+        )
+    lines.append("")
+    lines.extend(tabulate(rows, headers=["#", "cell", "fixed", "search", "trials", "seeds"], tablefmt="simple").splitlines())
+    return lines
+
+
+def summary_table(summary: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    def f(v, d=4):
+        return "-" if v is None else f"{v:.{d}f}" if isinstance(v, float) else v
+
+    rows = [
+        [
+            s["backbone"], s["task"], s["method"], s["search"], f(s["best_dev"]), s["best_params"],
+            s["final_ok"], f(s["val_mean"]), f(s["val_std"]), f(s["test_mean"]), f(s["trainable_pct"], 3),
+            "yes" if s["done"] else "NO",
+        ]
+        for s in summary
+    ]  # fmt: skip
+    headers = ["backbone", "task", "method", "search ok/pruned/err", "best dev", "best params", "seeds", "val mean", "val std", "test", "trainable %", "done"]
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def _write_report(study_dir: Path) -> Optional[Any]:
+    """``orchestrator.report.write_report(study_dir)`` if that module exists (it is optional)."""
+    try:
+        from orchestrator.report import write_report
+    except ModuleNotFoundError as e:
+        if e.name != "orchestrator.report":
+            raise
+        return None
+    return write_report(study_dir)
+
+
+def handle_study(args: argparse.Namespace) -> int:
+    ls = load_study(args.file, output_dir=args.output_dir)
+    if args.dry_run:
+        print("\n".join(plan_lines(ls)))
+        return 0
+    from .runner import run_study
+
+    if args.retry_failed and not args.resume:
+        raise PtcoreError("--retry-failed continues a study: use it with --resume")
+    summary = run_study(ls, resume=args.resume, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
+    print()
+    print(summary_table(summary))
+    print(f"\nresults: {ls.output_dir / 'results.csv'}   MLflow: orchestrate ui {ls.path or ls.output_dir}")
+    try:
+        report = _write_report(ls.output_dir)
+    except PtcoreError as e:  # the study itself is done and on disk: say why there is no report
+        print(f"warning: no report: {e}", file=sys.stderr)
+        report = None
+    if report:
+        print(f"report: {report}")
+    not_done = [s["cell"] for s in summary if not s["done"]]
+    if not_done:
+        print(f"{len(not_done)} cell(s) incomplete (failed runs; see the error column of results.csv): {', '.join(not_done)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+command("study", "run a study: Ray Tune search per cell (Optuna + ASHA), final seeds, MLflow tracking")((add_study_args, handle_study))
+
+
+# ------------------------------------------------------------------ validate
+
+
+def add_validate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="+", help="study file(s)")
+
+
+def handle_validate(args: argparse.Namespace) -> int:
+    for f in args.file:
+        ls = load_study(f)
+        plan = ls.plan()
+        print(
+            f"ok: {f}: study {ls.name!r}, {plan['cells']} cells, {plan['search_trials']} search trials, "
+            f"{plan['final_runs']} final runs, output {plan['output_dir']}"
+        )
+    return 0
+
+
+command("validate", "check a study file (schema, tasks, methods, search keys and ranges) without running it")(
+    (add_validate_args, handle_validate)
+)
+
+
+# ------------------------------------------------------------------ ui
+
+
+def add_ui_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", nargs="?", default=None, help="study file or its output dir (default: the only study under studies_out/)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+
+
+def tracking_uri_for(target: Optional[str]) -> str:
+    """The MLflow URI of a study given its file or output dir."""
+    if target is None:
+        root = Path("studies_out")
+        found = sorted(p.parent for p in root.glob("*/mlflow.db")) if root.is_dir() else []
+        if len(found) != 1:
+            raise PtcoreError(
+                "name the study: orchestrate ui STUDY_FILE_OR_DIR"
+                + (f" (found {', '.join(map(str, found))})" if found else " (no studies_out/*/mlflow.db here)")
+            )
+        target = str(found[0])
+    p = Path(target)
+    if p.is_dir():
+        db = p / "mlflow.db"
+        if db.is_file():
+            return f"sqlite:///{db.resolve()}"
+        if (p / "study.yaml").is_file():
+            return load_study(p / "study.yaml", output_dir=str(p)).mlflow_uri
+        raise PtcoreError(f"{p}: no mlflow.db here; pass the study file or its output dir")
+    if p.is_file():
+        return load_study(p).mlflow_uri
+    raise PtcoreError(f"{target}: no such study file or directory")
+
+
+def ui_command(uri: str, host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+
+
+def handle_ui(args: argparse.Namespace) -> int:
+    uri = tracking_uri_for(args.target)
+    if not uri.startswith("sqlite:") and not uri.startswith("file:"):
+        print(f"this study tracks to {uri}: open it there (nothing to serve locally)")
+        return 0
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
+        raise PtcoreError(f"{uri[len('sqlite:///'):]} does not exist yet: run the study first")
+    cmd = ui_command(uri, args.host, args.port)
+    print(f"MLflow UI on http://{args.host}:{args.port}  ({uri}); Ctrl-C to stop", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+command("ui", "serve the MLflow UI of a study (bound to 127.0.0.1 unless --host)")((add_ui_args, handle_ui))

@@ -1,0 +1,100 @@
+"""Live progress of a study on the terminal: plain, timestamped lines (safe in logs and CI).
+
+    [00:03:12] search 3/36 MiniLM-L2__superglue-cb__ptuning_v2: 2 trial(s)
+    [00:03:40] search 3/36  search trial 4f2a9c01 ok: dev 0.7143 val 0.6964 (lr=0.0123) | best dev 0.7143 | running 1
+    [00:04:10] search 3/36 ... 2 trial(s) running (...epoch 3/5, ...epoch 2/5); cells 0/36 done; elapsed 4m10s
+    [00:21:02] final 36 cell(s): 108 run(s) in 36 trial(s)
+    [00:21:50] cell done (1/36) MiniLM-L2__superglue-cb__finetune: best dev 0.6 (lr=3e-05); final val 0.61 ± 0.02 over 3 seed(s)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Callable, Optional
+
+HEARTBEAT_S = 30.0
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def _short_params(params: dict[str, Any]) -> str:
+    parts = []
+    for k, v in params.items():
+        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
+    return ", ".join(parts)
+
+
+class Progress:
+    def __init__(self, total_cells: int, write: Optional[Callable[[str], None]] = None):
+        self.total = total_cells
+        self.done = 0
+        self.cell_label = ""
+        self.best: Optional[float] = None
+        self.running: dict[str, str] = {}  # trial id -> what it is doing
+        self.t0 = time.time()
+        self._last_beat = time.time()
+        self._write = write or (lambda s: print(s, file=sys.stdout, flush=True))
+
+    def say(self, msg: str) -> None:
+        self._write(f"[{time.strftime('%H:%M:%S')}] {msg}")
+
+    # ---------------------------------------------------------------- cells
+
+    def cell_start(self, label: str, target: str, what: str) -> None:
+        """A Tuner starts: ``label`` is 'search 3/36' or 'final'."""
+        self.cell_label = label
+        self.best = None
+        self.running.clear()
+        self.say(f"{label} {target}: {what}")
+
+    def cell_end(self, summary: str) -> None:
+        self.say(f"{self.cell_label} done: {summary}")
+
+    def cell_skip(self, label: str, cell_id: str, why: str) -> None:
+        if label == "final":
+            self.done += 1
+        self.say(f"{label} {cell_id}: {why}")
+
+    def cell_done(self, cell_id: str, summary: str) -> None:
+        self.done += 1
+        self.say(f"cell done ({self.done}/{self.total}) {cell_id}: {summary}")
+
+    # ---------------------------------------------------------------- trials
+
+    def trial_start(self, trial_id: str, what: str) -> None:
+        self.running[trial_id] = what
+
+    def trial_epoch(self, trial_id: str, what: str) -> None:
+        self.running[trial_id] = what
+        self.heartbeat()
+
+    def trial_end(self, trial_id: str) -> None:
+        self.running.pop(trial_id, None)
+
+    def run_done(self, phase: str, trial_id: str, row: dict[str, Any], params: dict[str, Any]) -> None:
+        dev = row.get("dev_primary")
+        if phase == "search" and dev is not None and row.get("status") != "error" and (self.best is None or dev > self.best):
+            self.best = dev
+        what = f"{row.get('cell')} seed {row.get('seed')}" if phase == "final" else f"trial {trial_id}"
+        detail = row.get("error") if row.get("status") == "error" else f"dev {_fmt(dev)} val {_fmt(row.get('val_primary'))}"
+        extra = f" ({_short_params(params)})" if params and phase == "search" else ""
+        best = f" | best dev {_fmt(self.best)}" if self.best is not None and phase == "search" else ""
+        self.say(f"{self.cell_label}  {what} {row.get('status')}: {detail}{extra}{best}")
+
+    def heartbeat(self, force: bool = False) -> None:
+        if not force and time.time() - self._last_beat < HEARTBEAT_S:
+            return
+        self._last_beat = time.time()
+        el = int(time.time() - self.t0)
+        doing = ", ".join(self.running.values()) or "starting"
+        self.say(
+            f"{self.cell_label} ... {len(self.running)} trial(s) running ({doing}); "
+            f"cells {self.done}/{self.total} done; elapsed {el // 60}m{el % 60:02d}s"
+        )

@@ -1,0 +1,295 @@
+"""Driver-side Tune callback: every trial event -> MLflow run + results.csv row + progress line.
+
+Runs in the driver process (Tune calls callbacks from its event loop), so MLflow is written
+by one process through one :class:`~orchestrator.tracking.Tracker`. One *run* is one ptcore
+training run: a search trial has one, a final trial one per seed it trains.
+
+* trial start      -> MLflow run of its first ptcore run (params = resolved config, tags)
+* epoch result     -> metrics at step = epoch (train_loss, lr, dev_*, method aux like tau)
+* final result     -> val/test metrics, param counts, checkpoint artifact (final phase);
+                      results.csv row (status ok) written first, then the run ends FINISHED
+* trial complete   -> runs that never sent a final result were stopped by ASHA: row
+                      status pruned (dev only), run FINISHED with tag ptcore.status=pruned
+* trial error      -> row status error + one-line reason, run FAILED
+* interrupted      -> :meth:`abort`: every open run ends KILLED (no row: resume re-runs it)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ray.tune import Callback
+
+from . import results as R
+from .tracking import CELL, KIND, PHASE, RUN_INDEX, SEED, TRIAL, flatten_config, provenance_tags
+from .trial import BOOKKEEPING, error_line, merge_params
+
+
+@dataclass
+class RunState:
+    index: int
+    values: dict[str, Any]
+    mlflow_id: Optional[str] = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+    resolved: Optional[dict[str, Any]] = None
+    config_hash: Optional[str] = None
+    node_id: str = ""
+    started: float = 0.0  # when its MLflow run opened (wall_s of runs without a final report)
+
+
+@dataclass
+class Job:
+    """What one trial trains: one or more runs of one cell."""
+
+    cell: Any  # orchestrator.study.Cell
+    cell_run: str  # the cell's MLflow run (parent of the job's runs)
+    runs: list[dict[str, Any]]  # raw RunConfig values, one per run
+    params: dict[str, Any]  # searched values (search) / the selected best values (final)
+    source_trial: Optional[str] = None  # final: the search trial whose config this re-runs
+    run_prefix: str = ""  # Ray Train run name prefix
+
+
+@dataclass
+class TrialState:
+    trial_id: str
+    job: Job
+    runs: dict[int, RunState]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.job.params
+
+
+def resolve_values(values: dict[str, Any]) -> tuple[Optional[dict], Optional[str]]:
+    """The resolved config + hash the worker will compute (same ptcore code), for params."""
+    from ptcore.config import make_run_config
+    from ptcore.errors import PtcoreError
+
+    try:
+        cfg = make_run_config(values)
+        return cfg.resolved(), cfg.config_hash()
+    except PtcoreError:
+        return None, None
+
+
+def fetch_checkpoint(path: str, storage_path: str) -> tuple[str, bool]:
+    """A local directory holding the checkpoint at ``path`` (downloaded if storage is remote)."""
+    if os.path.isdir(path):
+        return path, False
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    local = tempfile.mkdtemp(prefix="ptcore-ckpt-")
+    pyarrow.fs.copy_files(path, local, source_filesystem=fs)
+    return local, True
+
+
+class Recorder(Callback):
+    """``phase="search"``: one cell; every trial's config holds the searched values.
+    ``phase="final"``: ``jobs``; every trial's config is ``{"job": index}``."""
+
+    def __init__(self, *, study, phase: str, tracker, results, progress, common_tags: dict[str, str], storage_path: str = "",
+                 git: Optional[dict] = None, epochs: Optional[int] = None, cell=None, cell_run: Optional[str] = None,
+                 base: Optional[dict] = None, run_keys: Optional[list[str]] = None, jobs: Optional[list[Job]] = None,
+                 on_recorded: Optional[Callable[[Any], None]] = None):
+        self.ls = study
+        self.phase = phase
+        self.tracker = tracker
+        self.results = results
+        self.progress = progress
+        self.common_tags = common_tags
+        self.storage_path = storage_path
+        self.git = git or {}
+        self.epochs = epochs
+        self.cell = cell
+        self.cell_run = cell_run
+        self.base = base or {}
+        self.run_keys = run_keys or []
+        self.jobs = jobs or []
+        self.on_recorded = on_recorded
+        self.trials: dict[str, TrialState] = {}
+        self.errors = 0
+        self.finished = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _trial(self, trial) -> TrialState:
+        ts = self.trials.get(trial.trial_id)
+        if ts is None:
+            if self.phase == "final":
+                job = self.jobs[int(trial.config["job"])]
+            else:
+                params = dict(trial.config)
+                job = Job(self.cell, self.cell_run, [merge_params(self.base, params, self.run_keys)], params)
+            ts = TrialState(trial.trial_id, job, {i: RunState(i, v) for i, v in enumerate(job.runs)})
+            self.trials[trial.trial_id] = ts
+        return ts
+
+    def _open(self, ts: TrialState, rs: RunState) -> str:
+        if rs.mlflow_id is None:
+            rs.resolved, rs.config_hash = resolve_values(rs.values)
+            seed = rs.values.get("seed", 0)
+            name = f"final-seed{seed}" if self.phase == "final" else f"search-{ts.trial_id}"
+            tags = {
+                **self.common_tags,
+                KIND: "run",
+                CELL: ts.job.cell.id,
+                PHASE: self.phase,
+                TRIAL: ts.trial_id,
+                RUN_INDEX: str(rs.index),
+                SEED: str(seed),
+                "ptcore.config_hash": str(rs.config_hash),
+                "ptcore.status": "running",
+            }
+            if ts.job.source_trial:
+                tags["ptcore.source_trial"] = ts.job.source_trial
+            params = flatten_config(rs.resolved) if rs.resolved else {k: str(v) for k, v in rs.values.items()}
+            rs.mlflow_id = self.tracker.start_run(name, ts.job.cell_run, tags, params)
+            rs.started = time.time()
+        return rs.mlflow_id
+
+    def _row(self, ts: TrialState, rs: RunState) -> dict[str, Any]:
+        row = R.base_row(self.ls.name, ts.job.cell, self.phase, ts.trial_id, rs.index, rs.values.get("seed", 0))
+        row["params_json"] = json.dumps(ts.params, sort_keys=True, default=str)
+        row["source_trial"] = ts.job.source_trial
+        row["mlflow_run_id"] = rs.mlflow_id
+        row["node_id"] = rs.node_id
+        return row
+
+    def _progress_what(self, ts: TrialState, rs: RunState, epoch: Any) -> str:
+        total = rs.values.get("epochs") or self.epochs or "?"
+        if self.phase == "final":
+            return f"{ts.job.cell.id} seed {rs.values.get('seed')} epoch {epoch}/{total}"
+        return f"{ts.trial_id} epoch {epoch}/{total}"
+
+    # ------------------------------------------------------------------ Tune events
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        ts = self._trial(trial)
+        self._open(ts, ts.runs[0])
+        self.progress.trial_start(trial.trial_id, self._progress_what(ts, ts.runs[0], 0))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        ts = self._trial(trial)
+        i = int(result.get("run_index", 0))
+        rs = ts.runs.get(i)
+        if rs is None or rs.done:
+            return
+        run_id = self._open(ts, rs)
+        rs.node_id = str(result.get("node_id") or rs.node_id)
+        if not result.get("final"):
+            rec = {
+                k: v
+                for k, v in result.items()
+                if k not in BOOKKEEPING and k not in _TUNE_AUTO and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+            rec["epoch"] = result.get("epoch")
+            rs.history.append(rec)
+            self.tracker.log_metrics(run_id, {k: v for k, v in rec.items() if k not in ("epoch", "trainable_params", "total_params", "layers")}, step=int(result.get("epoch", 0)))
+            self.progress.trial_epoch(trial.trial_id, self._progress_what(ts, rs, result.get("epoch")))
+            return
+        # the run's final report: ptcore's whole result record + the best epoch's checkpoint
+        res = json.loads(result["result_json"])
+        row = R.row_from_result(self._row(ts, rs), res)
+        summary = {k: v for k, v in row.items() if R.is_metric_column(k) or k in ("dev_primary", "val_primary", "test_primary")}
+        # dev_* of the selected (best) epoch as best_dev_*: the per-epoch dev_* curves stay clean
+        summary = {(f"best_{k}" if k.startswith("dev_") else k): v for k, v in summary.items()}
+        summary.update({k: row[k] for k in ("trainable_params", "total_params", "trainable_pct", "checkpoint_bytes", "best_epoch", "epochs_run", "wall_s", "train_s") if row.get(k) is not None})
+        self.tracker.log_metrics(run_id, summary, step=int(res.get("epochs_run") or 0))
+        tags = {"ptcore.status": "ok", **provenance_tags(res.get("git"), res.get("versions"))}
+        if res.get("data_notes"):
+            tags["ptcore.data_notes"] = "; ".join(res["data_notes"])
+        self.tracker.set_tags(run_id, tags)
+        if self.phase == "final" and result.get("checkpoint_path"):
+            self._log_checkpoint(run_id, result["checkpoint_path"], res)
+        self.results.add(row)  # the ledger first: a crash now leaves a stale RUNNING run that resume marks FINISHED
+        self.tracker.end(run_id, "FINISHED")
+        rs.done = True
+        self.finished += 1
+        self.progress.run_done(self.phase, ts.trial_id, row, ts.params)
+        if self.on_recorded:
+            self.on_recorded(ts.job.cell)
+
+    def _log_checkpoint(self, run_id: str, path: str, res: dict) -> None:
+        local, tmp = fetch_checkpoint(path, self.storage_path)
+        try:
+            ckpt = os.path.join(local, "checkpoint")
+            self.tracker.log_artifacts(run_id, ckpt if os.path.isdir(ckpt) else local, "checkpoint")
+            self.tracker.log_text(run_id, json.dumps(res, indent=2, default=str), "result.json")
+        finally:
+            if tmp:
+                shutil.rmtree(local, ignore_errors=True)
+
+    def _close_unfinished(self, ts: TrialState, status: str, error: Optional[str] = None) -> None:
+        """Rows for the runs a trial left unfinished.
+
+        pruned (trial stopped by ASHA): every started run without a final report;
+        error: only the run that failed (the first unfinished one); later runs of the trial
+        never started, get no row and run again on resume.
+        """
+        for rs in sorted(ts.runs.values(), key=lambda r: r.index):
+            if rs.done:
+                continue
+            if status != "error" and rs.mlflow_id is None and not rs.history:
+                continue  # never started
+            run_id = self._open(ts, rs)
+            row = R.row_from_history(self._row(ts, rs), rs.history, rs.resolved, rs.config_hash, self.git)
+            row["status"] = status
+            row["wall_s"] = time.time() - rs.started if rs.started else None
+            if error:
+                row["error"] = error
+            self.results.add(row)
+            self.tracker.set_tags(run_id, {"ptcore.status": status, **({"ptcore.error": error} if error else {})})
+            self.tracker.end(run_id, "FAILED" if status == "error" else "FINISHED")
+            rs.done = True
+            if status == "error":
+                self.errors += 1
+            self.progress.run_done(self.phase, ts.trial_id, row, ts.params)
+            if self.on_recorded:
+                self.on_recorded(ts.job.cell)
+            if status == "error":
+                break
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        ts = self._trial(trial)
+        self._close_unfinished(ts, "pruned")
+        self.progress.trial_end(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        ts = self._trial(trial)
+        try:
+            err = trial.get_error()
+        except Exception as e:  # pragma: no cover - defensive
+            err = e
+        self._close_unfinished(ts, "error", error_line(err))
+        self.progress.trial_end(trial.trial_id)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.progress.heartbeat()
+
+    def abort(self) -> None:
+        """Interrupted: every open run ends KILLED; no rows (they are re-run on resume)."""
+        for ts in self.trials.values():
+            for rs in ts.runs.values():
+                if rs.mlflow_id and not rs.done:
+                    try:
+                        self.tracker.set_tags(rs.mlflow_id, {"ptcore.status": "interrupted"})
+                        self.tracker.end(rs.mlflow_id, "KILLED")
+                    except Exception:  # pragma: no cover - best effort while shutting down
+                        pass
+                    rs.done = True
+
+
+# keys Tune adds to every result; not metrics of the run
+_TUNE_AUTO = {
+    "timestamp", "time_this_iter_s", "time_total_s", "training_iteration", "done", "trial_id", "date", "pid",
+    "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore", "checkpoint_dir_name",
+    "should_checkpoint", "experiment_tag", "timesteps_total", "episodes_total", "timesteps_since_restore",
+}  # fmt: skip
