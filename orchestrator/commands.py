@@ -47,12 +47,10 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
 def plan_lines(ls: LoadedStudy) -> list[str]:
     from tabulate import tabulate
 
-    from .study import final_chunks
-
     plan = ls.plan()
     s = ls.study
     res = s.resources
-    chunks = final_chunks(ls)
+    per = s.final.runs_per_trial
     lines = [
         f"study {plan['study']}  ({plan['file'] or 'no file'}, hash {ls.file_hash})",
         f"  cells        {plan['cells']} = {len(s.backbones)} backbone(s) x {len(s.tasks)} task(s) x {len(s.methods)} method(s)",
@@ -61,10 +59,10 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
         f"  methods      {', '.join(plan['methods'])}",
         f"  search       {plan['search_trials']} trials ({s.budget.trials_per_cell}/cell; Optuna TPE seed {s.budget.seed}, "
         f"ASHA grace {s.budget.grace_period} rf {s.budget.reduction_factor:g}"
-        + (f", {s.budget.time_budget_s:g} s/cell" if s.budget.time_budget_s else "")
+        + (f", stop starting trials after {s.budget.time_budget_s:g} s" if s.budget.time_budget_s else "")
         + ")",
         f"  final        {plan['final_runs']} runs = {plan['cells']} cells x seeds {plan['final_seeds']} "
-        f"in {plan['final_trials']} trials (seed groups {chunks})",
+        f"in {plan['final_trials']} trials (" + (f"up to {per} runs each, packed by backbone)" if per else "one per cell)"),
         f"  trials       {plan['trials_total']} in all, {s.budget.max_concurrent} at a time; "
         f"start-up alone ~{plan['trials_total'] * STARTUP_S / s.budget.max_concurrent / 60:.0f} min at ~{STARTUP_S:.0f} s/trial",
         f"  resources    {res.workers_per_trial} worker/trial x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU",

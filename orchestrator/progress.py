@@ -1,9 +1,10 @@
 """Live progress of a study on the terminal: plain, timestamped lines (safe in logs and CI).
 
-    [00:03:12] search 3/36 MiniLM-L2__superglue-cb__ptuning_v2: 2 trial(s)
-    [00:03:40] search 3/36  search trial 4f2a9c01 ok: dev 0.7143 val 0.6964 (lr=0.0123) | best dev 0.7143 | running 1
-    [00:04:10] search 3/36 ... 2 trial(s) running (...epoch 3/5, ...epoch 2/5); cells 0/36 done; elapsed 4m10s
-    [00:21:02] final 36 cell(s): 108 run(s) in 36 trial(s)
+    [00:00:12] search 36 cell(s): 72 trial(s)
+    [00:00:40] search  MiniLM-L2__superglue-cb__ptuning_v2 trial 4f2a9c01 ok: dev 0.7143 val 0.6964 (lr=0.0123) | cell best dev 0.7143
+    [00:00:58] search done MiniLM-L2__superglue-cb__ptuning_v2: best dev 0.7143 (lr=0.0123)
+    [00:01:10] search ... 2 trial(s) running (...epoch 3/5, ...epoch 2/5); cells 0/36 done; elapsed 1m10s
+    [00:15:02] final 36 cell(s): 108 run(s) in 9 trial(s)
     [00:21:50] cell done (1/36) MiniLM-L2__superglue-cb__finetune: best dev 0.6 (lr=3e-05); final val 0.61 ± 0.02 over 3 seed(s)
 """
 
@@ -36,7 +37,7 @@ class Progress:
         self.total = total_cells
         self.done = 0
         self.cell_label = ""
-        self.best: Optional[float] = None
+        self.best: dict[str, float] = {}  # cell id -> best search dev so far
         self.running: dict[str, str] = {}  # trial id -> what it is doing
         self.t0 = time.time()
         self._last_beat = time.time()
@@ -48,14 +49,14 @@ class Progress:
     # ---------------------------------------------------------------- cells
 
     def cell_start(self, label: str, target: str, what: str) -> None:
-        """A Tuner starts: ``label`` is 'search 3/36' or 'final'."""
+        """A Tuner starts: ``label`` is 'search' or 'final'."""
         self.cell_label = label
-        self.best = None
         self.running.clear()
         self.say(f"{label} {target}: {what}")
 
-    def cell_end(self, summary: str) -> None:
-        self.say(f"{self.cell_label} done: {summary}")
+    def cell_end(self, cell_id: str, summary: str) -> None:
+        """A cell's search is complete."""
+        self.say(f"{self.cell_label} done {cell_id}: {summary}")
 
     def cell_skip(self, label: str, cell_id: str, why: str) -> None:
         if label == "final":
@@ -79,13 +80,13 @@ class Progress:
         self.running.pop(trial_id, None)
 
     def run_done(self, phase: str, trial_id: str, row: dict[str, Any], params: dict[str, Any]) -> None:
-        dev = row.get("dev_primary")
-        if phase == "search" and dev is not None and row.get("status") != "error" and (self.best is None or dev > self.best):
-            self.best = dev
-        what = f"{row.get('cell')} seed {row.get('seed')}" if phase == "final" else f"trial {trial_id}"
+        dev, cell = row.get("dev_primary"), str(row.get("cell"))
+        if phase == "search" and dev is not None and row.get("status") != "error" and dev > self.best.get(cell, float("-inf")):
+            self.best[cell] = dev
+        what = f"{cell} seed {row.get('seed')}" if phase == "final" else f"{cell} trial {trial_id}"
         detail = row.get("error") if row.get("status") == "error" else f"dev {_fmt(dev)} val {_fmt(row.get('val_primary'))}"
         extra = f" ({_short_params(params)})" if params and phase == "search" else ""
-        best = f" | best dev {_fmt(self.best)}" if self.best is not None and phase == "search" else ""
+        best = f" | cell best dev {_fmt(self.best[cell])}" if phase == "search" and cell in self.best else ""
         self.say(f"{self.cell_label}  {what} {row.get('status')}: {detail}{extra}{best}")
 
     def heartbeat(self, force: bool = False) -> None:

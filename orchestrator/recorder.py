@@ -28,13 +28,15 @@ from ray.tune import Callback
 
 from . import results as R
 from .tracking import CELL, KIND, PHASE, RUN_INDEX, SEED, TRIAL, flatten_config, provenance_tags
-from .trial import BOOKKEEPING, error_line, merge_params
+from .search import CELL_KEY, searched_values
+from .trial import BOOKKEEPING, error_line
 
 
 @dataclass
 class RunState:
-    index: int
+    index: int  # position in the trial (the worker's run_index)
     values: dict[str, Any]
+    job: "Job"
     mlflow_id: Optional[str] = None
     history: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
@@ -46,7 +48,7 @@ class RunState:
 
 @dataclass
 class Job:
-    """What one trial trains: one or more runs of one cell."""
+    """Runs of one cell; a trial trains one or more jobs, one run after another."""
 
     cell: Any  # orchestrator.study.Cell
     cell_run: str  # the cell's MLflow run (parent of the job's runs)
@@ -59,12 +61,12 @@ class Job:
 @dataclass
 class TrialState:
     trial_id: str
-    job: Job
     runs: dict[int, RunState]
 
-    @property
-    def params(self) -> dict[str, Any]:
-        return self.job.params
+
+def trial_runs(jobs: list[Job]) -> list[tuple[Job, dict[str, Any]]]:
+    """A trial's runs in the order its worker trains them: (job, raw RunConfig values)."""
+    return [(job, values) for job in jobs for values in job.runs]
 
 
 def resolve_values(values: dict[str, Any]) -> tuple[Optional[dict], Optional[str]]:
@@ -92,12 +94,14 @@ def fetch_checkpoint(path: str, storage_path: str) -> tuple[str, bool]:
 
 
 class Recorder(Callback):
-    """``phase="search"``: one cell; every trial's config holds the searched values.
-    ``phase="final"``: ``jobs``; every trial's config is ``{"job": index}``."""
+    """``phase="search"``: a trial's config holds a cell's searched values and the cell's
+    index (``search.CELL_KEY``); ``search_job(index, params)`` makes its :class:`Job`.
+    ``phase="final"``: ``packs``; a trial's config is ``{"job": k}`` and it trains the
+    jobs of ``packs[k]`` one run after another."""
 
     def __init__(self, *, study, phase: str, tracker, results, progress, common_tags: dict[str, str], storage_path: str = "",
-                 git: Optional[dict] = None, epochs: Optional[int] = None, cell=None, cell_run: Optional[str] = None,
-                 base: Optional[dict] = None, run_keys: Optional[list[str]] = None, jobs: Optional[list[Job]] = None,
+                 git: Optional[dict] = None, epochs: Optional[int] = None,
+                 search_job: Optional[Callable[[int, dict], Job]] = None, packs: Optional[list[list[Job]]] = None,
                  on_recorded: Optional[Callable[[Any], None]] = None):
         self.ls = study
         self.phase = phase
@@ -108,11 +112,8 @@ class Recorder(Callback):
         self.storage_path = storage_path
         self.git = git or {}
         self.epochs = epochs
-        self.cell = cell
-        self.cell_run = cell_run
-        self.base = base or {}
-        self.run_keys = run_keys or []
-        self.jobs = jobs or []
+        self.search_job = search_job
+        self.packs = packs or []
         self.on_recorded = on_recorded
         self.trials: dict[str, TrialState] = {}
         self.errors = 0
@@ -124,11 +125,10 @@ class Recorder(Callback):
         ts = self.trials.get(trial.trial_id)
         if ts is None:
             if self.phase == "final":
-                job = self.jobs[int(trial.config["job"])]
+                jobs = self.packs[int(trial.config["job"])]
             else:
-                params = dict(trial.config)
-                job = Job(self.cell, self.cell_run, [merge_params(self.base, params, self.run_keys)], params)
-            ts = TrialState(trial.trial_id, job, {i: RunState(i, v) for i, v in enumerate(job.runs)})
+                jobs = [self.search_job(int(trial.config[CELL_KEY]), searched_values(trial.config))]
+            ts = TrialState(trial.trial_id, {i: RunState(i, v, job) for i, (job, v) in enumerate(trial_runs(jobs))})
             self.trials[trial.trial_id] = ts
         return ts
 
@@ -140,7 +140,7 @@ class Recorder(Callback):
             tags = {
                 **self.common_tags,
                 KIND: "run",
-                CELL: ts.job.cell.id,
+                CELL: rs.job.cell.id,
                 PHASE: self.phase,
                 TRIAL: ts.trial_id,
                 RUN_INDEX: str(rs.index),
@@ -148,17 +148,17 @@ class Recorder(Callback):
                 "ptcore.config_hash": str(rs.config_hash),
                 "ptcore.status": "running",
             }
-            if ts.job.source_trial:
-                tags["ptcore.source_trial"] = ts.job.source_trial
+            if rs.job.source_trial:
+                tags["ptcore.source_trial"] = rs.job.source_trial
             params = flatten_config(rs.resolved) if rs.resolved else {k: str(v) for k, v in rs.values.items()}
-            rs.mlflow_id = self.tracker.start_run(name, ts.job.cell_run, tags, params)
+            rs.mlflow_id = self.tracker.start_run(name, rs.job.cell_run, tags, params)
             rs.started = time.time()
         return rs.mlflow_id
 
     def _row(self, ts: TrialState, rs: RunState) -> dict[str, Any]:
-        row = R.base_row(self.ls.name, ts.job.cell, self.phase, ts.trial_id, rs.index, rs.values.get("seed", 0))
-        row["params_json"] = json.dumps(ts.params, sort_keys=True, default=str)
-        row["source_trial"] = ts.job.source_trial
+        row = R.base_row(self.ls.name, rs.job.cell, self.phase, ts.trial_id, rs.index, rs.values.get("seed", 0))
+        row["params_json"] = json.dumps(rs.job.params, sort_keys=True, default=str)
+        row["source_trial"] = rs.job.source_trial
         row["mlflow_run_id"] = rs.mlflow_id
         row["node_id"] = rs.node_id
         return row
@@ -166,8 +166,8 @@ class Recorder(Callback):
     def _progress_what(self, ts: TrialState, rs: RunState, epoch: Any) -> str:
         total = rs.values.get("epochs") or self.epochs or "?"
         if self.phase == "final":
-            return f"{ts.job.cell.id} seed {rs.values.get('seed')} epoch {epoch}/{total}"
-        return f"{ts.trial_id} epoch {epoch}/{total}"
+            return f"{rs.job.cell.id} seed {rs.values.get('seed')} epoch {epoch}/{total}"
+        return f"{rs.job.cell.id} {ts.trial_id} epoch {epoch}/{total}"
 
     # ------------------------------------------------------------------ Tune events
 
@@ -213,9 +213,9 @@ class Recorder(Callback):
         self.tracker.end(run_id, "FINISHED")
         rs.done = True
         self.finished += 1
-        self.progress.run_done(self.phase, ts.trial_id, row, ts.params)
+        self.progress.run_done(self.phase, ts.trial_id, row, rs.job.params)
         if self.on_recorded:
-            self.on_recorded(ts.job.cell)
+            self.on_recorded(rs.job.cell)
 
     def _log_checkpoint(self, run_id: str, path: str, res: dict) -> None:
         local, tmp = fetch_checkpoint(path, self.storage_path)
@@ -251,9 +251,9 @@ class Recorder(Callback):
             rs.done = True
             if status == "error":
                 self.errors += 1
-            self.progress.run_done(self.phase, ts.trial_id, row, ts.params)
+            self.progress.run_done(self.phase, ts.trial_id, row, rs.job.params)
             if self.on_recorded:
-                self.on_recorded(ts.job.cell)
+                self.on_recorded(rs.job.cell)
             if status == "error":
                 break
 

@@ -1,14 +1,17 @@
 """Run a study: every cell searched with Ray Tune (Optuna TPE + ASHA), then the best
 configuration of every cell re-run with each final seed; tracked in MLflow and results.csv.
 
-    phase 1, for cell in backbones x tasks x methods (one Tuner per cell):
-        Tuner(trial_fn, OptunaSearch(TPE, seeded, sqlite storage), ASHA on dev_primary)
+    phase 1, one Tuner for all cells (backbones x tasks x methods):
+        trial_fn over per-cell OptunaSearch (TPE, seeded, sqlite storage) + per-cell ASHA on dev_primary
         selection: the search run with the highest dev_primary (dev only: val/test never used)
-    phase 2, one Tuner for all cells: trial_fn over jobs = (cell's best config, its seeds)
+    phase 2, one Tuner for all cells: trial_fn over packs of (cell's best config, seed) runs
 
-Finals share one Tuner so the ``max_concurrent`` lanes stay busy across cells (a per-cell
-final with 3 seeds would leave lanes idle at every cell boundary), and a cell's seeds run
-in one trial by default (``final.seeds_per_trial``) to pay the trial start-up once.
+Each phase is one Tuner so the ``max_concurrent`` lanes stay busy across cells (a Tuner per
+cell idles lanes at every cell boundary) and trial actors are reused. In the search, each
+cell keeps its own Optuna study and ASHA brackets (:mod:`orchestrator.search`). Final runs
+are packed into trials (``final.runs_per_trial``, cells sharing a backbone together) so a
+Ray Train start-up (~10-20 s of CPU here: a controller and a worker process importing
+torch and transformers) is paid once for several runs.
 
 Resume (``--resume``) is built on two ledgers in the output dir, not on Tune's experiment
 snapshots (which lag behind after ``kill -9`` and would re-run finished trials):
@@ -23,9 +26,9 @@ snapshots (which lag behind after ``kill -9`` and would re-run finished trials):
   ``trials_per_cell`` (or adding seeds, backbones, tasks, methods) and resuming *extends*
   a study the same way.
 
-Tune experiment names are stable: ``<study>__<cell>__search-a<attempt>`` and
+Tune experiment names are stable: ``<study>__search-a<attempt>`` and
 ``<study>__final-a<attempt>`` (attempt counts live in ``state/``); Ray Train runs are
-``<study>__<cell>__<phase>-a<attempt>__<trial id>``.
+``<study>__<cell>__search-a<attempt>__<trial id>`` and ``<study>__final-a<attempt>__p<pack>__<trial id>``.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from ptcore.errors import PtcoreError
 
 from . import results as R
 from .progress import Progress
-from .study import Cell, LoadedStudy, StudyError, compose_run, seed_chunks
+from .trial import merge_params
+from .study import Cell, LoadedStudy, StudyError, compose_run, pack_runs
 
 DRIVER_MEMORY = 64 * 1024**2  # the Tune trial is only a driver for its Train run: no CPU
 log = logging.getLogger(__name__)
@@ -178,6 +182,9 @@ class StudyRunner:
         # a local Ray inherits the driver's environment; workers on other nodes get the
         # cache dir through train_loop_config (no runtime_env: it slows every worker start)
         os.environ.update({"PTCORE_CACHE_DIR": self.ls.cache_dir, "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"})
+        # Train V2's controller polls its workers every 2 s by default, so every finished
+        # Train run held its lane up to 2 s longer; runs here last seconds to minutes
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         if not self.verbose:  # Tune's notes on slow callbacks (artifact uploads) and on the loggers we turned off
             for name in ("ray.tune.analysis.experiment_analysis", "ray.tune.utils.util"):
                 logging.getLogger(name).setLevel(logging.ERROR)
@@ -244,8 +251,7 @@ class StudyRunner:
         status = "FAILED"
         try:
             signal.signal(signal.SIGTERM, _raise_interrupt)
-            for cell in self.cells:  # phase 1: search, cell by cell
-                self._search_cell(cell)
+            self._search_phase()  # phase 1: every cell searched, one Tuner
             self._finals()  # phase 2: every cell's best config x final seeds, one Tuner
             status = "FINISHED"
         except KeyboardInterrupt:
@@ -311,21 +317,32 @@ class StudyRunner:
             return None, "fixed", {}
         return best, str(best["trial_id"]), json.loads(best["params_json"] or "{}")
 
-    def _search_cell(self, cell: Cell) -> None:
-        n = sum(1 for r in self.results.select(cell=cell.id) if r["phase"] == "search")
-        remaining = self._targets(cell) - n
-        label = f"search {cell.index + 1}/{len(self.cells)}"
-        if remaining <= 0:
-            if cell.method.search and self.resume:
-                self.progress.cell_skip(label, cell.id, f"search done ({n} trials)")
+    def _search_phase(self) -> None:
+        """Every cell with search trials left, in one Tuner (see :mod:`orchestrator.search`)."""
+        todo: dict[int, int] = {}
+        for cell in self.cells:
+            n = len(self.results.select(cell=cell.id, phase="search"))
+            remaining = self._targets(cell) - n
+            if remaining > 0:
+                todo[cell.index] = remaining
+            elif cell.method.search and self.resume:
+                self.progress.cell_skip("search", cell.id, f"search done ({n} trials)")
+        if not todo:
             return
-        self.progress.cell_start(label, cell.id, f"{remaining} trial(s)" + (f" ({n} done before)" if n else ""))
+        self.progress.cell_start("search", f"{len(todo)} cell(s)", f"{sum(todo.values())} trial(s)")
         self._ensure_ray()
-        self._search(cell, remaining)
+        self._search(todo)
+
+    def _search_recorded(self, cell: Cell) -> None:
+        """After each search row: a cell whose trials are all in has its selection now."""
+        n = len(self.results.select(cell=cell.id, phase="search"))
+        if n < self._targets(cell) or self._state(cell).get("search_done_rows") == n:
+            return
         best, source, params = self._selection(cell)
-        self._save_state(cell, best_trial=source if best else None, best_params=params, best_dev=best["dev_primary"] if best else None)
+        self._save_state(cell, best_trial=source if best else None, best_params=params,
+                         best_dev=best["dev_primary"] if best else None, search_done_rows=n)
         self.progress.cell_end(
-            f"best dev {R_fmt(best['dev_primary'])} ({_params_str(params)})" if best else "no trial produced a dev score"
+            cell.id, f"best dev {R_fmt(best['dev_primary'])} ({_params_str(params)})" if best else "no trial produced a dev score"
         )
 
     def _finals(self) -> None:
@@ -347,37 +364,36 @@ class StudyRunner:
             todo.append(cell)
             run = self._cell_run(cell)
             self.tracker.set_tags(run, {"ptcore.best_trial": source, "ptcore.best_params": json.dumps(params, sort_keys=True)})
-            for chunk in seed_chunks(seeds, self.ls.study.final.seeds_per_trial):
-                jobs.append(Job(cell, run, [compose_run(self.ls, cell, params, seed=s) for s in chunk], params, source))
+            jobs.append(Job(cell, run, [compose_run(self.ls, cell, params, seed=s) for s in seeds], params, source))
         if not jobs:
             return
-        attempt = int(self._study_state().get("final_attempts", 0)) + 1
-        self._save_study_state(final_attempts=attempt)
-        name = f"{self.ls.name}__final-a{attempt}"
-        for job in jobs:
-            job.run_prefix = f"{self.ls.name}__{job.cell.id}__final-a{attempt}"
+        packs = pack_runs(jobs, self.ls.study.final.runs_per_trial)
+        name = f"{self.ls.name}__final-a{self._bump('final_attempts')}"
         n_runs = sum(len(j.runs) for j in jobs)
-        self.progress.cell_start("final", f"{len(todo)} cell(s)", f"{n_runs} run(s) in {len(jobs)} trial(s)")
+        self.progress.cell_start("final", f"{len(todo)} cell(s)", f"{n_runs} run(s) in {len(packs)} trial(s)")
         self._ensure_ray()
         import ray.tune
 
         from .recorder import Recorder
 
         spec = self._spec("final")
-        spec["jobs"] = [{"runs": j.runs, "run_prefix": j.run_prefix} for j in jobs]
+        spec["jobs"] = [
+            {"runs": [v for job in pack for v in job.runs], "run_prefix": f"{name}__p{k:03d}"} for k, pack in enumerate(packs)
+        ]
         self.recorder = Recorder(
             study=self.ls, phase="final", tracker=self.tracker, results=self.results, progress=self.progress,
-            common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, jobs=jobs,
+            common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, packs=packs,
             epochs=int(jobs[0].runs[0].get("epochs", 10)), on_recorded=self._on_final_recorded,
         )
         tuner = ray.tune.Tuner(
             self._trainable(spec),
-            param_space={"job": ray.tune.grid_search(list(range(len(jobs))))},
-            tune_config=ray.tune.TuneConfig(max_concurrent_trials=self.ls.study.budget.max_concurrent),
+            param_space={"job": ray.tune.grid_search(list(range(len(packs))))},
+            tune_config=ray.tune.TuneConfig(max_concurrent_trials=self.ls.study.budget.max_concurrent, reuse_actors=True),
             run_config=self._tune_run_config(name, self.recorder),
         )
         tuner.fit()
         self.recorder = None
+        self._clean_train_runs(f"{name}__p*__*")
         for cell in todo:
             if cell.id in self.cell_runs:  # not finished by the callback: a seed failed
                 self._finish_cell(cell, announce=True)
@@ -397,7 +413,7 @@ class StudyRunner:
             self.tracker.log_metrics(run, metrics)
             self.tracker.end(run, "FINISHED" if summ["done"] else "FAILED")
             self._save_state(cell, done=summ["done"], finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-            self._clean_checkpoints(cell)
+            self._clean_train_runs(f"{self.ls.name}__{cell.id}__*__*")
         if announce:
             self.progress.cell_done(
                 cell.id,
@@ -407,14 +423,15 @@ class StudyRunner:
         else:
             self.progress.cell_skip("final", cell.id, "already done")
 
-    def _clean_checkpoints(self, cell: Cell) -> None:
-        """Ray Train's copies of a finished cell's checkpoints (final ones are MLflow artifacts now)."""
+    def _clean_train_runs(self, pattern: str) -> None:
+        """Ray Train's copies of finished runs' checkpoints (final ones are MLflow artifacts
+        now); ``pattern`` globs Train run names ``<prefix>__<trial id>``."""
         if self.ls.study.ray.keep_train_checkpoints or "://" in self.ls.storage_path:
             return
         import shutil
 
         root = Path(self.ls.storage_path)
-        for d in root.glob(f"{self.ls.name}__{cell.id}__*__*"):  # Train runs: <prefix>__<trial id>
+        for d in root.glob(pattern):
             if d.is_dir():
                 shutil.rmtree(d, ignore_errors=True)
 
@@ -426,6 +443,12 @@ class StudyRunner:
 
     def _save_study_state(self, **updates) -> None:
         write_json_atomic(self.out / "state" / "_study.json", {**self._study_state(), **updates})
+
+    def _bump(self, key: str) -> int:
+        """A study-level attempt counter (stable Tune experiment names across resumes)."""
+        n = int(self._study_state().get(key, 0)) + 1
+        self._save_study_state(**{key: n})
+        return n
 
     def _spec(self, phase: str) -> dict[str, Any]:
         from ptcore.config import run_fields
@@ -456,52 +479,68 @@ class StudyRunner:
             failure_config=ray.tune.FailureConfig(max_failures=0),
         )
 
-    def _search(self, cell: Cell, remaining: int) -> None:
+    def _search(self, todo: dict[int, int]) -> None:
+        """``todo``: cell index -> trials still to run. One Tuner; per cell an Optuna study
+        (TPE) and ASHA brackets of its own (:class:`~orchestrator.search.CellSearch`)."""
         import optuna
         import ray.tune
         from ray.tune.schedulers import ASHAScheduler
 
-        from .recorder import Recorder
-
-        attempt = int(self._state(cell).get("search_attempts", 0)) + 1
-        self._save_state(cell, search_attempts=attempt)
-        spec = self._spec("search")
-        spec["run_prefix"] = f"{self.ls.name}__{cell.id}__search-a{attempt}"
-        spec["base"] = compose_run(self.ls, cell)
-        epochs = int(spec["base"].get("epochs", 10))
-        if "epochs" in cell.method.search:
-            sp = cell.method.search["epochs"]
-            epochs = int(max(sp.values) if sp.type == "choice" else sp.high)
+        from .recorder import Job, Recorder
+        from .search import CellASHA, CellSearch
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = optuna.storages.RDBStorage(f"sqlite:///{self.out / 'optuna.db'}")
-        study_name = f"{self.ls.name}/{cell.id}"
-        n_before = _close_stale_optuna(storage, study_name, self.results.select(cell=cell.id))
-        searcher = _OptunaSearch(
-            space=optuna_space(cell.method.search),
-            metric="dev_primary",
-            mode="max",
-            sampler=optuna.samplers.TPESampler(seed=self.ls.study.budget.seed + n_before),
-            study_name=study_name,
-            storage=storage,
-        )
         b = self.ls.study.budget
-        scheduler = ASHAScheduler(
-            time_attr="epoch", metric="dev_primary", mode="max", max_t=epochs + 1,  # +1: the last epoch's report is never a stop
-            grace_period=b.grace_period, reduction_factor=b.reduction_factor,
-        )
+        spec = self._spec("search")
+        spec["cells"], searchers, schedulers, bases = {}, {}, {}, {}
+        epochs_max = 1
+        for index in todo:
+            cell = self.cells[index]
+            attempt = int(self._state(cell).get("search_attempts", 0)) + 1
+            self._save_state(cell, search_attempts=attempt)
+            bases[index] = compose_run(self.ls, cell)
+            spec["cells"][index] = {"base": bases[index], "run_prefix": f"{self.ls.name}__{cell.id}__search-a{attempt}"}
+            epochs = int(bases[index].get("epochs", 10))
+            if "epochs" in cell.method.search:
+                sp = cell.method.search["epochs"]
+                epochs = int(max(sp.values) if sp.type == "choice" else sp.high)
+            epochs_max = max(epochs_max, epochs)
+            study_name = f"{self.ls.name}/{cell.id}"
+            n_before = _close_stale_optuna(storage, study_name, self.results.select(cell=cell.id))
+            searchers[index] = _OptunaSearch(
+                space=optuna_space(cell.method.search),
+                metric="dev_primary",
+                mode="max",
+                sampler=optuna.samplers.TPESampler(seed=b.seed + n_before),
+                study_name=study_name,
+                storage=storage,
+            )
+            schedulers[index] = ASHAScheduler(
+                time_attr="epoch", metric="dev_primary", mode="max", max_t=epochs + 1,  # +1: the last epoch's report is never a stop
+                grace_period=b.grace_period, reduction_factor=b.reduction_factor,
+            )
+
+        def search_job(index: int, params: dict) -> Job:
+            cell = self.cells[index]
+            return Job(cell, self._cell_run(cell), [merge_params(bases[index], params, spec["run_keys"])], params)
+
         self.recorder = Recorder(
             study=self.ls, phase="search", tracker=self.tracker, results=self.results, progress=self.progress,
-            common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, epochs=epochs,
-            cell=cell, cell_run=self._cell_run(cell), base=spec["base"], run_keys=spec["run_keys"],
+            common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, epochs=epochs_max,
+            search_job=search_job, on_recorded=self._search_recorded,
         )
         tuner = ray.tune.Tuner(
             self._trainable(spec),
             tune_config=ray.tune.TuneConfig(
-                search_alg=searcher, scheduler=scheduler, num_samples=remaining,
-                max_concurrent_trials=b.max_concurrent, time_budget_s=b.time_budget_s,
+                search_alg=CellSearch(searchers, todo, metric="dev_primary", mode="max"),
+                scheduler=CellASHA(schedulers),
+                num_samples=sum(todo.values()),
+                max_concurrent_trials=b.max_concurrent,
+                time_budget_s=b.time_budget_s,
+                reuse_actors=True,  # a lane's trial actor (Ray Train/Tune imported) serves trial after trial
             ),
-            run_config=self._tune_run_config(spec["run_prefix"], self.recorder),
+            run_config=self._tune_run_config(f"{self.ls.name}__search-a{self._bump('search_attempts')}", self.recorder),
         )
         tuner.fit()
         self.recorder = None

@@ -17,6 +17,7 @@ trial 17 an hour later.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -118,14 +119,16 @@ class Budget(Strict):
     max_concurrent: int = Field(2, ge=1, description="trials running at once (each ~2 GB RSS + ~10 s startup here)")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1/reduction_factor at each rung")
-    time_budget_s: Optional[float] = Field(None, gt=0, description="per cell: stop starting search trials after this")
+    time_budget_s: Optional[float] = Field(None, gt=0, description="search phase: start no new trial after this many seconds")
     seed: int = Field(0, description="seed of the TPE sampler")
 
 
 class Final(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    seeds_per_trial: Optional[int] = Field(
-        None, ge=1, description="seeds a final trial trains one after another (default: all of a cell's seeds)"
+    runs_per_trial: Optional[int] = Field(
+        None, ge=1,
+        description="final runs one trial trains one after another, packed from cells sharing a backbone "
+        "(pays the trial start-up once; default: one trial per cell, all its seeds; 1: a trial per seed)",
     )
 
     @field_validator("seeds")
@@ -297,25 +300,52 @@ def compose_run(ls: "LoadedStudy", cell: Cell, params: Optional[dict[str, Any]] 
     return values
 
 
-def seed_chunks(seeds: list[int], per_trial: Optional[int]) -> list[list[int]]:
-    """A cell's final seeds grouped into trials (a trial trains its seeds one after
-    another, paying the trial start-up once). Default: all of a cell's seeds in one trial;
-    the finals of all cells share one Tuner, so other cells keep the other lanes busy."""
-    if not seeds:
-        return []
-    per = per_trial or len(seeds)
-    return [seeds[i : i + per] for i in range(0, len(seeds), per)]
+def pack_runs(jobs: list, per_trial: Optional[int]) -> list[list]:
+    """Final jobs (dataclasses with ``.cell`` and ``.runs``, one per cell) packed into trials.
+
+    ``per_trial`` None: one trial per job. Otherwise trials of up to ``per_trial`` runs,
+    filled with the runs of cells that share a backbone (one backbone load per trial), in
+    study order; a job whose runs straddle two trials is split (``dataclasses.replace``).
+    The finals of all cells share one Tuner, so packs keep the lanes busy.
+    """
+    if per_trial is None:
+        return [[job] for job in jobs]
+    groups: dict[tuple, list] = {}
+    for job in jobs:
+        groups.setdefault((job.cell.model, job.cell.backbone.layers), []).append(job)
+    packs: list[list] = []
+    for group in groups.values():
+        pack, size = [], 0
+        for job in group:
+            runs = list(job.runs)
+            while runs:
+                take = min(per_trial - size, len(runs))
+                pack.append(dataclasses.replace(job, runs=runs[:take]))
+                runs, size = runs[take:], size + take
+                if size == per_trial:
+                    packs.append(pack)
+                    pack, size = [], 0
+        if pack:
+            packs.append(pack)
+    return packs
 
 
-def final_chunks(ls: "LoadedStudy") -> list[list[int]]:
-    return seed_chunks(list(ls.study.final.seeds), ls.study.final.seeds_per_trial)
+@dataclass
+class _PlannedJob:
+    cell: Cell
+    runs: list
+
+
+def final_packs(ls: "LoadedStudy") -> list[list]:
+    """The plan's final trials: every cell x every final seed, packed as the runner does."""
+    return pack_runs([_PlannedJob(c, list(ls.study.final.seeds)) for c in ls.cells()], ls.study.final.runs_per_trial)
 
 
 def make_plan(ls: LoadedStudy) -> dict[str, Any]:
     cells = ls.cells()
     s = ls.study
     n_search = sum(s.budget.trials_per_cell if c.method.search else 0 for c in cells)
-    chunks = final_chunks(ls)
+    packs = final_packs(ls)
     return {
         "study": s.name,
         "file": str(ls.path) if ls.path else None,
@@ -327,8 +357,8 @@ def make_plan(ls: LoadedStudy) -> dict[str, Any]:
         "trials_per_cell": s.budget.trials_per_cell,
         "final_seeds": list(s.final.seeds),
         "final_runs": len(cells) * len(s.final.seeds),
-        "final_trials": len(cells) * len(chunks),
-        "trials_total": n_search + len(cells) * len(chunks),
+        "final_trials": len(packs),
+        "trials_total": n_search + len(packs),
         "runs_total": n_search + len(cells) * len(s.final.seeds),
         "max_concurrent": s.budget.max_concurrent,
         "resources": s.resources.model_dump(),

@@ -30,6 +30,7 @@ from typing import Any
 # Train V2 is the default in Ray 2.60; say so explicitly for older 2.5x installs.
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
+CELL_KEY = "_cell"  # search trials: the cell's index in the trial config (see orchestrator.search)
 KEEP = "keep_score"  # checkpoint retention: best epoch + every run's final checkpoint
 FINAL_KEEP = 1e9
 # keys of a report that are bookkeeping, not metrics to plot
@@ -142,8 +143,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     """Tune function trainable: build the run(s) of this trial and fit a TorchTrainer.
 
-    ``config``: searched values (search) or ``{"job": k}`` (final: ``spec["jobs"][k]``).
-    ``spec``: what the driver fixed for the whole cell (see ``runner._trial_spec``).
+    ``config``: a cell's searched values + its index under ``search.CELL_KEY`` (search), or
+    ``{"job": k}`` (final: the runs of ``spec["jobs"][k]``).
+    ``spec``: what the driver fixed for the phase (see ``StudyRunner._search``/``_finals``).
     """
     import ray.train
     import ray.tune
@@ -155,7 +157,9 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
         job = spec["jobs"][int(config["job"])]
         runs, prefix = job["runs"], job["run_prefix"]
     else:
-        runs, prefix = [merge_params(spec["base"], config, spec["run_keys"])], spec["run_prefix"]
+        cell = spec["cells"][int(config[CELL_KEY])]
+        params = {k: v for k, v in config.items() if k != CELL_KEY}
+        runs, prefix = [merge_params(cell["base"], params, spec["run_keys"])], cell["run_prefix"]
     res = spec["resources"]
     per_worker = {"CPU": float(res["cpus_per_worker"])}
     if res["gpus_per_worker"]:

@@ -48,7 +48,7 @@ def tiny_study(model_dir: Path, out_dir: Path, **overrides: Any) -> dict[str, An
         ],
         "train": {"epochs": 2, "batch_size": 4, "max_length": 48},
         "budget": {"trials_per_cell": 2, "max_concurrent": 2},
-        "final": {"seeds": [0, 1], "seeds_per_trial": 2},
+        "final": {"seeds": [0, 1], "runs_per_trial": 2},
         "data_dir": str(FIXTURE_DATA),
         "ray": {"num_cpus": 2},
         "output_dir": str(out_dir),

@@ -30,7 +30,7 @@ def test_study_on_two_node_cluster(tiny_bert, tmp_path, monkeypatch):  # noqa: F
         raw = tiny_study(
             tiny_bert, out,
             tasks=["superglue/cb"],
-            final={"seeds": [0, 1], "seeds_per_trial": 1},
+            final={"seeds": [0, 1], "runs_per_trial": 1},
             ray={"address": cluster.address, "storage_path": str(tmp_path / "shared")},
         )  # fmt: skip
         ls = load_study(write_study(tmp_path / "cluster.yaml", raw))

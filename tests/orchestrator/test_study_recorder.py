@@ -13,7 +13,7 @@ from orchestrator.recorder import Job, Recorder
 from orchestrator.results import ResultsTable
 from orchestrator.study import compose_run, load_study
 from orchestrator.tracking import Tracker, flatten_config
-from orchestrator.trial import error_line
+from orchestrator.trial import CELL_KEY, error_line, merge_params
 
 
 class FakeTrial:
@@ -81,11 +81,20 @@ def _runs(env) -> dict[str, list]:
     return out
 
 
+def _search_recorder(env, run_keys) -> Recorder:
+    base = compose_run(env["ls"], env["cell"])
+
+    def search_job(index: int, params: dict) -> Job:
+        assert index == env["cell"].index
+        return Job(env["cell"], env["cell_run"], [merge_params(base, params, run_keys)], params)
+
+    return Recorder(phase="search", search_job=search_job, epochs=2, **env["common"])
+
+
 def test_search_trials_ok_pruned_failed(env):
-    rec = Recorder(phase="search", cell=env["cell"], cell_run=env["cell_run"], base=compose_run(env["ls"], env["cell"]),
-                   run_keys=["lr", "epochs", "seed"], epochs=2, **env["common"])  # fmt: skip
-    ok, pruned = FakeTrial("t_ok", {"lr": 0.01}), FakeTrial("t_pruned", {"lr": 0.05})
-    bad = FakeTrial("t_bad", {"lr": 0.09}, RuntimeError("Training failed\nptcore.errors.TrainingError: loss is nan at epoch 1"))
+    rec = _search_recorder(env, ["lr", "epochs", "seed"])
+    ok, pruned = FakeTrial("t_ok", {"lr": 0.01, CELL_KEY: 0}), FakeTrial("t_pruned", {"lr": 0.05, CELL_KEY: 0})
+    bad = FakeTrial("t_bad", {"lr": 0.09, CELL_KEY: 0}, RuntimeError("Training failed\nptcore.errors.TrainingError: loss is nan at epoch 1"))
     for t in (ok, pruned, bad):
         rec.on_trial_start(0, [], t)
     rec.on_trial_result(0, [], ok, _epoch(1, 0.5))
@@ -126,7 +135,7 @@ def test_final_job_seed_failure_and_artifacts(env, tmp_path):
     runs = [compose_run(ls, cell, {"lr": 0.01}, seed=s) for s in (0, 1, 2)]
     job = Job(cell, env["cell_run"], runs, {"lr": 0.01}, source_trial="t_ok")
     done_cells = []
-    rec = Recorder(phase="final", jobs=[job], epochs=2, on_recorded=done_cells.append, **env["common"])
+    rec = Recorder(phase="final", packs=[[job]], epochs=2, on_recorded=done_cells.append, **env["common"])
     ckpt = tmp_path / "ckpt"
     (ckpt / "checkpoint").mkdir(parents=True)
     (ckpt / "checkpoint" / "trainable.safetensors").write_bytes(b"weights")
@@ -151,10 +160,31 @@ def test_final_job_seed_failure_and_artifacts(env, tmp_path):
     assert by_seed["0"].data.params["seed"] == "0" and by_seed["1"].data.params["seed"] == "1"
 
 
+def test_final_pack_of_several_jobs(env):
+    """A final trial packs jobs (here two configs of one cell): run_index counts across the
+    pack, and each row carries its own job's params and source trial."""
+    ls, cell = env["ls"], env["cell"]
+    first = Job(cell, env["cell_run"], [compose_run(ls, cell, {"lr": 0.01}, seed=s) for s in (0, 1)], {"lr": 0.01}, source_trial="t1")
+    second = Job(cell, env["cell_run"], [compose_run(ls, cell, {"lr": 0.02}, seed=2)], {"lr": 0.02}, source_trial="t2")
+    rec = Recorder(phase="final", packs=[[first, second]], epochs=2, **env["common"])
+    trial = FakeTrial("f_00000", {"job": 0})
+    rec.on_trial_start(0, [], trial)
+    for i, seed in enumerate((0, 1, 2)):
+        rec.on_trial_result(0, [], trial, _epoch(1, 0.5, i, seed))
+        rec.on_trial_result(0, [], trial, _final(_result(0.5, 0.4 + i / 10, seed=seed), i))
+    rec.on_trial_complete(0, [], trial)
+    rows = env["results"].rows
+    assert [(r["run_index"], r["seed"], r["source_trial"], json.loads(r["params_json"])["lr"]) for r in rows] == [
+        (0, 0, "t1", 0.01), (1, 1, "t1", 0.01), (2, 2, "t2", 0.02)]  # fmt: skip
+    assert [r["val_primary"] for r in rows] == pytest.approx([0.4, 0.5, 0.6])
+    (runs_,) = _runs(env).values()
+    assert sorted(r.data.tags["ptcore.source_trial"] for r in runs_) == ["t1", "t1", "t2"]
+    assert {r.info.status for r in runs_} == {"FINISHED"}
+
+
 def test_abort_kills_open_runs_and_resume_closes_stale(env):
-    rec = Recorder(phase="search", cell=env["cell"], cell_run=env["cell_run"], base=compose_run(env["ls"], env["cell"]),
-                   run_keys=["lr"], epochs=2, **env["common"])  # fmt: skip
-    a, b = FakeTrial("a", {"lr": 0.01}), FakeTrial("b", {"lr": 0.02})
+    rec = _search_recorder(env, ["lr"])
+    a, b = FakeTrial("a", {"lr": 0.01, CELL_KEY: 0}), FakeTrial("b", {"lr": 0.02, CELL_KEY: 0})
     rec.on_trial_start(0, [], a)
     rec.on_trial_start(0, [], b)
     rec.on_trial_result(0, [], a, _epoch(1, 0.5))

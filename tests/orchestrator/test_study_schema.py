@@ -44,9 +44,36 @@ def test_valid_minimal_study_and_cells(tmp_path):
     assert ls.mlflow_uri == f"sqlite:///{tmp_path / 'studies_out' / 'mini' / 'mlflow.db'}"
     plan = ls.plan()
     assert (plan["cells"], plan["search_trials"], plan["final_runs"], plan["final_trials"]) == (1, 2, 3, 1)
-    from orchestrator.study import seed_chunks
 
-    assert seed_chunks([0, 1, 2], None) == [[0, 1, 2]] and seed_chunks([0, 1, 2], 2) == [[0, 1], [2]]
+
+def test_final_runs_packed_by_backbone():
+    from dataclasses import dataclass
+
+    from orchestrator.study import pack_runs
+
+    @dataclass
+    class B:
+        layers: int
+
+    @dataclass
+    class C:
+        id: str
+        model: str
+        backbone: B
+
+    @dataclass
+    class J:
+        cell: C
+        runs: list
+
+    l2a, l2b, l4 = C("a", "m", B(2)), C("b", "m", B(2)), C("c", "m", B(4))
+    jobs = [J(l2a, [0, 1, 2]), J(l4, [0, 1, 2]), J(l2b, [0, 1, 2])]
+    shape = lambda packs: [[(j.cell.id, j.runs) for j in p] for p in packs]  # noqa: E731
+    assert shape(pack_runs(jobs, None)) == [[("a", [0, 1, 2])], [("c", [0, 1, 2])], [("b", [0, 1, 2])]]
+    # one backbone per trial; a cell's seeds straddle two trials when the pack is full
+    assert shape(pack_runs(jobs, 4)) == [[("a", [0, 1, 2]), ("b", [0])], [("b", [1, 2])], [("c", [0, 1, 2])]]
+    assert shape(pack_runs(jobs, 1)) == [[(c, [s])] for c in "abc" for s in range(3)]  # L2 cells a, b first
+    assert sorted((j.cell.id, r) for p in pack_runs(jobs, 5) for j in p for r in j.runs) == sorted((j.cell.id, r) for j in jobs for r in j.runs)
 
 
 def test_unknown_key_names_path_and_suggests(tmp_path):

@@ -1,0 +1,119 @@
+"""One Tune search over many cells: a searcher and a scheduler that keep each cell apart.
+
+Every cell (backbone x task x method) has its own Optuna study (TPE, seeded, persisted in
+``optuna.db``) and its own ASHA brackets: a cell's trials are compared only with each
+other (an RTE trial is never stopped because a CB trial scored higher). They still share
+*one* Tuner, so the ``max_concurrent`` lanes stay busy across cell boundaries (a Tuner
+per cell idles lanes at every boundary and pays a Tuner start-up per cell) and Tune can
+reuse trial actors between trials.
+
+A trial's config is the cell's searched values plus ``CELL_KEY`` (the cell's index).
+Cells are served in study order: a cell's trials are suggested before the next cell's,
+so cells finish one after another while trials of neighbouring cells overlap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from .trial import CELL_KEY  # index of the trial's cell in the study's cell list
+
+
+def searched_values(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial config without the routing key: the values Optuna chose."""
+    return {k: v for k, v in config.items() if k != CELL_KEY}
+
+
+class CellSearch(Searcher):
+    """Routes suggestions and results to one searcher per cell.
+
+    ``searchers``: cell index -> Tune searcher (OptunaSearch) for that cell;
+    ``budget``: cell index -> trials still to run for it (cells in dict order).
+    """
+
+    def __init__(self, searchers: dict[int, Searcher], budget: dict[int, int], metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.searchers = searchers
+        self.budget = dict(budget)
+        self.owner: dict[str, int] = {}  # Tune trial id -> cell index
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec) -> bool:
+        return True  # every cell searcher was built with its space, metric and mode
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        for cell, left in self.budget.items():
+            if left <= 0:
+                continue
+            params = self.searchers[cell].suggest(trial_id)
+            if params is None or params == Searcher.FINISHED:  # pragma: no cover - Optuna always answers
+                continue
+            self.budget[cell] -= 1
+            self.owner[trial_id] = cell
+            return {**params, CELL_KEY: cell}
+        return Searcher.FINISHED
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.owner:
+            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        cell = self.owner.pop(trial_id, None)
+        if cell is not None:
+            self.searchers[cell].on_trial_complete(trial_id, result=result, error=error)
+
+    # Resume does not go through Tune's experiment snapshots: results.csv and the Optuna
+    # storage are the ledgers (see orchestrator.runner). Nothing to pickle here.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:  # pragma: no cover - never restored
+        pass
+
+
+class CellASHA(FIFOScheduler):
+    """ASHA per cell: ``schedulers`` maps a cell index to its own ``ASHAScheduler``."""
+
+    def __init__(self, schedulers: dict[int, ASHAScheduler]):
+        super().__init__()
+        self.schedulers = schedulers
+
+    def _of(self, trial) -> Optional[ASHAScheduler]:
+        return self.schedulers.get(trial.config.get(CELL_KEY))
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+        return True
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        s = self._of(trial)
+        if s is not None:
+            s.on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        s = self._of(trial)
+        return s.on_trial_result(tune_controller, trial, result) if s is not None else TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        s = self._of(trial)
+        if s is not None and trial.trial_id in s._trial_info:
+            s.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        s = self._of(trial)
+        if s is not None and trial.trial_id in s._trial_info:
+            s.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        stopped = sum(s._num_stopped for s in self.schedulers.values())
+        return f"ASHA per cell ({len(self.schedulers)} cells): {stopped} trial(s) stopped early"
+
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:  # pragma: no cover - never restored
+        pass
