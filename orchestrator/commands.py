@@ -19,7 +19,7 @@ from ptcore.errors import PtcoreError
 from .cli import command
 from .study import LoadedStudy, load_study
 
-STARTUP_S = 10.0  # measured: Tune trial + Train controller + worker start, per trial, on a laptop-class CPU
+STARTUP_S = 29.0  # measured: CPU-s per trial before training (6 Ray processes start) on this 2-core CPU machine
 
 
 # ------------------------------------------------------------------ study

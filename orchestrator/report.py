@@ -748,7 +748,7 @@ def render_markdown(rep: Report) -> str:
     if rep.notes:
         out += ["", "Missing or incomplete cells:", ""] + [f"- {n}" for n in rep.notes]
     out += ["", "## Scale", "",
-            f"![Primary metric vs backbone parameters](scale.png)", "",
+            "![Primary metric vs backbone parameters](scale.png)", "",
             f"**Figure 1.** {FIGURE_CAPTION}", ""]
     out += ["## Hyperparameter search", ""]
     if rep.search:

@@ -7,7 +7,7 @@ configuration of every cell re-run with each final seed; tracked in MLflow and r
     phase 2, one Tuner for all cells: trial_fn over packs of (cell's best config, seed) runs
 
 Each phase is one Tuner so the ``max_concurrent`` lanes stay busy across cells (a Tuner per
-cell idles lanes at every cell boundary) and trial actors are reused. In the search, each
+cell idles lanes at every cell boundary and pays a Tuner start-up per cell). In the search, each
 cell keeps its own Optuna study and ASHA brackets (:mod:`orchestrator.search`). Final runs
 are packed into trials (``final.runs_per_trial``, cells sharing a backbone together) so a
 Ray Train start-up (~10-20 s of CPU here: a controller and a worker process importing
@@ -41,15 +41,18 @@ import signal
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ptcore.checkpoint import write_json_atomic
 from ptcore.errors import PtcoreError
 
 from . import results as R
 from .progress import Progress
-from .trial import merge_params
 from .study import Cell, LoadedStudy, StudyError, compose_run, pack_runs
+from .trial import merge_params
+
+if TYPE_CHECKING:
+    from .recorder import Job
 
 DRIVER_MEMORY = 64 * 1024**2  # the Tune trial is only a driver for its Train run: no CPU
 log = logging.getLogger(__name__)
@@ -182,9 +185,6 @@ class StudyRunner:
         # a local Ray inherits the driver's environment; workers on other nodes get the
         # cache dir through train_loop_config (no runtime_env: it slows every worker start)
         os.environ.update({"PTCORE_CACHE_DIR": self.ls.cache_dir, "TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "1"})
-        # Train V2's controller polls its workers every 2 s by default, so every finished
-        # Train run held its lane up to 2 s longer; runs here last seconds to minutes
-        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         if not self.verbose:  # Tune's notes on slow callbacks (artifact uploads) and on the loggers we turned off
             for name in ("ray.tune.analysis.experiment_analysis", "ray.tune.utils.util"):
                 logging.getLogger(name).setLevel(logging.ERROR)
@@ -254,6 +254,8 @@ class StudyRunner:
             self._search_phase()  # phase 1: every cell searched, one Tuner
             self._finals()  # phase 2: every cell's best config x final seeds, one Tuner
             status = "FINISHED"
+            order = {c.id: c.index for c in self.cells}
+            self.summary.sort(key=lambda s: order.get(s["cell"], len(order)))  # study order, not finishing order
         except KeyboardInterrupt:
             status = "KILLED"
             raise
@@ -273,6 +275,9 @@ class StudyRunner:
         if not self._ray_started:
             self._init_ray()
             self._ray_started = True
+            # ray.init installs a C++ handler that aborts the driver on SIGTERM (MLflow runs
+            # left RUNNING): ours again, so `kill` ends the study like Ctrl-C does
+            signal.signal(signal.SIGTERM, _raise_interrupt)
 
     def _close(self, status: str) -> None:
         try:
@@ -367,7 +372,7 @@ class StudyRunner:
             jobs.append(Job(cell, run, [compose_run(self.ls, cell, params, seed=s) for s in seeds], params, source))
         if not jobs:
             return
-        packs = pack_runs(jobs, self.ls.study.final.runs_per_trial)
+        packs = self._longest_first(pack_runs(jobs, self.ls.study.final.runs_per_trial))
         name = f"{self.ls.name}__final-a{self._bump('final_attempts')}"
         n_runs = sum(len(j.runs) for j in jobs)
         self.progress.cell_start("final", f"{len(todo)} cell(s)", f"{n_runs} run(s) in {len(packs)} trial(s)")
@@ -388,7 +393,7 @@ class StudyRunner:
         tuner = ray.tune.Tuner(
             self._trainable(spec),
             param_space={"job": ray.tune.grid_search(list(range(len(packs))))},
-            tune_config=ray.tune.TuneConfig(max_concurrent_trials=self.ls.study.budget.max_concurrent, reuse_actors=True),
+            tune_config=ray.tune.TuneConfig(max_concurrent_trials=self.ls.study.budget.max_concurrent),
             run_config=self._tune_run_config(name, self.recorder),
         )
         tuner.fit()
@@ -397,6 +402,16 @@ class StudyRunner:
         for cell in todo:
             if cell.id in self.cell_runs:  # not finished by the callback: a seed failed
                 self._finish_cell(cell, announce=True)
+
+    def _longest_first(self, packs: list[list[Job]]) -> list[list[Job]]:
+        """Packs in decreasing expected duration (a cell's mean search-run wall time x its
+        runs), so the short ones fill the lanes at the end instead of a long one running
+        alone (longest-processing-time-first scheduling). Cells without search rows count 0."""
+        cost: dict[str, float] = {}
+        for cell in self.cells:
+            walls = [float(r["wall_s"]) for r in self.results.select(cell=cell.id, phase="search") if r.get("wall_s") is not None]
+            cost[cell.id] = statistics.fmean(walls) if walls else 0.0
+        return sorted(packs, key=lambda pack: -sum(cost[j.cell.id] * len(j.runs) for j in pack))  # stable for ties
 
     def _on_final_recorded(self, cell: Cell) -> None:
         """After each final run's row: a cell whose seeds are all in is done now."""
@@ -459,7 +474,24 @@ class StudyRunner:
             "resources": self.ls.study.resources.model_dump(),
             "cache_dir": self.ls.cache_dir,
             "storage_path": self.ls.storage_path,
+            "checkpoint_epochs": self.ls.study.ray.checkpoint_every_epoch,
+            "train_env": self._train_env(),
         }
+
+    def _train_env(self) -> dict[str, str]:
+        """Ray Train V2 settings for every trial (set in the trial, which starts the Train run;
+        a variable already set in the environment wins).
+
+        * Train's controller polls its workers every 2 s by default: a finished run held its
+          lane up to 2 s longer, and runs here last seconds to minutes.
+        * A Ray that this driver started is one machine: no spot preemption to watch for and
+          no cluster metrics to export; each would cost CPU per run (the watcher is one
+          more Python process per run).
+        """
+        env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+        if not (self.address or os.environ.get("RAY_ADDRESS")):
+            env.update({"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"})
+        return {k: os.environ.get(k, v) for k, v in env.items()}
 
     def _trainable(self, spec: dict[str, Any]):
         import ray.tune
@@ -538,7 +570,8 @@ class StudyRunner:
                 num_samples=sum(todo.values()),
                 max_concurrent_trials=b.max_concurrent,
                 time_budget_s=b.time_budget_s,
-                reuse_actors=True,  # a lane's trial actor (Ray Train/Tune imported) serves trial after trial
+                # no reuse_actors: re-using the actor of a trial ASHA stopped fails while its
+                # Train run shuts down, and Ray 2.60 then never starts the waiting trial
             ),
             run_config=self._tune_run_config(f"{self.ls.name}__search-a{self._bump('search_attempts')}", self.recorder),
         )

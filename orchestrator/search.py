@@ -4,8 +4,7 @@ Every cell (backbone x task x method) has its own Optuna study (TPE, seeded, per
 ``optuna.db``) and its own ASHA brackets: a cell's trials are compared only with each
 other (an RTE trial is never stopped because a CB trial scored higher). They still share
 *one* Tuner, so the ``max_concurrent`` lanes stay busy across cell boundaries (a Tuner
-per cell idles lanes at every boundary and pays a Tuner start-up per cell) and Tune can
-reuse trial actors between trials.
+per cell idles lanes at every boundary and pays a Tuner start-up per cell).
 
 A trial's config is the cell's searched values plus ``CELL_KEY`` (the cell's index).
 Cells are served in study order: a cell's trials are suggested before the next cell's,

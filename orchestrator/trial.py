@@ -123,7 +123,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             pristine, loaded = load_backbone(cfg.model, cfg.layers), (cfg.model, cfg.layers)
         # a fresh copy per run: fine-tuning trains the backbone, deep prompts hook its layers
         backbone = pristine if len(runs) == 1 else Backbone(copy.deepcopy(pristine.model), pristine.tokenizer, pristine.name, pristine.source)
-        cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", True))
+        cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False))
         with tempfile.TemporaryDirectory() as out:
             result = train(cfg, backbone=backbone, callbacks=(cb,), output=out, progress=False, cache_dir=cache_dir)
             result.pop("checkpoint", None)  # a temp path; the reported checkpoint replaces it
@@ -140,6 +140,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
 
 
+def _trainer_class():
+    from ray.train.torch import TorchTrainer
+
+    class Trainer(TorchTrainer):
+        """TorchTrainer without Ray Data plumbing when no Ray Dataset is passed (ptcore loads
+        its own data): Train V2 would otherwise start a DatasetManager actor, one more
+        Python process (~2 s of CPU here), for every run."""
+
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            if self.datasets:
+                return callbacks
+            try:
+                from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+            except ImportError:  # pragma: no cover - another Ray layout: keep its defaults
+                return callbacks
+            return [cb for cb in callbacks if not isinstance(cb, DatasetsCallback)]
+
+    return Trainer
+
+
 def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     """Tune function trainable: build the run(s) of this trial and fit a TorchTrainer.
 
@@ -149,9 +170,10 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     """
     import ray.train
     import ray.tune
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    for key, value in spec.get("train_env", {}).items():  # Train V2 settings (see StudyRunner._train_env)
+        os.environ.setdefault(key, value)
     trial_id = ray.tune.get_context().get_trial_id()
     if spec["phase"] == "final":
         job = spec["jobs"][int(config["job"])]
@@ -164,9 +186,9 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     per_worker = {"CPU": float(res["cpus_per_worker"])}
     if res["gpus_per_worker"]:
         per_worker["GPU"] = float(res["gpus_per_worker"])
-    trainer = TorchTrainer(
+    trainer = _trainer_class()(
         train_loop_per_worker,
-        train_loop_config={"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", True)},
+        train_loop_config={"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False)},
         scaling_config=ray.train.ScalingConfig(
             num_workers=int(res["workers_per_trial"]),
             use_gpu=bool(res["gpus_per_worker"]),

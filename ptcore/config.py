@@ -35,6 +35,9 @@ class RunConfig(BaseModel):
     patience: Optional[int] = Field(None, ge=1, description="stop after this many epochs without a better dev score")
     max_train_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of train")
     max_eval_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of dev/val/test")
+    max_dev_examples: Optional[int] = Field(
+        None, ge=1, description="deterministic subsample of dev only (evaluated every epoch for selection; val/test stay whole)"
+    )
     max_length: Optional[int] = Field(None, ge=8, description="token limit (default: the task's)")
     pooling: Literal["mean", "cls", "pooler"] = "mean"
     head_dropout: float = Field(0.1, ge=0, lt=1)

@@ -2,9 +2,14 @@
 
 Each metric is ``fn(predictions, references, groups=None) -> float`` where predictions
 and references are per-example values (label indices, floats, tag sequences, answer
-strings...). They wrap scikit-learn / scipy / seqeval; only MultiRC's F1a/EM and SQuAD's
-EM/F1 are written here, because no maintained library on PyPI implements those official
-scripts offline (HF ``evaluate`` downloads them from the hub at run time).
+strings...). They wrap scikit-learn / scipy / seqeval, except:
+
+* MultiRC's F1a/EM and SQuAD's EM/F1, because no maintained library on PyPI implements
+  those official scripts offline (HF ``evaluate`` downloads them from the hub at run time);
+* accuracy and (macro-)F1 of label indices, a few lines of numpy, because importing
+  scikit-learn (and scipy with it) costs 1.5-3 s of CPU in every fresh process, and a
+  study starts a fresh Ray Train worker per trial. tests/test_metrics.py checks them
+  against scikit-learn.
 """
 
 from __future__ import annotations
@@ -24,26 +29,29 @@ METRICS: Registry[MetricFn] = Registry("metric")
 
 @METRICS.register("accuracy")
 def accuracy(predictions: Sequence, references: Sequence, groups=None) -> float:
-    from sklearn.metrics import accuracy_score
+    p, r = np.asarray(predictions), np.asarray(references)
+    return float((p == r).mean()) if len(r) else 0.0
 
-    return float(accuracy_score(references, predictions))
+
+def _class_f1(p: np.ndarray, r: np.ndarray, label) -> float:
+    """F1 of one class; 0 where it is undefined (sklearn's ``zero_division=0``)."""
+    tp = float(np.sum((p == label) & (r == label)))
+    denominator = float(np.sum(p == label) + np.sum(r == label))  # 2tp + fp + fn
+    return 2 * tp / denominator if denominator else 0.0
 
 
 @METRICS.register("f1")
 def binary_f1(predictions: Sequence, references: Sequence, groups=None) -> float:
     """F1 of the positive class (label index 1), as GLUE reports for MRPC and QQP."""
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(references, predictions, pos_label=1, average="binary", zero_division=0))
+    return _class_f1(np.asarray(predictions), np.asarray(references), 1)
 
 
 @METRICS.register("macro_f1")
 def macro_f1(predictions: Sequence, references: Sequence, groups=None) -> float:
     """Unweighted mean of per-class F1 (SuperGLUE's CB F1), over the classes present in the references."""
-    from sklearn.metrics import f1_score
-
-    labels = sorted(set(references))
-    return float(f1_score(references, predictions, labels=labels, average="macro", zero_division=0))
+    p, r = np.asarray(predictions), np.asarray(references)
+    labels = sorted(set(r.tolist()))
+    return float(np.mean([_class_f1(p, r, c) for c in labels])) if labels else 0.0
 
 
 @METRICS.register("mcc")

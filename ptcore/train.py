@@ -89,11 +89,12 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_di
     kind = get_kind(spec.kind)
     examples, notes = load_splits(spec, cfg.data_dir, max_train=cfg.max_train_examples)
     for split in ("dev", "val", "test"):
-        if split in examples and cfg.max_eval_examples:
+        cap = min(filter(None, (cfg.max_eval_examples, cfg.max_dev_examples if split == "dev" else None)), default=None)
+        if split in examples and cap:
             before = len(examples[split])
-            examples[split] = subsample(examples[split], cfg.max_eval_examples)
+            examples[split] = subsample(examples[split], cap)
             if len(examples[split]) < before:
-                notes.append(f"{split} subsampled to {cfg.max_eval_examples} of {before} examples")
+                notes.append(f"{split} subsampled to {cap} of {before} examples")
     # shallow prompts occupy positions: shorten inputs so input + prompt fit the position table
     limit = min(cfg.max_length or spec.max_length, backbone.config.max_position_embeddings - 2) - extra_tokens
     features = {

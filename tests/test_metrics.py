@@ -36,6 +36,20 @@ def test_macro_f1_averages_reference_classes_only():
     assert metric("macro_f1")([0, 2, 1, 1], [0, 0, 1, 1]) == pytest.approx((2 / 3 + 1) / 2)
 
 
+def test_numpy_accuracy_and_f1_match_sklearn():
+    """accuracy / f1 / macro_f1 are hand-written (no sklearn import per worker): same values."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(0)
+    for n, classes in ((1, 2), (7, 2), (50, 3), (200, 5)):
+        refs, preds = rng.integers(0, classes, n).tolist(), rng.integers(0, classes + 1, n).tolist()
+        assert metric("accuracy")(preds, refs) == pytest.approx(accuracy_score(refs, preds))
+        assert metric("f1")(preds, refs) == pytest.approx(f1_score(refs, preds, labels=[1], average="macro", zero_division=0))
+        labels = sorted(set(refs))
+        assert metric("macro_f1")(preds, refs) == pytest.approx(f1_score(refs, preds, labels=labels, average="macro", zero_division=0))
+
+
 def test_mcc():
     # TP 1, TN 2, FP 1, FN 0: (1*2 - 1*0) / sqrt(2 * 1 * 3 * 2)
     assert metric("mcc")([1, 1, 0, 0], [1, 0, 0, 0]) == pytest.approx(2 / math.sqrt(12))

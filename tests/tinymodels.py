@@ -31,6 +31,29 @@ def tiny_tokenizer(directory: Path):
     return BertTokenizerFast(vocab=str(write_vocab(directory)), do_lower_case=True)  # transformers 5: `vocab`, not `vocab_file`
 
 
+def vocab_tokenizer(vocab: list[str], directory: Path):
+    """A WordPiece tokenizer over exactly ``vocab`` (tests that need particular sub-words)."""
+    from transformers import BertTokenizerFast
+
+    path = Path(directory) / "vocab.txt"
+    path.write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab=str(path))  # transformers 5: `vocab=`, `vocab_file=` is ignored
+    assert len(tok) == len(vocab)
+    return tok
+
+
+def tiny_bert(tokenizer, hidden: int = 32, layers: int = 2, seed: int = 0) -> Backbone:
+    """A random BERT over ``tokenizer``'s vocabulary."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden,
+        max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    return backbone_from_model(BertModel(config), tokenizer, name="tiny-bert")
+
+
 def tiny_backbone(family: str, directory: Path, hidden: int = 32, layers: int = 2, heads: int = 2, seed: int = 0) -> Backbone:
     """A random BERT / RoBERTa / ELECTRA small enough to train in milliseconds."""
     from transformers import AutoModel, BertConfig, ElectraConfig, RobertaConfig

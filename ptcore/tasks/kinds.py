@@ -49,15 +49,20 @@ def collate_sequences(features: list[dict], pad_id: int, keys: Sequence[str]) ->
     return batch
 
 
+def with_segments(enc):
+    """A tokenizer's batch output with ``token_type_ids`` (all 0 where the tokenizer has no
+    segments, e.g. RoBERTa), so every kind's features have the same keys."""
+    if "token_type_ids" not in enc:
+        enc["token_type_ids"] = [[0] * len(ids) for ids in enc["input_ids"]]
+    return enc
+
+
 class Kind:
     name: str = ""
     sequence_keys = ("input_ids", "attention_mask", "token_type_ids")
 
     def tokenize(self, tokenizer, a: list[str], b: list[str] | None, max_length: int) -> dict[str, list]:
-        enc = tokenizer(a, b, truncation=True, max_length=max_length)
-        if "token_type_ids" not in enc:  # RoBERTa has no segments
-            enc["token_type_ids"] = [[0] * len(ids) for ids in enc["input_ids"]]
-        return enc
+        return with_segments(tokenizer(a, b, truncation=True, max_length=max_length))
 
     def collate(self, features: list[dict], pad_id: int) -> dict[str, Any]:
         batch: dict[str, Any] = collate_sequences(features, pad_id, self.sequence_keys)

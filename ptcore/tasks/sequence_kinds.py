@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .. import metrics as M
 from ..errors import ConfigError
 from .base import TaskSpec
-from .kinds import KIND_REGISTRY, Kind, collate_sequences, pad
+from .kinds import KIND_REGISTRY, Kind, collate_sequences, pad, with_segments
 
 IGNORE = -100  # label of positions that are not scored (special tokens, non-first sub-words)
 MASKED_LOGIT = -1e4  # padding positions of QA start/end logits (finite: safe in half precision)
@@ -78,7 +78,7 @@ class TokenClassification(Kind):
         _require_fast(tokenizer, "token classification")
         prefix = word_prefix(tokenizer)
         words = [[prefix + w for w in ex["tokens"]] for ex in examples]
-        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+        enc = with_segments(tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length))
         feats = []
         for i, ex in enumerate(examples):
             tag_ids = ex.get("tag_ids")
@@ -93,7 +93,7 @@ class TokenClassification(Kind):
                 {
                     "input_ids": ids,
                     "attention_mask": enc["attention_mask"][i],
-                    "token_type_ids": enc["token_type_ids"][i] if "token_type_ids" in enc else [0] * len(ids),
+                    "token_type_ids": enc["token_type_ids"][i],
                     "labels": labels,
                     "word_index": word_index,
                     "example_index": i,
@@ -192,7 +192,7 @@ class ExtractiveQA(Kind):
             groups[max(0, min(int(ex.get("doc_stride", self.DOC_STRIDE)), window // 2))].append(i)
         feats: list[dict] = []
         for stride, members in sorted(groups.items()):
-            enc = tokenizer(
+            enc = with_segments(tokenizer(
                 [questions[i] for i in members],
                 [examples[i]["context"] for i in members],
                 truncation="only_second",
@@ -200,7 +200,7 @@ class ExtractiveQA(Kind):
                 stride=stride,
                 return_overflowing_tokens=True,
                 return_offsets_mapping=True,
-            )
+            ))
             for j, sample in enumerate(enc["overflow_to_sample_mapping"]):
                 i = members[sample]
                 feats.append(self._feature(enc, j, i, examples[i]))
@@ -226,7 +226,7 @@ class ExtractiveQA(Kind):
         return {
             "input_ids": ids,
             "attention_mask": enc["attention_mask"][j],
-            "token_type_ids": enc["token_type_ids"][j] if "token_type_ids" in enc else [0] * len(ids),
+            "token_type_ids": enc["token_type_ids"][j],
             "offset_mapping": offsets,
             "start_positions": start,
             "end_positions": end,

@@ -3,7 +3,6 @@ method, scoring, and the real WNUT-17 files when the data directory is there."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import string
 from pathlib import Path
@@ -12,8 +11,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ptcore.backbones import backbone_from_model
+from conftest import FIXTURES, real_data_dir
 from ptcore.config import RunConfig
+from tinymodels import tiny_bert, vocab_tokenizer
 from ptcore.data import make_loader
 from ptcore.errors import DataError
 from ptcore.methods import METHODS, method_fields
@@ -26,7 +26,6 @@ from ptcore.tasks.ner import iob2_tags
 from ptcore.tasks.sequence_kinds import word_prefix
 from ptcore.train import build_model, evaluate, prepare_data
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 NER_TASKS = ["ner/conll2003", "ner/conll2004", "ner/ontonotes", "ner/wnut17"]
 # task -> sentences in the fixture's (train, dev, test) files
 FIXTURE_COUNTS = {
@@ -35,12 +34,6 @@ FIXTURE_COUNTS = {
     "ner/conll2004": (3, 2, 2),
     "ner/ontonotes": (3, 2, 2),
 }
-
-
-def real_data_dir() -> Path | None:
-    env = os.environ.get("PTCORE_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return path if path.is_dir() else None
 
 
 # ---------------------------------------------------------------- a tiny offline BERT
@@ -60,25 +53,12 @@ def tiny_vocab() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from transformers import BertTokenizerFast
-
-    vocab = tiny_vocab()
-    path = tmp_path_factory.mktemp("tok") / "vocab.txt"
-    path.write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab=str(path))  # transformers 5: `vocab=`, `vocab_file=` is ignored
-    assert len(tok) == len(vocab)
+    tok = vocab_tokenizer(tiny_vocab(), tmp_path_factory.mktemp("tok"))
     return tok
 
 
 def tiny_backbone(tokenizer):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
-    return backbone_from_model(BertModel(config), tokenizer, name="tiny-bert")
+    return tiny_bert(tokenizer)
 
 
 def method_args(method: str) -> dict:

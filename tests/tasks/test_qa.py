@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 import string
 from pathlib import Path
@@ -15,8 +14,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from ptcore.backbones import backbone_from_model
+from conftest import FIXTURES, real_data_dir
 from ptcore.config import RunConfig
+from tinymodels import tiny_bert, vocab_tokenizer
 from ptcore.data import make_loader
 from ptcore.methods import METHODS, method_fields
 from ptcore.metrics import METRICS, squad_normalize
@@ -26,13 +26,6 @@ from ptcore.tasks.kinds import get_kind
 from ptcore.tasks.sequence_kinds import ExtractiveQA
 from ptcore.train import build_model, evaluate, prepare_data
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
-
-
-def real_data_dir() -> Path | None:
-    env = os.environ.get("PTCORE_DATA_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return path if path.is_dir() else None
 
 
 # ---------------------------------------------------------------- a tiny offline BERT
@@ -52,26 +45,13 @@ def fixture_vocab() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    from transformers import BertTokenizerFast
-
-    vocab = fixture_vocab()
-    path = tmp_path_factory.mktemp("tok") / "vocab.txt"
-    path.write_text("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab=str(path))  # transformers 5: `vocab=`, `vocab_file=` is ignored
-    assert len(tok) == len(vocab)
+    tok = vocab_tokenizer(fixture_vocab(), tmp_path_factory.mktemp("tok"))
     assert tok.tokenize("Christiaan Huygens") == ["chri", "##stiaan", "huyg", "##ens"]
     return tok
 
 
 def tiny_backbone(tokenizer):
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-    )  # fmt: skip
-    return backbone_from_model(BertModel(config), tokenizer, name="tiny-bert")
+    return tiny_bert(tokenizer)
 
 
 def method_args(method: str) -> dict:

@@ -1,0 +1,39 @@
+"""The Tune trial's Ray Train settings (no Ray cluster needed)."""
+
+import pytest
+
+pytest.importorskip("ray.train")
+
+from orch_study_helpers import FIXTURE_DATA  # noqa: E402
+from orchestrator.runner import StudyRunner  # noqa: E402
+from orchestrator.study import load_study  # noqa: E402
+from orchestrator.trial import _trainer_class  # noqa: E402
+
+TRAIN_ENV = ("RAY_ADDRESS", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_METRICS_ENABLED")
+
+
+def _study(tmp_path):
+    raw = {"name": "t", "backbones": [{"id": "bert-base-uncased"}], "tasks": ["superglue/cb"], "methods": [{"name": "finetune"}],
+           "data_dir": str(FIXTURE_DATA), "output_dir": str(tmp_path / "out")}  # fmt: skip
+    return load_study(raw=raw, cwd=tmp_path)
+
+
+def test_train_env_local_vs_cluster(tmp_path, monkeypatch):
+    for key in TRAIN_ENV:
+        monkeypatch.delenv(key, raising=False)
+    ls = _study(tmp_path)
+    local = StudyRunner(ls)._train_env()
+    assert local == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+    # on a cluster, preemption watching and metrics keep Ray's defaults
+    assert StudyRunner(ls, address="ray://head:10001")._train_env() == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")  # the user's setting wins
+    assert StudyRunner(ls)._train_env()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
+
+
+def test_trainer_starts_no_dataset_manager_without_datasets():
+    import ray.train
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    trainer = _trainer_class()(lambda: None, scaling_config=ray.train.ScalingConfig(num_workers=1))
+    callbacks = trainer._create_default_callbacks()
+    assert callbacks and not any(isinstance(cb, DatasetsCallback) for cb in callbacks)
