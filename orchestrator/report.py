@@ -462,7 +462,8 @@ def _search_summary(rows: list[dict], groups: dict[tuple, Group], budget: Mappin
 
 
 def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Report:
-    rows = data.rows
+    # a method listed twice in a study (e.g. dynamic prompting variants) is told apart by its label
+    rows = [{**r, "method": r.get("method_label") or r.get("method", "")} for r in data.rows]
     finals = [r for r in rows if r["phase"] == "final"]
     tasks = sorted({r.get("task", "") for r in rows if r.get("task")})
     methods = sorted({r.get("method", "") for r in rows if r.get("method")}, key=method_key)
@@ -688,10 +689,13 @@ def protocol_text(rep: Report) -> str:
     seeds = _join(map(str, rep.seeds)) if rep.seeds else "none"
     budget = _join(f"{k}={_fmt_value(v)}" for k, v in rep.budget.items()) if rep.budget else "not recorded"
     split = "the official validation split" + (f" (the official test split for {_join(on_test)})" if on_test else "")
+    if rep.search:
+        search = f"Search budget: {budget}. Final runs: the best search configuration of each cell"
+    else:
+        search = "No search trials recorded (fixed configurations). Final runs: each cell's configuration"
     return (
         f"Protocol: epochs and hyperparameters are selected on a dev split carved from the official training data "
-        f"(never reported); scores are on {split}. Search budget: {budget}. "
-        f"Final runs: the best search configuration of each cell, trained with seed{'s' if len(rep.seeds) != 1 else ''} "
+        f"(never reported); scores are on {split}. {search}, trained with seed{'s' if len(rep.seeds) != 1 else ''} "
         f"{seeds}. Metrics (×100): {metrics}."
     )
 

@@ -432,7 +432,8 @@ class StudyRunner:
         if announce:
             self.progress.cell_done(
                 cell.id,
-                f"best dev {R_fmt(summ['best_dev'])} ({summ['best_params']}); final val {R_fmt(summ['val_mean'])}"
+                (f"best dev {R_fmt(summ['best_dev'])} ({summ['best_params']})" if cell.method.search else "fixed configuration (no search)")
+                + f"; final val {R_fmt(summ['val_mean'])}"
                 f" ± {R_fmt(summ['val_std'])} over {summ['final_ok']} seed(s)" + ("" if summ["done"] else " [INCOMPLETE]"),
             )
         else:

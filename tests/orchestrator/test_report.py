@@ -177,3 +177,19 @@ def test_paired_test_and_escaping():
     assert paired_pvalue({0: 1.0}, {0: 2.0}) == (None, 1)
     assert paired_pvalue({0: 1.0, 1: 2.0}, {2: 1.0, 3: 2.0}) == (None, 0)  # paired by seed, not position
     assert tex_escape("a_b 50% & #1 {x}") == r"a\_b 50\% \& \#1 \{x\}"
+
+
+def test_method_listed_twice_gets_a_row_per_label(tmp_path):
+    """Two variants of one method (study `label`s) are two rows, not one merged row."""
+    import pandas as pd
+
+    rows = pd.read_csv(HERE / "single_seed" / "results.csv")
+    variants = rows[rows.method == "ptuning_v2"]
+    both = pd.concat([rows, variants.assign(method="dynamic", method_label="dp_a", val_primary=0.25),
+                      variants.assign(method="dynamic", method_label="dp_b", val_primary=0.75)])
+    both["method_label"] = both["method_label"].fillna(both["method"])
+    (tmp_path / "s").mkdir()
+    both.to_csv(tmp_path / "s" / "results.csv", index=False)
+    md = (write_report(tmp_path / "s", tmp_path / "r", provenance=PROVENANCE) / "results.md").read_text()
+    line = {name: next(ln for ln in md.splitlines() if f"| {name} " in ln) for name in ("dp_a", "dp_b")}
+    assert "25.0" in line["dp_a"] and "75.0" in line["dp_b"]
