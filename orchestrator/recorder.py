@@ -28,8 +28,7 @@ from ray.tune import Callback
 
 from . import results as R
 from .tracking import CELL, KIND, PHASE, RUN_INDEX, SEED, TRIAL, flatten_config, provenance_tags
-from .search import CELL_KEY, searched_values
-from .trial import BOOKKEEPING, error_line
+from .trial import BOOKKEEPING, CELL_KEY, error_line, searched_values
 
 
 @dataclass
@@ -55,7 +54,6 @@ class Job:
     runs: list[dict[str, Any]]  # raw RunConfig values, one per run
     params: dict[str, Any]  # searched values (search) / the selected best values (final)
     source_trial: Optional[str] = None  # final: the search trial whose config this re-runs
-    run_prefix: str = ""  # Ray Train run name prefix
 
 
 @dataclass

@@ -10,7 +10,7 @@ Each phase is one Tuner so the ``max_concurrent`` lanes stay busy across cells (
 cell idles lanes at every cell boundary and pays a Tuner start-up per cell). In the search, each
 cell keeps its own Optuna study and ASHA brackets (:mod:`orchestrator.search`). Final runs
 are packed into trials (``final.runs_per_trial``, cells sharing a backbone together) so a
-Ray Train start-up (~10-20 s of CPU here: a controller and a worker process importing
+Ray Train start-up (~29 s of CPU here: six Python processes, three of them importing
 torch and transformers) is paid once for several runs.
 
 Resume (``--resume``) is built on two ledgers in the output dir, not on Tune's experiment
@@ -526,15 +526,15 @@ class StudyRunner:
         storage = optuna.storages.RDBStorage(f"sqlite:///{self.out / 'optuna.db'}")
         b = self.ls.study.budget
         spec = self._spec("search")
-        spec["cells"], searchers, schedulers, bases = {}, {}, {}, {}
+        spec["cells"], searchers, schedulers = {}, {}, {}
         epochs_max = 1
         for index in todo:
             cell = self.cells[index]
             attempt = int(self._state(cell).get("search_attempts", 0)) + 1
             self._save_state(cell, search_attempts=attempt)
-            bases[index] = compose_run(self.ls, cell)
-            spec["cells"][index] = {"base": bases[index], "run_prefix": f"{self.ls.name}__{cell.id}__search-a{attempt}"}
-            epochs = int(bases[index].get("epochs", 10))
+            base = compose_run(self.ls, cell)
+            spec["cells"][index] = {"base": base, "run_prefix": f"{self.ls.name}__{cell.id}__search-a{attempt}"}
+            epochs = int(base.get("epochs", 10))
             if "epochs" in cell.method.search:
                 sp = cell.method.search["epochs"]
                 epochs = int(max(sp.values) if sp.type == "choice" else sp.high)
@@ -556,7 +556,7 @@ class StudyRunner:
 
         def search_job(index: int, params: dict) -> Job:
             cell = self.cells[index]
-            return Job(cell, self._cell_run(cell), [merge_params(bases[index], params, spec["run_keys"])], params)
+            return Job(cell, self._cell_run(cell), [merge_params(spec["cells"][index]["base"], params, spec["run_keys"])], params)
 
         self.recorder = Recorder(
             study=self.ls, phase="search", tracker=self.tracker, results=self.results, progress=self.progress,

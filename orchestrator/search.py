@@ -13,17 +13,12 @@ so cells finish one after another while trials of neighbouring cells overlap.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from .trial import CELL_KEY  # index of the trial's cell in the study's cell list
-
-
-def searched_values(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial config without the routing key: the values Optuna chose."""
-    return {k: v for k, v in config.items() if k != CELL_KEY}
 
 
 class CellSearch(Searcher):

@@ -37,6 +37,11 @@ FINAL_KEEP = 1e9
 BOOKKEEPING = {"final", "run_index", "seed", "epoch", KEEP, "result_json", "node_id", "checkpoint_path"}
 
 
+def searched_values(config: dict[str, Any]) -> dict[str, Any]:
+    """A search trial's config without the routing key ``CELL_KEY``: the values Optuna chose."""
+    return {k: v for k, v in config.items() if k != CELL_KEY}
+
+
 def merge_params(base: dict[str, Any], params: dict[str, Any], run_keys: list[str] | set[str]) -> dict[str, Any]:
     """Searched values into a run's raw config: run settings at the top, the rest into method_args."""
     values = copy.deepcopy(base)
@@ -180,8 +185,7 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
         runs, prefix = job["runs"], job["run_prefix"]
     else:
         cell = spec["cells"][int(config[CELL_KEY])]
-        params = {k: v for k, v in config.items() if k != CELL_KEY}
-        runs, prefix = [merge_params(cell["base"], params, spec["run_keys"])], cell["run_prefix"]
+        runs, prefix = [merge_params(cell["base"], searched_values(config), spec["run_keys"])], cell["run_prefix"]
     res = spec["resources"]
     per_worker = {"CPU": float(res["cpus_per_worker"])}
     if res["gpus_per_worker"]:

@@ -12,7 +12,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from orchestrator.search import CELL_KEY, CellASHA, CellSearch, searched_values  # noqa: E402
+from orchestrator.search import CELL_KEY, CellASHA, CellSearch  # noqa: E402
+from orchestrator.trial import searched_values  # noqa: E402
 
 
 def _optuna(tmp_path, name, space):
