@@ -1,7 +1,7 @@
 """Loading pretrained encoders (BERT, RoBERTa, ELECTRA, ...) by hub id or local directory.
 
-Supported families are the Hugging Face encoders whose self-attention takes
-``past_key_values`` as a :class:`~transformers.Cache` and whose layers live in
+Supported families are the Hugging Face encoders whose self-attention takes a KV
+:class:`~transformers.Cache` (``cache=``; ``past_key_values=`` in transformers 5.0) and whose layers live in
 ``model.encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT, and their distilled
 6/12/24-layer variants like MiniLM). Those are what P-Tuning v2's deep prefixes need.
 DeBERTa(-v2) computes relative-position attention without a KV cache, and DistilBERT /

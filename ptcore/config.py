@@ -27,7 +27,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(64, ge=1, description="batch size of dev/val/test evaluation (no backward pass, so larger than batch_size)")
     lr: Optional[float] = Field(None, gt=0, description="peak learning rate (default: the method's)")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, le=1)

@@ -13,9 +13,10 @@ import copy
 import math
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, MutableMapping, Optional, Protocol
 
 import numpy as np
 import torch
@@ -62,9 +63,13 @@ def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
     return TaskModel(encoder, head, kind, pooling=cfg.pooling)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: TaskModel, loader, features, examples, spec, device) -> dict[str, float]:
-    """Predict a whole split and score it with the task's official metrics (+ 'primary')."""
+    """Predict a whole split and score it with the task's official metrics (+ 'primary').
+
+    ``inference_mode`` rather than ``no_grad``: no autograd bookkeeping at all (version
+    counters, view tracking); nothing computed here is ever used by a backward.
+    """
     model.eval()
     preds: list = []
     for batch in loader:
@@ -73,6 +78,32 @@ def evaluate(model: TaskModel, loader, features, examples, spec, device) -> dict
     scores = model.kind.score(preds, features, examples, spec)
     scores["primary"] = scores[spec.primary]
     return scores
+
+
+class PhaseTimer:
+    """Wall time (``perf_counter``) of a run's phases, summed over the run: where did it go?
+
+    ``with timer("eval_s"): ...`` adds to one phase; :meth:`record` puts everything not
+    inside a phase (optimizer set-up, callbacks, logging, the result record) in ``other_s``.
+    """
+
+    PHASES = ("load_s", "data_s", "train_s", "eval_s", "checkpoint_s")
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.spent = dict.fromkeys(self.PHASES, 0.0)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[phase] += time.perf_counter() - t0
+
+    def record(self) -> dict[str, float]:
+        total = time.perf_counter() - self.start
+        return {**self.spent, "other_s": max(total - sum(self.spent.values()), 0.0)}
 
 
 @dataclass
@@ -103,6 +134,23 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_di
     return Prepared(examples, features, notes)
 
 
+def data_key(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str]) -> tuple:
+    """Everything :func:`prepare_data` reads: runs that agree on it get the same splits."""
+    return (cfg.task, cfg.data_dir, cfg.max_train_examples, cfg.max_eval_examples, cfg.max_dev_examples, cfg.max_length,
+            backbone.source, len(backbone.tokenizer), backbone.config.max_position_embeddings, extra_tokens, cache_dir)
+
+
+def prepared(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str],
+             cache: Optional[MutableMapping[tuple, Prepared]] = None) -> Prepared:
+    """:func:`prepare_data`, memoized in ``cache`` when one is given (runs only read it)."""
+    if cache is None:
+        return prepare_data(cfg, backbone, extra_tokens, cache_dir)
+    key = data_key(cfg, backbone, extra_tokens, cache_dir)
+    if key not in cache:
+        cache[key] = prepare_data(cfg, backbone, extra_tokens, cache_dir)
+    return cache[key]
+
+
 def train(
     cfg: RunConfig,
     *,
@@ -113,25 +161,33 @@ def train(
     progress: bool = True,
     cache_dir: Optional[str] = None,
     log: Optional[Callable[[str], None]] = None,
+    data_cache: Optional[MutableMapping[tuple, Prepared]] = None,
 ) -> dict[str, Any]:
-    """Train ``cfg``; return the result record (and write it + the checkpoint to ``output``)."""
+    """Train ``cfg``; return the result record (and write it + the checkpoint to ``output``).
+
+    ``data_cache``: a mapping that keeps prepared splits between runs in one process (a
+    reused trial process passes the same dict every run; see :func:`prepared`)."""
     t_start = time.time()
+    timer = PhaseTimer()
     spec = get_task(cfg.task)
     resolved = cfg.resolved()
     device = pick_device(cfg.device)
 
     # ---- model: backbone (frozen unless fine-tuning) + method + head
-    backbone = backbone or load_backbone(cfg.model, cfg.layers)
-    model = build_model(cfg, backbone).to(device)
-    trainable, total = model.param_counts()
+    with timer("load_s"):
+        backbone = backbone or load_backbone(cfg.model, cfg.layers)
+        model = build_model(cfg, backbone).to(device)
+        trainable, total = model.param_counts()
 
     # ---- data: official files -> examples -> token ids (dynamic padding per batch)
-    data = data or prepare_data(cfg, backbone, model.encoder.extra_tokens, cache_dir)
-    pad_id = backbone.tokenizer.pad_token_id
-    kind = model.kind
-    train_loader = make_loader(data.features["train"], kind, pad_id, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    eval_features = {s: sort_by_length(f) for s, f in data.features.items() if s != "train"}
-    eval_loaders = {s: make_loader(f, kind, pad_id, cfg.eval_batch_size, shuffle=False) for s, f in eval_features.items()}
+    with timer("data_s"):
+        if data is None:
+            data = prepared(cfg, backbone, model.encoder.extra_tokens, cache_dir, data_cache)
+        pad_id = backbone.tokenizer.pad_token_id
+        kind = model.kind
+        train_loader = make_loader(data.features["train"], kind, pad_id, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        eval_features = {s: sort_by_length(f) for s, f in data.features.items() if s != "train"}
+        eval_loaders = {s: make_loader(f, kind, pad_id, cfg.eval_batch_size, shuffle=False) for s, f in eval_features.items()}
 
     # ---- optimizer: AdamW, no decay on biases/LayerNorm, linear warmup then linear decay
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -150,33 +206,37 @@ def train(
     best = {"score": -math.inf, "epoch": -1, "state": None, "dev": None}
     history: list[dict[str, float]] = []
     step, bad_epochs, t_train = 0, 0, 0.0
+    train_tokens = torch.zeros((), dtype=torch.long)  # real (non-padding) tokens the steps saw; on the CPU: no device sync
     bar = tqdm(total=total_steps, disable=not progress, desc=f"{cfg.method} {cfg.task}", unit="step", leave=False)
     for epoch in range(cfg.epochs):
         model.train()
         t0, losses = time.time(), []
-        for batch in train_loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-            aux = model.encoder.on_train_step(step, total_steps)  # e.g. Gumbel temperature
-            logits = model(batch)  # (B,C) / (B,) / (B,T,C) / (B,T,2) by task kind
-            loss = kind.loss(logits, batch)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss is {loss.item()} at epoch {epoch + 1} step {step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
-                    f"lower the learning rate (--set lr=...) or raise warmup_ratio"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", **{k: f"{v:.3g}" for k, v in aux.items()})
+        with timer("train_s"):  # the same span as t_train
+            for batch in train_loader:
+                train_tokens += batch["attention_mask"].sum()
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                aux = model.encoder.on_train_step(step, total_steps)  # e.g. Gumbel temperature
+                logits = model(batch)  # (B,C) / (B,) / (B,T,C) / (B,T,2) by task kind
+                loss = kind.loss(logits, batch)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"loss is {loss.item()} at epoch {epoch + 1} step {step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
+                        f"lower the learning rate (--set lr=...) or raise warmup_ratio"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", **{k: f"{v:.3g}" for k, v in aux.items()})
         t_train += time.time() - t0
 
         # selection happens on dev only
-        dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device)
+        with timer("eval_s"):
+            dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], **aux}
         record.update({f"dev_{k}": v for k, v in dev.items()})
         history.append(record)
@@ -186,7 +246,8 @@ def train(
                 f"({time.time() - t0:.0f}s)"
             )
         if dev["primary"] > best["score"]:
-            state = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
+            with timer("checkpoint_s"):
+                state = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
             best = {"score": dev["primary"], "epoch": epoch + 1, "state": state, "dev": dev}
             bad_epochs = 0
         else:
@@ -197,12 +258,14 @@ def train(
     bar.close()
 
     # ---- restore the best epoch and report the official splits (never selected on)
-    model.load_state_dict(best["state"], strict=False)
-    reported = {
-        s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device)
-        for s in ("val", "test")
-        if s in eval_loaders
-    }
+    with timer("checkpoint_s"):
+        model.load_state_dict(best["state"], strict=False)
+    with timer("eval_s"):
+        reported = {
+            s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device)
+            for s in ("val", "test")
+            if s in eval_loaders
+        }
     result: dict[str, Any] = {
         "task": cfg.task,
         "method": cfg.method,
@@ -229,11 +292,18 @@ def train(
         "git": runinfo.git_info(),
         "device": str(device),
     }
-    if output is not None:
-        from .checkpoint import save_checkpoint, write_json_atomic
+    out = Path(output) if output is not None else None
+    if out is not None:
+        from .checkpoint import save_checkpoint
 
-        out = Path(output)
-        save_checkpoint(model, cfg, out / "checkpoint")
+        with timer("checkpoint_s"):
+            save_checkpoint(model, cfg, out / "checkpoint")
         result["checkpoint"] = str(out / "checkpoint")
+    # seconds per phase (train_s: the same span as the top-level key, on perf_counter);
+    # train_tokens / train_s is the training throughput in real tokens per second
+    result["timing"] = {**timer.record(), "train_tokens": int(train_tokens)}
+    if out is not None:
+        from .checkpoint import write_json_atomic
+
         write_json_atomic(out / "result.json", result)
     return result

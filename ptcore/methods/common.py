@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 from transformers import DynamicCache
+from transformers.masking_utils import create_bidirectional_mask
 
 from ..errors import ConfigError
-from transformers.masking_utils import create_bidirectional_mask
 
 
 # ---------------------------------------------------------------- shallow (input-layer) prompts
@@ -79,31 +81,73 @@ def resolve_layers(depth, num_layers: int) -> list[int]:
     return layers
 
 
+@functools.lru_cache(maxsize=None)
+def cache_argument(model_cls: type) -> str:
+    """Name of the KV-cache argument of ``model_cls.forward``, read once per class.
+
+    transformers 5.24 calls it ``cache`` (``past_key_values`` still works but warns on every
+    call and goes away in 5.40); 5.0 only knows ``past_key_values``.
+    """
+    params = inspect.signature(model_cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class PrefixCache(DynamicCache):
+    """Read-only per-layer key/value prefixes for one encoder forward.
+
+    Each self-attention calls ``update(keys, values, layer_idx)`` and attends over what it
+    returns: ``[prefix; keys]`` at a prompted layer, the layer's own keys/values untouched at
+    any other, so an un-prompted layer runs exactly as in a plain forward. Nothing is stored:
+    a ``DynamicCache`` built from the prefixes would first copy each one onto an empty tensor
+    (and, for un-prompted layers, copy the new keys onto an empty one) before the
+    concatenation the attention needs. Subclassing ``DynamicCache`` keeps the rest of the
+    ``Cache`` interface the models may touch.
+    """
+
+    def __init__(self, prefixes: dict[int, tuple[torch.Tensor, torch.Tensor]], length: int):
+        super().__init__()
+        self.prefixes = prefixes  # layer index -> (keys, values), each (N, heads, l, head_dim)
+        self.prefix_length = length
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """(N, heads, T, d) x2 -> (N, heads, l+T, d) x2 at a prompted layer, unchanged elsewhere."""
+        kv = self.prefixes.get(layer_idx)
+        if kv is None:
+            return key_states, value_states
+        return torch.cat([kv[0], key_states], dim=-2), torch.cat([kv[1], value_states], dim=-2)
+
+    def get_seq_length(self, layer_idx: Optional[int] = 0) -> int:
+        return self.prefix_length if layer_idx in self.prefixes else 0
+
+
 class DeepPrefix(nn.Module):
     """Runs a backbone with key/value prefixes at some of its layers.
 
-    Prefixes enter through a fresh ``DynamicCache`` each forward (the cache is mutated by
-    the attention layers). All layers share one attention mask, so layers *without* a
-    prompt get zero prefixes and a mask that hides the prefix columns, swapped in by a
-    forward pre-hook. Positions are passed explicitly: 0..T-1, not shifted by the prefix.
+    Prefixes enter through a :class:`PrefixCache` (one per forward): a prompted layer attends
+    over ``l + T`` columns, an un-prompted one over its ``T`` tokens only. The backbone builds
+    the ``(l+T)``-column attention mask; when some layers have no prefix, a forward pre-hook
+    hands them the plain mask of the ``T`` tokens instead, the mask a plain forward would use,
+    so they compute exactly what the plain backbone computes (and, below the lowest prompted
+    layer, nothing requires grad). Positions are passed explicitly: 0..T-1, not shifted by the
+    prefix.
     """
 
     def __init__(self, backbone: nn.Module, layers: Sequence[int]):
         super().__init__()
-        self.num_layers = backbone.config.num_hidden_layers
         self.layers = list(layers)
         self.heads = backbone.config.num_attention_heads
-        self.head_dim = backbone.config.hidden_size // self.heads
-        self._unprompted_mask: Optional[torch.Tensor] = None
+        self._plain_mask: Optional[tuple] = None  # (mask,) while a forward runs; the mask may be None
         self._hooks = []
         for i, layer in enumerate(backbone.encoder.layer):
             if i not in self.layers:
-                self._hooks.append(layer.register_forward_pre_hook(self._hide_prefix))
+                self._hooks.append(layer.register_forward_pre_hook(self._plain_attention_mask))
 
-    def _hide_prefix(self, module, args):
-        if self._unprompted_mask is None:
+    def _plain_attention_mask(self, module, args):
+        """Pre-hook of an un-prompted layer: its attention mask (positional argument 1) becomes
+        the plain T-column one."""
+        if self._plain_mask is None:
             return None
-        return (args[0], self._unprompted_mask, *args[2:])
+        return (args[0], self._plain_mask[0], *args[2:])
 
     def forward(
         self,
@@ -118,27 +162,23 @@ class DeepPrefix(nn.Module):
     ) -> torch.Tensor:
         n, t = input_ids.shape
         l = keys.shape[3]
-        zero = keys.new_zeros(n, self.heads, l, self.head_dim)
-        kv = [(zero, zero)] * self.num_layers
-        for j, layer in enumerate(self.layers):
-            kv[layer] = (keys[:, j], values[:, j])
+        # unbind, not keys[:, j]: its backward is one stack, not a zero-filled full-size
+        # gradient per layer
+        kv = dict(zip(self.layers, zip(keys.unbind(1), values.unbind(1))))  # layer -> (N,heads,l,d) x2
         pm = attention_mask.new_ones(n, l) if prefix_mask is None else prefix_mask.to(attention_mask.dtype)
-        mask = torch.cat([pm, attention_mask], dim=1)  # (N, l+T): prefix columns first, like the cache
-        if len(self.layers) < self.num_layers:
-            hidden_mask = torch.cat([torch.zeros_like(pm), attention_mask], dim=1)
-            self._unprompted_mask = create_bidirectional_mask(
-                config=backbone.config,
-                inputs_embeds=keys.new_empty(n, t, backbone.config.hidden_size),
-                attention_mask=hidden_mask,
-            )
+        mask = torch.cat([pm, attention_mask], dim=1)  # (N, l+T): prefix columns first, like the keys
+        if self._hooks:
+            # positional: the embeddings argument is `inputs_embeds` in 5.24, `input_embeds` in 5.0
+            embeds = keys.new_empty(n, t, backbone.config.hidden_size)  # only its shape/dtype/device are read
+            self._plain_mask = (create_bidirectional_mask(backbone.config, embeds, attention_mask),)
         try:
             out = backbone(
                 input_ids=input_ids,
                 attention_mask=mask,
                 token_type_ids=token_type_ids,
                 position_ids=position_ids,
-                past_key_values=DynamicCache(ddp_cache_data=kv),
+                **{cache_argument(type(backbone)): PrefixCache(kv, l)},
             )
         finally:
-            self._unprompted_mask = None
+            self._plain_mask = None
         return out.last_hidden_state  # (N,T,H)

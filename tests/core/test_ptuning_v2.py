@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -114,3 +115,96 @@ def test_unprompted_layers_see_no_prefix(tmp_path):
     # ...while the prompted layer differs from the plain one
     out = model.encoder(ids, mask, torch.zeros_like(ids))
     assert not torch.allclose(out[real], bb.model(input_ids=ids, attention_mask=mask).last_hidden_state[real])
+
+
+# ---------------------------------------------------------------- the cache argument, un-prompted layers
+
+
+def batch_with_padding():
+    ids = torch.tensor([[2, 10, 11, 12, 3], [2, 13, 3, 0, 0]])
+    return ids, (ids != 0).long()
+
+
+@pytest.mark.parametrize(
+    "method,args",
+    [
+        ("ptuning_v2", {}),
+        ("ptuning_v2", {"depth": [1]}),  # an un-prompted layer: the mask swap runs too
+        ("dynamic", {"base": "deep", "depth": 1, "length": "task", "length_candidates": [2, 5]}),
+    ],
+)
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra"])
+def test_deep_prefix_forward_emits_no_warning(tmp_path, family, method, args):
+    """No deprecation (``past_key_values``) or any other warning, forward and backward."""
+    bb = tiny_backbone(family, tmp_path)
+    cfg = RunConfig(task="superglue/cb", method=method, method_args={"prompt_length": 5, "prefix_dropout": 0.0, **args})
+    model = build_model(cfg, bb).train()
+    ids, mask = batch_with_padding()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.encoder(ids, mask, torch.zeros_like(ids)).sum().backward()
+
+
+def test_cache_argument_follows_the_signature():
+    import transformers
+    from packaging.version import Version
+    from transformers import BertModel
+
+    from ptcore.methods.common import cache_argument
+
+    class OldModel:  # transformers 5.0: only `past_key_values`
+        def forward(self, input_ids=None, attention_mask=None, past_key_values=None):
+            pass
+
+    if Version(transformers.__version__) >= Version("5.24"):
+        assert cache_argument(BertModel) == "cache"  # `past_key_values` is deprecated there
+    assert cache_argument(OldModel) == "past_key_values"
+
+
+def layer_masks(bb, run) -> list:
+    """The attention mask each layer receives during ``run()`` (after any pre-hook swap)."""
+    seen = {}
+
+    def pre(i):
+        return lambda mod, args: seen.__setitem__(i, args[1])
+
+    hooks = [layer.register_forward_pre_hook(pre(i)) for i, layer in enumerate(bb.model.encoder.layer)]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return [seen[i] for i in range(len(hooks))]
+
+
+def test_unprompted_layers_get_the_plain_mask(tmp_path):
+    """depth = top 2 of 4: layers 0-1 see the plain T-column mask (no prefix columns at all),
+    layers 2-3 the l+T one."""
+    bb, model = pt2(tmp_path, layers=4, depth=2)
+    ids, mask = batch_with_padding()
+    t, l = ids.shape[1], 5
+    got = layer_masks(bb, lambda: model.encoder(ids, mask, torch.zeros_like(ids)))
+    plain = layer_masks(bb, lambda: bb.model(input_ids=ids, attention_mask=mask))
+    for i in (0, 1):
+        assert got[i].shape[-1] == t
+        assert torch.equal(got[i], plain[i])
+    for i in (2, 3):
+        assert got[i].shape[-1] == l + t
+
+
+def test_nothing_below_the_lowest_prompted_layer_requires_grad(tmp_path):
+    """Autograd never reaches the layers under the prompts: their outputs carry no graph."""
+    bb, model = pt2(tmp_path, layers=4, depth=[2, 3])
+    model.train()
+    outs = {}
+    hooks = [
+        layer.register_forward_hook(lambda mod, args, out, i=i: outs.__setitem__(i, out[0] if isinstance(out, tuple) else out))
+        for i, layer in enumerate(bb.model.encoder.layer)
+    ]
+    ids, mask = batch_with_padding()
+    model.encoder(ids, mask, torch.zeros_like(ids)).sum().backward()
+    for h in hooks:
+        h.remove()
+    assert [outs[i].requires_grad for i in range(4)] == [False, False, True, True]
+    assert outs[1].grad_fn is None
+    assert model.encoder.prefix_encoder.prefix.grad is not None

@@ -1,0 +1,59 @@
+"""The training loop's record: the timing breakdown and the selection protocol."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ptcore.train as train_mod
+from conftest import FIXTURES
+from tinymodels import tiny_backbone
+
+from ptcore.config import RunConfig
+from ptcore.train import prepare_data, train
+
+PHASES = ("load_s", "data_s", "train_s", "eval_s", "checkpoint_s", "other_s")
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """Two epochs of P-Tuning v2 on the CB fixture; records which split each evaluation read."""
+    bb = tiny_backbone("bert", tmp_path / "model")
+    cfg = RunConfig(
+        task="superglue/cb", method="ptuning_v2", method_args={"prompt_length": 3}, data_dir=str(FIXTURES),
+        epochs=2, batch_size=4, seed=0,
+    )  # fmt: skip
+    data = prepare_data(cfg, bb, 0)
+    calls = []
+    real = train_mod.evaluate
+
+    def spy(model, loader, features, examples, spec, device):
+        calls.append(next(s for s, exs in data.examples.items() if exs is examples))
+        return real(model, loader, features, examples, spec, device)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    result = train(cfg, backbone=bb, data=data, output=tmp_path / "out", progress=False)
+    return result, data, calls, tmp_path / "out"
+
+
+def test_timing_breakdown(run):
+    result, data, _, out = run
+    timing = result["timing"]
+    assert set(timing) == set(PHASES) | {"train_tokens"}
+    assert all(timing[k] >= 0.0 for k in PHASES)
+    assert timing["train_s"] > 0 and timing["eval_s"] > 0 and timing["checkpoint_s"] > 0
+    # the phases partition the run (wall_s stops before the checkpoint is written)
+    assert sum(timing[k] for k in PHASES) == pytest.approx(result["wall_s"], abs=0.5)
+    assert timing["train_s"] == pytest.approx(result["train_s"], abs=0.05)
+    # every training example's real tokens, once per epoch (padding not counted)
+    real_tokens = sum(sum(f["attention_mask"]) for f in data.features["train"])
+    assert timing["train_tokens"] == real_tokens * result["epochs_run"]
+    assert json.loads((out / "result.json").read_text())["timing"] == timing
+
+
+def test_selection_on_dev_then_reported_splits(run):
+    """dev after every epoch; val only once, after the best epoch is restored."""
+    result, _, calls, _ = run
+    assert calls == ["dev"] * result["epochs_run"] + ["val"]
+    assert "val" in result and "dev" in result
