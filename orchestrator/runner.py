@@ -393,7 +393,7 @@ class StudyRunner:
         tuner = ray.tune.Tuner(
             self._trainable(spec),
             param_space={"job": ray.tune.grid_search(list(range(len(packs))))},
-            tune_config=ray.tune.TuneConfig(max_concurrent_trials=self.ls.study.budget.max_concurrent),
+            tune_config=ray.tune.TuneConfig(max_concurrent_trials=self.ls.study.budget.max_concurrent, reuse_actors=self._local_trials()),
             run_config=self._tune_run_config(name, self.recorder),
         )
         tuner.fit()
@@ -477,6 +477,7 @@ class StudyRunner:
             "storage_path": self.ls.storage_path,
             "checkpoint_epochs": self.ls.study.ray.checkpoint_every_epoch,
             "train_env": self._train_env(),
+            "trial_mode": self.ls.study.ray.trial_mode,
         }
 
     def _train_env(self) -> dict[str, str]:
@@ -485,21 +486,37 @@ class StudyRunner:
 
         * Train's controller polls its workers every 2 s by default: a finished run held its
           lane up to 2 s longer, and runs here last seconds to minutes.
+        * A reused trial process waits for the previous trial's training thread to end
+          before it takes the next trial; Tune gives up after 2 s (and Ray 2.60 then leaves
+          the next trial PENDING for ever). A stopped trial's thread unwinds at its next
+          report, which on a loaded machine can take longer: 60 s.
         * A Ray that this driver started is one machine: no spot preemption to watch for and
           no cluster metrics to export; each would cost CPU per run (the watcher is one
           more Python process per run).
         """
-        env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+        env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}
         if not (self.address or os.environ.get("RAY_ADDRESS")):
             env.update({"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"})
         return {k: os.environ.get(k, v) for k, v in env.items()}
 
+    def _local_trials(self) -> bool:
+        from .trial import runs_locally
+
+        return runs_locally(self.ls.study.resources.model_dump(), self.ls.study.ray.trial_mode)
+
     def _trainable(self, spec: dict[str, Any]):
+        """Local mode: the trial process trains, so it holds the worker's CPUs (and GPUs).
+        Worker groups: the trial only drives its Train run (no CPU); the workers hold them."""
         import ray.tune
 
         from .trial import trial_fn
 
-        return ray.tune.with_resources(ray.tune.with_parameters(trial_fn, spec=spec), {"cpu": 0, "memory": DRIVER_MEMORY})
+        res = self.ls.study.resources
+        if self._local_trials():
+            resources = {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker}
+        else:
+            resources = {"cpu": 0, "memory": DRIVER_MEMORY}
+        return ray.tune.with_resources(ray.tune.with_parameters(trial_fn, spec=spec), resources)
 
     def _tune_run_config(self, name: str, recorder):
         import ray.tune
@@ -571,8 +588,9 @@ class StudyRunner:
                 num_samples=sum(todo.values()),
                 max_concurrent_trials=b.max_concurrent,
                 time_budget_s=b.time_budget_s,
-                # no reuse_actors: re-using the actor of a trial ASHA stopped fails while its
-                # Train run shuts down, and Ray 2.60 then never starts the waiting trial
+                # local-mode trial processes are reused: torch, transformers, the backbone and
+                # the tokenized splits stay loaded (see _train_env for the reset timeout)
+                reuse_actors=self._local_trials(),
             ),
             run_config=self._tune_run_config(f"{self.ls.name}__search-a{self._bump('search_attempts')}", self.recorder),
         )

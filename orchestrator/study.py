@@ -164,6 +164,11 @@ class RaySettings(Strict):
     keep_train_checkpoints: bool = Field(
         False, description="keep Ray Train's checkpoints after a cell is done (final checkpoints are in MLflow either way)"
     )
+    trial_mode: Literal["auto", "local", "worker_group"] = Field(
+        "auto",
+        description="auto: single-worker CPU trials train inside reused Tune trial processes (Ray Train local mode; "
+        "backbone and tokenized data stay loaded), others start a Ray Train worker group; local / worker_group force one",
+    )
 
 
 class Study(Strict):

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 # Train V2 is the default in Ray 2.60; say so explicitly for older 2.5x installs.
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -73,10 +73,22 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def train_report(local: bool):
+    """``ray.train.report``. In local mode the training function runs inside the Tune
+    trial's own thread, where Ray 2.60's public wrapper refuses every call because it sees
+    a Tune session (``requires_train_worker(raise_in_tune_session=True)``), although the
+    local controller it would call handles reports fine: there, call the function behind
+    that guard (``functools.wraps`` keeps it as ``__wrapped__``)."""
+    import ray.train
+
+    return getattr(ray.train.report, "__wrapped__", ray.train.report) if local else ray.train.report
+
+
 class ReportEpochs:
     """ptcore callback: every epoch -> ``ray.train.report(metrics, checkpoint=trainable weights)``."""
 
-    def __init__(self, cfg, run_index: int, checkpoint: bool = True):
+    def __init__(self, cfg, run_index: int, checkpoint: bool = True, local: bool = False):
+        self.report = train_report(local)
         self.cfg = cfg
         self.run_index = run_index
         self.checkpoint = checkpoint
@@ -100,19 +112,59 @@ class ReportEpochs:
             KEEP: float(record.get("dev_primary", 0.0)),
         }
         if not self.checkpoint:
-            ray.train.report(metrics)
+            self.report(metrics)
             return False
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(model, self.cfg, d)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+            self.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         return False
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: run each ptcore run of the trial, reporting as it goes."""
-    import ray.train
+# ------------------------------------------------------------------ the worker's loop
 
-    from ptcore.backbones import Backbone, load_backbone
+
+class ProcessCache:
+    """What a long-lived trial process keeps between runs: pristine backbones and prepared
+    (tokenized) splits. A reused Tune trial actor (local mode) trains many runs, so each
+    backbone is loaded and each split tokenized once per process, not once per run.
+    Small LRUs: a study touches a handful of (backbone, task) pairs."""
+
+    def __init__(self, max_backbones: int = 3, max_data: int = 8):
+        from collections import OrderedDict
+
+        self.backbones: "OrderedDict[tuple, Any]" = OrderedDict()
+        self.data: "OrderedDict[tuple, Any]" = OrderedDict()
+        self.max_backbones, self.max_data = max_backbones, max_data
+
+    def backbone(self, model: str, layers: Optional[int]):
+        from ptcore.backbones import load_backbone
+
+        key = (model, layers)
+        if key not in self.backbones:
+            self.backbones[key] = load_backbone(model, layers)
+            while len(self.backbones) > self.max_backbones:
+                self.backbones.popitem(last=False)
+        self.backbones.move_to_end(key)
+        return self.backbones[key]
+
+
+PROCESS_CACHE = ProcessCache()  # per process: a reused trial actor keeps it across trials
+
+
+def fresh_backbone(pristine):
+    """A private copy of a cached backbone: fine-tuning trains its weights and deep prompts
+    hook its layers, so no run may touch the pristine one (a deepcopy of MiniLM: ~0.1 s)."""
+    from ptcore.backbones import Backbone
+
+    return Backbone(copy.deepcopy(pristine.model), pristine.tokenizer, pristine.name, pristine.source)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker (or, in local mode, the reused Tune trial process): run each ptcore
+    run of the trial, reporting every epoch and a final record through ``ray.train.report``."""
+    import ray.train
+    import torch
+
     from ptcore.config import make_run_config
     from ptcore.data import CACHE_ENV
     from ptcore.train import train
@@ -120,17 +172,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     cache_dir = config.get("cache_dir")
     if cache_dir:
         os.environ[CACHE_ENV] = cache_dir  # tokenized splits: made once, reused by every trial
-    runs = config["runs"]
-    pristine, loaded = None, None
-    for i, values in enumerate(runs):
+    threads = int(config.get("threads") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)  # the CPUs this trial was given, not every core
+    for i, values in enumerate(config["runs"]):
         cfg = make_run_config(values)
-        if loaded != (cfg.model, cfg.layers):  # one load per trial (a job's runs share the backbone)
-            pristine, loaded = load_backbone(cfg.model, cfg.layers), (cfg.model, cfg.layers)
-        # a fresh copy per run: fine-tuning trains the backbone, deep prompts hook its layers
-        backbone = pristine if len(runs) == 1 else Backbone(copy.deepcopy(pristine.model), pristine.tokenizer, pristine.name, pristine.source)
-        cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False))
+        backbone = fresh_backbone(PROCESS_CACHE.backbone(cfg.model, cfg.layers))
+        cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False), local=bool(config.get("local")))
         with tempfile.TemporaryDirectory() as out:
-            result = train(cfg, backbone=backbone, callbacks=(cb,), output=out, progress=False, cache_dir=cache_dir)
+            result = train(cfg, backbone=backbone, callbacks=(cb,), output=out, progress=False, cache_dir=cache_dir,
+                           data_cache=PROCESS_CACHE.data)
             result.pop("checkpoint", None)  # a temp path; the reported checkpoint replaces it
             metrics = {
                 "final": 1,
@@ -142,7 +193,90 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 KEEP: FINAL_KEEP + i,
                 "result_json": json.dumps(result, default=str),
             }
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
+            cb.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
+        while len(PROCESS_CACHE.data) > PROCESS_CACHE.max_data:
+            PROCESS_CACHE.data.popitem(last=False)
+
+
+# ------------------------------------------------------------------ two ways to run a trial
+
+
+def runs_locally(resources: dict[str, Any], trial_mode: str = "auto") -> bool:
+    """Local mode (the training function runs inside the Tune trial process, which Tune
+    reuses across trials) for single-worker CPU trials; a Ray Train worker group otherwise.
+    ``trial_mode`` (study ``ray.trial_mode``) forces one or the other."""
+    if trial_mode != "auto":
+        return trial_mode == "local"
+    return int(resources["workers_per_trial"]) == 1 and not float(resources["gpus_per_worker"])
+
+
+def persist_checkpoint(src: str, storage_path: str, run_name: str, index: int) -> str:
+    """Move a reported checkpoint directory into the study's storage (local path or a
+    pyarrow URI such as s3://), where Ray Train would have put it; returns its path."""
+    dest_rel = f"{run_name}/checkpoint_{index:06d}"
+    if "://" in storage_path:
+        import pyarrow.fs
+
+        fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+        dest = f"{root.rstrip('/')}/{dest_rel}"
+        pyarrow.fs.copy_files(src, dest, destination_filesystem=fs)
+        return f"{storage_path.rstrip('/')}/{dest_rel}"
+    import shutil
+
+    dest = os.path.join(storage_path, dest_rel)
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    shutil.move(src, dest)  # a rename where the temp dir and storage share a filesystem
+    return dest
+
+
+def _local_controller_class():
+    """Train V2's local-mode controller, with ``ray.train.report`` forwarded to Tune.
+
+    In local mode (``ScalingConfig(num_workers=0)``) Ray 2.60 runs the training function
+    in the calling process and only *keeps* the last report: Train callbacks such as
+    ``TuneReportCallback`` never run. This controller installs a ``LocalTrainFnUtils``
+    whose ``report`` also hands each report to the Tune session of the trial (so ASHA,
+    Optuna and the Recorder see every epoch), with the checkpoint moved into storage and
+    its path under ``checkpoint_path``, exactly as ``TuneReportCallback`` delivers it for a
+    worker group. ptcore keeps reporting through ``ray.train.report`` either way.
+    """
+    import ray.tune
+    from ray.train.v2._internal.execution.local_mode.torch import LocalTorchController
+    from ray.train.v2._internal.execution.train_fn_utils import LocalTrainFnUtils, set_train_fn_utils
+
+    class TuneForwarding(LocalTrainFnUtils):
+        def __init__(self, storage_path: str, persist: bool, **kwargs):
+            super().__init__(**kwargs)
+            self.storage_path, self.persist, self.reports = storage_path, persist, 0
+            self.run_name = kwargs["experiment_name"]
+
+        def report(self, metrics, checkpoint=None, *args, **kwargs):
+            super().report(metrics, checkpoint, *args, **kwargs)
+            forwarded = dict(metrics)
+            if checkpoint is not None and self.persist:
+                forwarded[CHECKPOINT_PATH] = persist_checkpoint(checkpoint.path, self.storage_path, self.run_name, self.reports)
+            self.reports += 1
+            ray.tune.report(forwarded)  # synchronous: returns when Tune asks for more (or exits the thread on a stop)
+
+    class Controller(LocalTorchController):
+        def __init__(self, experiment_name: str, storage_path: str, persist: bool):
+            super().__init__(experiment_name, datasets=None)
+            self.storage_path, self.persist = storage_path, persist
+
+        def _set_train_fn_utils(self) -> None:
+            set_train_fn_utils(
+                TuneForwarding(
+                    self.storage_path, self.persist, experiment_name=self.experiment_name, world_size=1, world_rank=0,
+                    local_rank=0, local_world_size=1, node_rank=0, dataset_shards=None,
+                )
+            )
+
+    return Controller
+
+
+CHECKPOINT_PATH = "checkpoint_path"  # the key TuneReportCallback uses for a persisted checkpoint
 
 
 def _trainer_class():
@@ -151,7 +285,10 @@ def _trainer_class():
     class Trainer(TorchTrainer):
         """TorchTrainer without Ray Data plumbing when no Ray Dataset is passed (ptcore loads
         its own data): Train V2 would otherwise start a DatasetManager actor, one more
-        Python process (~2 s of CPU here), for every run."""
+        Python process (~2 s of CPU here), for every run. In local mode, reports reach Tune
+        (see :func:`_local_controller_class`)."""
+
+        persist_local_checkpoints = True
 
         def _create_default_callbacks(self):
             callbacks = super()._create_default_callbacks()
@@ -163,6 +300,9 @@ def _trainer_class():
                 return callbacks
             return [cb for cb in callbacks if not isinstance(cb, DatasetsCallback)]
 
+        def _get_local_controller(self):
+            return _local_controller_class()(self.run_config.name, self.run_config.storage_path, self.persist_local_checkpoints)
+
     return Trainer
 
 
@@ -172,10 +312,14 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     ``config``: a cell's searched values + its index under ``search.CELL_KEY`` (search), or
     ``{"job": k}`` (final: the runs of ``spec["jobs"][k]``).
     ``spec``: what the driver fixed for the phase (see ``StudyRunner._search``/``_finals``).
+
+    Single-worker CPU trials run in Train's local mode, inside this (reused) trial process:
+    no controller or worker processes to start, and torch, transformers, the backbone and
+    the tokenized splits stay loaded from one trial to the next. Other trials fit a worker
+    group as before.
     """
     import ray.train
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     for key, value in spec.get("train_env", {}).items():  # Train V2 settings (see StudyRunner._train_env)
         os.environ.setdefault(key, value)
@@ -187,12 +331,32 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
         cell = spec["cells"][int(config[CELL_KEY])]
         runs, prefix = [merge_params(cell["base"], searched_values(config), spec["run_keys"])], cell["run_prefix"]
     res = spec["resources"]
+    local = runs_locally(res, spec.get("trial_mode", "auto"))
+    loop_config = {"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False)}
+    checkpoint_config = ray.train.CheckpointConfig(
+        # keep every run's final checkpoint (they outscore epochs) + the best epoch so far
+        num_to_keep=len(runs), checkpoint_score_attribute=KEEP, checkpoint_score_order="max"
+    )
+    if local:
+        loop_config.update(local=True, threads=max(1, int(float(res["cpus_per_worker"]))))
+        trainer = _trainer_class()(
+            train_loop_per_worker,
+            train_loop_config=loop_config,
+            scaling_config=ray.train.ScalingConfig(num_workers=0),
+            run_config=ray.train.RunConfig(name=f"{prefix}__{trial_id}", storage_path=spec["storage_path"]),
+        )
+        # only final runs' checkpoints have a reader (the Recorder logs them to MLflow)
+        trainer.persist_local_checkpoints = spec["phase"] == "final" or bool(spec.get("checkpoint_epochs"))
+        trainer.fit()
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     per_worker = {"CPU": float(res["cpus_per_worker"])}
     if res["gpus_per_worker"]:
         per_worker["GPU"] = float(res["gpus_per_worker"])
     trainer = _trainer_class()(
         train_loop_per_worker,
-        train_loop_config={"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False)},
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=int(res["workers_per_trial"]),
             use_gpu=bool(res["gpus_per_worker"]),
@@ -203,10 +367,7 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
             name=f"{prefix}__{trial_id}",
             storage_path=spec["storage_path"],
             callbacks=[TuneReportCallback()],
-            # keep every run's final checkpoint (they outscore epochs) + the best epoch so far
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=len(runs), checkpoint_score_attribute=KEEP, checkpoint_score_order="max"
-            ),
+            checkpoint_config=checkpoint_config,
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )

@@ -9,7 +9,8 @@ from orchestrator.runner import StudyRunner  # noqa: E402
 from orchestrator.study import load_study  # noqa: E402
 from orchestrator.trial import _trainer_class  # noqa: E402
 
-TRAIN_ENV = ("RAY_ADDRESS", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_METRICS_ENABLED")
+TRAIN_ENV = ("RAY_ADDRESS", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_METRICS_ENABLED",
+             "TUNE_FUNCTION_THREAD_TIMEOUT_S")
 
 
 def _study(tmp_path):
@@ -23,9 +24,10 @@ def test_train_env_local_vs_cluster(tmp_path, monkeypatch):
         monkeypatch.delenv(key, raising=False)
     ls = _study(tmp_path)
     local = StudyRunner(ls)._train_env()
-    assert local == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+    common = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}
+    assert local == {**common, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
     # on a cluster, preemption watching and metrics keep Ray's defaults
-    assert StudyRunner(ls, address="ray://head:10001")._train_env() == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+    assert StudyRunner(ls, address="ray://head:10001")._train_env() == common
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")  # the user's setting wins
     assert StudyRunner(ls)._train_env()["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
 
