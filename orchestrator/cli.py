@@ -134,10 +134,10 @@ command("ls", "list tasks, methods (with options) or backbones")((add_ls_args, h
 
 
 def _load_plugins() -> None:
-    """Subcommands that live in their own modules (study, validate, ui, report)."""
+    """Subcommands that live in their own modules (study, validate, ui, report, bench)."""
     import importlib
 
-    for module in ("orchestrator.commands", "orchestrator.collect", "orchestrator.report"):
+    for module in ("orchestrator.commands", "orchestrator.collect", "orchestrator.report", "orchestrator.bench.cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -1,0 +1,72 @@
+"""``orchestrate bench``: argument parsing only (imports nothing heavy, so ``--help`` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="fewer repeats, depths and PEFT peers; smaller orchestration studies (<= 5 min on 2 CPU cores)")
+    p.add_argument("--output", default=None, help="JSON result (default: reports/bench/bench.json)")
+    p.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
+    p.add_argument("--length", type=int, default=128, help="tokens per sequence (default 128)")
+    p.add_argument("--padding", choices=["none", "mixed"], default="none", help="none: every token real; mixed: real lengths uniform in [length/2, length]")
+    p.add_argument("--repeats", type=int, default=None, help="timed interleaved rounds (default 7; --quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps per method first (default 2; --quick 1)")
+    p.add_argument("--prompt-length", type=int, default=16, help="prompt / prefix length of every prompt method, ours and PEFT's")
+    p.add_argument("--model", default=None, help="backbone (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--layers", type=int, default=None, help="keep the first k backbone layers")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--data-dir", default=None, help="data for the orchestration studies (default: $PTCORE_DATA_DIR)")
+    p.add_argument("--no-orchestration", action="store_true", help="skip the two Ray studies")
+    p.add_argument("--no-peft", action="store_true", help="skip the PEFT peer")
+    p.add_argument("--no-large", action="store_true", help="skip the BERT-base-sized memory comparison")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the tables")
+    p.epilog = textwrap.dedent(
+        """\
+        examples:
+          orchestrate bench --quick                          # ~5 min on 2 CPU cores
+          PTCORE_DATA_DIR=../shared/data orchestrate bench   # the full bench -> reports/bench/bench.json
+          orchestrate bench --no-orchestration --batch 32 --length 256 --output /tmp/b.json
+
+        Run it on an otherwise idle machine: timings, MFU and the orchestration CPU figures
+        all assume nothing else competes for the cores.
+        """
+    )
+
+
+def handle_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from orchestrator.bench import DEFAULT_OUTPUT, run_bench
+    from orchestrator.bench.report import tables
+
+    spec = None
+    if args.model or args.layers:
+        from ptcore.config import DEFAULT_MODEL
+
+        spec = {"model": args.model or DEFAULT_MODEL, "layers": args.layers}
+    output = args.output or DEFAULT_OUTPUT
+    result = run_bench(
+        args.quick, batch=args.batch, length=args.length, padding=args.padding, repeats=args.repeats, warmup=args.warmup,
+        prompt_length=args.prompt_length, device=args.device, threads=args.threads, backbone_spec=spec,
+        peft=not args.no_peft, large=not args.no_large, orchestration=not args.no_orchestration,
+        data_dir=args.data_dir or os.environ.get("PTCORE_DATA_DIR"), output=output,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    print(json.dumps(result, indent=2) if args.json else tables(result))
+    print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def register_cli() -> None:
+    """Register ``orchestrate bench`` (idempotent)."""
+    from orchestrator.cli import command
+
+    command("bench", "benchmark step time, memory and MFU of every method vs fine-tuning and PEFT; orchestration overhead")(
+        (add_bench_args, handle_bench)
+    )
