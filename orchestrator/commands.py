@@ -19,10 +19,22 @@ from ptcore.errors import PtcoreError
 from .cli import command
 from .study import LoadedStudy, load_study
 
-STARTUP_S = 29.0  # measured: CPU-s per trial before training (6 Ray processes start) on this 2-core CPU machine
+# measured on this 2-core CPU machine: CPU-s a Ray Train worker-group trial spends before it
+# trains (a controller and a worker process importing torch and transformers)
+STARTUP_S = 29.0
 
 
 # ------------------------------------------------------------------ study
+
+
+def _startup_line(ls: LoadedStudy, plan: dict[str, Any]) -> str:
+    from .trial import runs_locally
+
+    s = ls.study
+    if runs_locally(s.resources.model_dump(), s.ray.trial_mode):
+        return f"each runs in one of {s.budget.max_concurrent} reused trial processes (Ray Train local mode: no per-trial start-up)"
+    return (f"Ray Train worker groups: start-up alone ~{plan['trials_total'] * STARTUP_S / s.budget.max_concurrent / 60:.0f} min "
+            f"at ~{STARTUP_S:.0f} s/trial")
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -63,8 +75,7 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
         + ")",
         f"  final        {plan['final_runs']} runs = {plan['cells']} cells x seeds {plan['final_seeds']} "
         f"in {plan['final_trials']} trials (" + (f"up to {per} runs each, packed by backbone)" if per else "one per cell)"),
-        f"  trials       {plan['trials_total']} in all, {s.budget.max_concurrent} at a time; "
-        f"start-up alone ~{plan['trials_total'] * STARTUP_S / s.budget.max_concurrent / 60:.0f} min at ~{STARTUP_S:.0f} s/trial",
+        f"  trials       {plan['trials_total']} in all, {s.budget.max_concurrent} at a time; " + _startup_line(ls, plan),
         f"  resources    {res.workers_per_trial} worker/trial x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU",
         f"  train        {', '.join(f'{k}={v}' for k, v in s.train.items()) or '(ptcore defaults)'}",
         f"  data         {plan['data_dir'] or '-'}  [{plan['data_source']}]",
