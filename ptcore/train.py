@@ -162,11 +162,14 @@ def train(
     cache_dir: Optional[str] = None,
     log: Optional[Callable[[str], None]] = None,
     data_cache: Optional[MutableMapping[tuple, Prepared]] = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Train ``cfg``; return the result record (and write it + the checkpoint to ``output``).
 
     ``data_cache``: a mapping that keeps prepared splits between runs in one process (a
-    reused trial process passes the same dict every run; see :func:`prepared`)."""
+    reused trial process passes the same dict every run; see :func:`prepared`).
+    ``report=False``: skip the official val/test evaluation (a search run is selected on dev
+    alone, so its val/test scores would only cost time, and tempt a reader)."""
     t_start = time.time()
     timer = PhaseTimer()
     spec = get_task(cfg.task)
@@ -264,7 +267,7 @@ def train(
         reported = {
             s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device)
             for s in ("val", "test")
-            if s in eval_loaders
+            if s in eval_loaders and report
         }
     result: dict[str, Any] = {
         "task": cfg.task,
