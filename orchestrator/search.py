@@ -9,16 +9,24 @@ per cell idles lanes at every boundary and pays a Tuner start-up per cell).
 A trial's config is the cell's searched values plus ``CELL_KEY`` (the cell's index).
 Cells are served in study order: a cell's trials are suggested before the next cell's,
 so cells finish one after another while trials of neighbouring cells overlap.
+
+:func:`cell_search` builds a cell's pair: an ``OptunaSearch`` over the cell's search space
+(:func:`optuna_space`; TPE seeded with the study seed + the trials its Optuna study already
+holds, so a resumed search draws new points) and an ``ASHAScheduler`` on ``dev_primary``.
+The Optuna studies themselves are a ledger of the output dir (:mod:`orchestrator.ledger`).
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from .trial import CELL_KEY  # index of the trial's cell in the study's cell list
+
+if TYPE_CHECKING:
+    from .study import Cell
 
 
 class CellSearch(Searcher):
@@ -59,7 +67,7 @@ class CellSearch(Searcher):
             self.searchers[cell].on_trial_complete(trial_id, result=result, error=error)
 
     # Resume does not go through Tune's experiment snapshots: results.csv and the Optuna
-    # storage are the ledgers (see orchestrator.runner). Nothing to pickle here.
+    # storage are the ledgers (see orchestrator.ledger). Nothing to pickle here.
     def save(self, checkpoint_path: str) -> None:
         pass
 
@@ -111,3 +119,74 @@ class CellASHA(FIFOScheduler):
 
     def restore(self, checkpoint_path: str) -> None:  # pragma: no cover - never restored
         pass
+
+
+# ------------------------------------------------------------------ one cell's searcher and scheduler
+
+
+def optuna_space(search: dict) -> dict:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    space = {}
+    for key, sp in search.items():
+        if sp.type == "int":
+            space[key] = IntDistribution(int(sp.low), int(sp.high))
+        elif sp.type == "float":
+            space[key] = FloatDistribution(float(sp.low), float(sp.high))
+        elif sp.type == "loguniform":
+            space[key] = FloatDistribution(float(sp.low), float(sp.high), log=True)
+        else:
+            space[key] = CategoricalDistribution(list(sp.values))
+    return space
+
+
+def _make_optuna_search():
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _Search(OptunaSearch):
+        """OptunaSearch that records the Tune trial id on each Optuna trial (to cross-reference)."""
+
+        def suggest(self, trial_id):
+            cfg = super().suggest(trial_id)
+            ot = getattr(self, "_ot_trials", {}).get(trial_id)
+            if ot is not None:
+                try:
+                    ot.set_user_attr("tune_trial_id", trial_id)
+                except Exception:  # pragma: no cover - optional bookkeeping
+                    pass
+            return cfg
+
+    return _Search
+
+
+def _OptunaSearch(**kwargs):
+    return _make_optuna_search()(**kwargs)
+
+
+def search_epochs(cell: Cell, base: dict[str, Any]) -> int:
+    """The most epochs a search run of the cell trains (the top of a searched ``epochs``)."""
+    epochs = int(base.get("epochs", 10))
+    if "epochs" in cell.method.search:
+        sp = cell.method.search["epochs"]
+        epochs = int(max(sp.values) if sp.type == "choice" else sp.high)
+    return epochs
+
+
+def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int, budget) -> tuple[Searcher, ASHAScheduler]:
+    """A cell's Optuna searcher (TPE with ``seed``, its study ``study_name`` in ``storage``)
+    and its ASHA scheduler (``budget``: the study's grace period and reduction factor)."""
+    import optuna
+
+    searcher = _OptunaSearch(
+        space=optuna_space(cell.method.search),
+        metric="dev_primary",
+        mode="max",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        study_name=study_name,
+        storage=storage,
+    )
+    scheduler = ASHAScheduler(
+        time_attr="epoch", metric="dev_primary", mode="max", max_t=epochs + 1,  # +1: the last epoch's report is never a stop
+        grace_period=budget.grace_period, reduction_factor=budget.reduction_factor,
+    )
+    return searcher, scheduler

@@ -1,0 +1,345 @@
+"""The study's two phases, each one Tuner for all cells, and the Tune plumbing they share.
+
+    phase 1, one Tuner for all cells (backbones x tasks x methods):
+        trial_fn over per-cell OptunaSearch (TPE, seeded, sqlite storage) + per-cell ASHA on dev_primary
+        selection: the search run with the highest dev_primary (dev only: val/test never used)
+    phase 2, one Tuner for all cells: trial_fn over packs of (cell's best config, seed) runs
+
+Each phase is one Tuner so the ``max_concurrent`` lanes stay busy across cells (a Tuner per
+cell idles lanes at every cell boundary and pays a Tuner start-up per cell). In the search, each
+cell keeps its own Optuna study and ASHA brackets (:mod:`orchestrator.search`). Final runs
+may be packed into trials (``final.runs_per_trial``, cells sharing a backbone together). With
+single-worker CPU trials the trial processes are reused (Ray Train local mode, see
+:mod:`orchestrator.trial`), so a trial costs little beyond its runs; with worker groups a
+trial pays a Ray Train start-up (~29 s of CPU here: a controller and a worker process
+importing torch and transformers), which packing spreads over several runs.
+
+What each phase runs is what the ledgers lack (:mod:`orchestrator.ledger`). As rows land,
+:class:`Phases` keeps every cell's MLflow run, selection, state and summary up to date.
+
+Tune experiment names are stable: ``<study>__search-a<attempt>`` and
+``<study>__final-a<attempt>`` (attempt counts live in ``state/``); Ray Train runs are
+``<study>__<cell>__search-a<attempt>__<trial id>`` and ``<study>__final-a<attempt>__p<pack>__<trial id>``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import results as R
+from .ledger import OutputDir, close_stale_optuna
+from .progress import Progress
+from .raysession import RaySession
+from .study import Cell, LoadedStudy, compose_run, pack_runs
+from .summary import cell_summary, done_line, selection_line, summary_metrics
+from .trial import merge_params
+
+if TYPE_CHECKING:
+    from .recorder import Job
+
+DRIVER_MEMORY = 64 * 1024**2  # worker groups: the Tune trial only drives its Train run (no CPU)
+
+
+# ------------------------------------------------------------------ Tune plumbing
+
+
+def run_spec(ls: LoadedStudy, phase: str, train_env: dict[str, str]) -> dict[str, Any]:
+    """What the driver fixes for a phase's trials (``trial_fn``'s ``spec``)."""
+    from ptcore.config import run_fields
+
+    return {
+        "phase": phase,
+        "run_keys": sorted(run_fields()),
+        "resources": ls.study.resources.model_dump(),
+        "cache_dir": ls.cache_dir,
+        "storage_path": ls.storage_path,
+        "checkpoint_epochs": ls.study.ray.checkpoint_every_epoch,
+        "train_env": train_env,
+        "trial_mode": ls.study.ray.trial_mode,
+    }
+
+
+def local_trials(ls: LoadedStudy) -> bool:
+    from .trial import runs_locally
+
+    return runs_locally(ls.study.resources.model_dump(), ls.study.ray.trial_mode)
+
+
+def trainable(ls: LoadedStudy, spec: dict[str, Any]):
+    """Local mode: the trial process trains, so it holds the worker's CPUs (and GPUs).
+    Worker groups: the trial only drives its Train run (no CPU); the workers hold them."""
+    import ray.tune
+
+    from .trial import trial_fn
+
+    res = ls.study.resources
+    if local_trials(ls):
+        resources = {"cpu": res.cpus_per_worker, "gpu": res.gpus_per_worker}
+    else:
+        resources = {"cpu": 0, "memory": DRIVER_MEMORY}
+    return ray.tune.with_resources(ray.tune.with_parameters(trial_fn, spec=spec), resources)
+
+
+def tune_run_config(ls: LoadedStudy, name: str, recorder):
+    import ray.tune
+
+    return ray.tune.RunConfig(
+        name=name,
+        storage_path=ls.storage_path,
+        callbacks=[recorder],
+        verbose=0,
+        failure_config=ray.tune.FailureConfig(max_failures=0),
+    )
+
+
+def clean_train_runs(ls: LoadedStudy, pattern: str) -> None:
+    """Ray Train's copies of finished runs' checkpoints (final ones are MLflow artifacts
+    now); ``pattern`` globs Train run names ``<prefix>__<trial id>``."""
+    if ls.study.ray.keep_train_checkpoints or "://" in ls.storage_path:
+        return
+    import shutil
+
+    root = Path(ls.storage_path)
+    for d in root.glob(pattern):
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ the two phases
+
+
+class Phases:
+    """Both phases of one invocation over the study's cells, and what they share: the
+    results table, the open MLflow run of each cell, the recorder of the running Tuner,
+    and the cells' summaries (:attr:`summary`, in finishing order)."""
+
+    def __init__(self, ls: LoadedStudy, cells: list[Cell], *, ledger: OutputDir, ray: RaySession, results: R.ResultsTable,
+                 tracker, tags: dict[str, str], git: dict, study_run: str, progress: Progress, resume: bool):
+        self.ls = ls
+        self.cells = cells
+        self.ledger = ledger
+        self.ray = ray
+        self.results = results
+        self.tracker = tracker
+        self.tags = tags
+        self.git = git
+        self.study_run = study_run
+        self.progress = progress
+        self.resume = resume
+        self.recorder = None
+        self.cell_runs: dict[str, str] = {}  # cell id -> its open MLflow run
+        self.summary: list[dict[str, Any]] = []
+
+    def _spec(self, phase: str) -> dict[str, Any]:
+        return run_spec(self.ls, phase, self.ray.train_env())
+
+    def close(self, status: str) -> None:
+        """Interrupted or failed: the running Tuner's open runs, then every open cell run, end with ``status``."""
+        if self.recorder is not None and status != "FINISHED":
+            self.recorder.abort()
+        for cell_id, run_id in list(self.cell_runs.items()):
+            self.tracker.end(run_id, status)
+            self.cell_runs.pop(cell_id)
+
+    # ------------------------------------------------------------------ cells
+
+    def _targets(self, cell: Cell) -> int:
+        return self.ls.study.budget.trials_per_cell if cell.method.search else 0
+
+    def _cell_run(self, cell: Cell) -> str:
+        """The cell's MLflow run, opened on its first piece of work (reopened on resume)."""
+        from .tracking import CELL, KIND
+
+        if cell.id not in self.cell_runs:
+            self.cell_runs[cell.id] = self.tracker.reuse_or_create(
+                cell.id,
+                {KIND: "cell", CELL: cell.id},
+                {**self.tags, "ptcore.backbone": cell.backbone.display(), "ptcore.task": cell.task, "ptcore.method": cell.method.display()},
+                parent=self.study_run,
+            )
+        return self.cell_runs[cell.id]
+
+    def _seeds_left(self, cell: Cell, source: Optional[str]) -> list[int]:
+        src = source or "fixed"
+        done = {int(r["seed"]) for r in self.results.select(cell=cell.id, phase="final") if r.get("source_trial") == src}
+        return [s for s in self.ls.study.final.seeds if s not in done]
+
+    def _selection(self, cell: Cell) -> tuple[Optional[dict], str, dict]:
+        """(best search row or None, its trial id or 'fixed', its searched values)."""
+        best = R.best_search_row(self.results.select(cell=cell.id))
+        if best is None:
+            return None, "fixed", {}
+        return best, str(best["trial_id"]), json.loads(best["params_json"] or "{}")
+
+    def _cell_summary(self, cell: Cell) -> dict[str, Any]:
+        return cell_summary(cell, self.results.select(cell=cell.id), self._targets(cell), self.ls.study.final.seeds)
+
+    def _finish_cell(self, cell: Cell, announce: bool) -> None:
+        summ = self._cell_summary(cell)
+        self.summary = [s for s in self.summary if s["cell"] != cell.id] + [summ]
+        if cell.id in self.cell_runs:
+            run = self.cell_runs.pop(cell.id)
+            self.tracker.log_metrics(run, summary_metrics(summ))
+            self.tracker.end(run, "FINISHED" if summ["done"] else "FAILED")
+            self.ledger.save_state(cell, done=summ["done"], finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            clean_train_runs(self.ls, f"{self.ls.name}__{cell.id}__*__*")
+        if announce:
+            self.progress.cell_done(cell.id, done_line(cell, summ))
+        else:
+            self.progress.cell_skip("final", cell.id, "already done")
+
+    # ------------------------------------------------------------------ phase 1: search
+
+    def search_phase(self) -> None:
+        """Every cell with search trials left, in one Tuner (see :mod:`orchestrator.search`)."""
+        todo: dict[int, int] = {}
+        for cell in self.cells:
+            n = len(self.results.select(cell=cell.id, phase="search"))
+            remaining = self._targets(cell) - n
+            if remaining > 0:
+                todo[cell.index] = remaining
+            elif cell.method.search and self.resume:
+                self.progress.cell_skip("search", cell.id, f"search done ({n} trials)")
+        if not todo:
+            return
+        self.progress.cell_start("search", f"{len(todo)} cell(s)", f"{sum(todo.values())} trial(s)")
+        self.ray.ensure()
+        self._search(todo)
+
+    def _search(self, todo: dict[int, int]) -> None:
+        """``todo``: cell index -> trials still to run. One Tuner; per cell an Optuna study
+        (TPE) and ASHA brackets of its own (:class:`~orchestrator.search.CellSearch`)."""
+        import ray.tune
+
+        from .recorder import Job, Recorder
+        from .search import CellASHA, CellSearch, cell_search, search_epochs
+
+        storage = self.ledger.optuna_storage()
+        b = self.ls.study.budget
+        spec = self._spec("search")
+        spec["cells"], searchers, schedulers = {}, {}, {}
+        epochs_max = 1
+        for index in todo:
+            cell = self.cells[index]
+            attempt = int(self.ledger.state(cell).get("search_attempts", 0)) + 1
+            self.ledger.save_state(cell, search_attempts=attempt)
+            base = compose_run(self.ls, cell)
+            spec["cells"][index] = {"base": base, "run_prefix": f"{self.ls.name}__{cell.id}__search-a{attempt}"}
+            epochs = search_epochs(cell, base)
+            epochs_max = max(epochs_max, epochs)
+            study_name = f"{self.ls.name}/{cell.id}"
+            n_before = close_stale_optuna(storage, study_name, self.results.select(cell=cell.id))
+            searchers[index], schedulers[index] = cell_search(
+                cell, storage=storage, study_name=study_name, seed=b.seed + n_before, epochs=epochs, budget=b
+            )
+
+        def search_job(index: int, params: dict) -> Job:
+            cell = self.cells[index]
+            return Job(cell, self._cell_run(cell), [merge_params(spec["cells"][index]["base"], params, spec["run_keys"])], params)
+
+        self.recorder = Recorder(
+            study=self.ls, phase="search", tracker=self.tracker, results=self.results, progress=self.progress,
+            common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, epochs=epochs_max,
+            search_job=search_job, on_recorded=self._search_recorded,
+        )
+        tuner = ray.tune.Tuner(
+            trainable(self.ls, spec),
+            tune_config=ray.tune.TuneConfig(
+                search_alg=CellSearch(searchers, todo, metric="dev_primary", mode="max"),
+                scheduler=CellASHA(schedulers),
+                num_samples=sum(todo.values()),
+                max_concurrent_trials=b.max_concurrent,
+                time_budget_s=b.time_budget_s,
+                # local-mode trial processes are reused: torch, transformers, the backbone and
+                # the tokenized splits stay loaded (see RaySession.train_env for the reset timeout)
+                reuse_actors=local_trials(self.ls),
+            ),
+            run_config=tune_run_config(self.ls, f"{self.ls.name}__search-a{self.ledger.bump('search_attempts')}", self.recorder),
+        )
+        tuner.fit()
+        self.recorder = None
+
+    def _search_recorded(self, cell: Cell) -> None:
+        """After each search row: a cell whose trials are all in has its selection now."""
+        n = len(self.results.select(cell=cell.id, phase="search"))
+        if n < self._targets(cell) or self.ledger.state(cell).get("search_done_rows") == n:
+            return
+        best, source, params = self._selection(cell)
+        self.ledger.save_state(cell, best_trial=source if best else None, best_params=params,
+                               best_dev=best["dev_primary"] if best else None, search_done_rows=n)
+        self.progress.cell_end(cell.id, selection_line(best, params))
+
+    # ------------------------------------------------------------------ phase 2: final seeds
+
+    def finals(self) -> None:
+        """Every cell's selected configuration x its missing seeds, as one Tuner (lanes stay full)."""
+        from .recorder import Job
+
+        jobs: list[Job] = []
+        todo: list[Cell] = []
+        for cell in self.cells:
+            best, source, params = self._selection(cell)
+            if cell.method.search and best is None:  # nothing to select from (all failed)
+                if cell.id in self.cell_runs or self.results.select(cell=cell.id):
+                    self._finish_cell(cell, announce=True)
+                continue
+            seeds = self._seeds_left(cell, source)
+            if not seeds:
+                self._finish_cell(cell, announce=False)
+                continue
+            todo.append(cell)
+            run = self._cell_run(cell)
+            self.tracker.set_tags(run, {"ptcore.best_trial": source, "ptcore.best_params": json.dumps(params, sort_keys=True)})
+            jobs.append(Job(cell, run, [compose_run(self.ls, cell, params, seed=s) for s in seeds], params, source))
+        if not jobs:
+            return
+        packs = self._longest_first(pack_runs(jobs, self.ls.study.final.runs_per_trial))
+        name = f"{self.ls.name}__final-a{self.ledger.bump('final_attempts')}"
+        n_runs = sum(len(j.runs) for j in jobs)
+        self.progress.cell_start("final", f"{len(todo)} cell(s)", f"{n_runs} run(s) in {len(packs)} trial(s)")
+        self.ray.ensure()
+        import ray.tune
+
+        from .recorder import Recorder
+
+        spec = self._spec("final")
+        spec["jobs"] = [
+            {"runs": [v for job in pack for v in job.runs], "run_prefix": f"{name}__p{k:03d}"} for k, pack in enumerate(packs)
+        ]
+        self.recorder = Recorder(
+            study=self.ls, phase="final", tracker=self.tracker, results=self.results, progress=self.progress,
+            common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, packs=packs,
+            epochs=int(jobs[0].runs[0].get("epochs", 10)), on_recorded=self._on_final_recorded,
+        )
+        tuner = ray.tune.Tuner(
+            trainable(self.ls, spec),
+            param_space={"job": ray.tune.grid_search(list(range(len(packs))))},
+            tune_config=ray.tune.TuneConfig(max_concurrent_trials=self.ls.study.budget.max_concurrent, reuse_actors=local_trials(self.ls)),
+            run_config=tune_run_config(self.ls, name, self.recorder),
+        )
+        tuner.fit()
+        self.recorder = None
+        clean_train_runs(self.ls, f"{name}__p*__*")
+        for cell in todo:
+            if cell.id in self.cell_runs:  # not finished by the callback: a seed failed
+                self._finish_cell(cell, announce=True)
+
+    def _longest_first(self, packs: list[list[Job]]) -> list[list[Job]]:
+        """Packs in decreasing expected duration (a cell's mean search-run wall time x its
+        runs), so the short ones fill the lanes at the end instead of a long one running
+        alone (longest-processing-time-first scheduling). Cells without search rows count 0."""
+        cost: dict[str, float] = {}
+        for cell in self.cells:
+            walls = [float(r["wall_s"]) for r in self.results.select(cell=cell.id, phase="search") if r.get("wall_s") is not None]
+            cost[cell.id] = statistics.fmean(walls) if walls else 0.0
+        return sorted(packs, key=lambda pack: -sum(cost[j.cell.id] * len(j.runs) for j in pack))  # stable for ties
+
+    def _on_final_recorded(self, cell: Cell) -> None:
+        """After each final run's row: a cell whose seeds are all in is done now."""
+        _, source, _ = self._selection(cell)
+        if not self._seeds_left(cell, source) and cell.id in self.cell_runs:
+            self._finish_cell(cell, announce=True)

@@ -1,0 +1,71 @@
+"""What a cell's rows of ``results.csv`` say: its summary (search counts, the selected
+search trial, the final seeds' val/test mean and std, done or not) and the lines that
+announce it (progress) and the metrics its MLflow cell run gets.
+
+The summary is computed from the rows alone, so the same numbers come out whether a cell
+finished in this invocation or in an earlier one.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import results as R
+
+if TYPE_CHECKING:
+    from .study import Cell
+
+
+def _params_str(params: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())) or "-"
+
+
+def R_fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def cell_summary(cell: Cell, rows: list[dict[str, Any]], target: int, seeds: list[int]) -> dict[str, Any]:
+    search = [r for r in rows if r["phase"] == "search"]
+    best = R.best_search_row(rows)
+    source = best["trial_id"] if best else "fixed"
+    finals = [r for r in rows if r["phase"] == "final" and r.get("source_trial") == source]
+    ok = [r for r in finals if r["status"] == "ok"]
+    vals = [r["val_primary"] for r in ok if r.get("val_primary") is not None]
+    tests = [r["test_primary"] for r in ok if r.get("test_primary") is not None]
+    params = json.loads(best["params_json"]) if best and best.get("params_json") else {}
+    return {
+        "cell": cell.id,
+        "backbone": cell.backbone.display(),
+        "task": cell.task,
+        "method": cell.method.display(),
+        "search": f"{sum(r['status'] == 'ok' for r in search)}/{sum(r['status'] == 'pruned' for r in search)}/{sum(r['status'] == 'error' for r in search)}",
+        "best_dev": best["dev_primary"] if best else None,
+        "best_params": _params_str(params),
+        "final_ok": len(ok),
+        "val_mean": statistics.fmean(vals) if vals else None,
+        "val_std": statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None),
+        "test_mean": statistics.fmean(tests) if tests else None,
+        "trainable_pct": ok[0].get("trainable_pct") if ok else None,
+        "done": len(search) >= target and len({int(r["seed"]) for r in finals}) >= len(seeds) and len(ok) == len(finals),
+    }
+
+
+def summary_metrics(summ: dict[str, Any]) -> dict[str, Any]:
+    """The summary's numbers logged on the cell's MLflow run when the cell finishes."""
+    return {k: summ[k] for k in ("best_dev", "val_mean", "val_std", "test_mean") if summ.get(k) is not None}
+
+
+def selection_line(best: Optional[dict[str, Any]], params: dict) -> str:
+    """The line that ends a cell's search: its selected trial's dev score and values."""
+    return f"best dev {R_fmt(best['dev_primary'])} ({_params_str(params)})" if best else "no trial produced a dev score"
+
+
+def done_line(cell: Cell, summ: dict[str, Any]) -> str:
+    """The line that announces a finished cell: its selection and its final seeds."""
+    return (
+        (f"best dev {R_fmt(summ['best_dev'])} ({summ['best_params']})" if cell.method.search else "fixed configuration (no search)")
+        + f"; final val {R_fmt(summ['val_mean'])}"
+        f" ± {R_fmt(summ['val_std'])} over {summ['final_ok']} seed(s)" + ("" if summ["done"] else " [INCOMPLETE]")
+    )
