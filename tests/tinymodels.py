@@ -90,3 +90,20 @@ def save_tiny(family: str, directory: Path) -> Path:
     bb.model.save_pretrained(directory)
     bb.tokenizer.save_pretrained(directory)
     return directory
+
+
+def tiny_backbone_dropout(family: str, directory: Path, dropout: float = 0.3, seed: int = 0, **kw) -> Backbone:
+    """:func:`tiny_backbone` with dropout ``dropout`` on the hidden states and attention
+    probabilities (same weights as ``tiny_backbone(family, directory, seed=seed, **kw)``),
+    for tests where train vs. eval mode has to make a difference. Returned in eval mode."""
+    import copy
+
+    from transformers import AutoModel
+
+    plain = tiny_backbone(family, directory, seed=seed, **kw)
+    config = copy.deepcopy(plain.model.config)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    model.eval()
+    return backbone_from_model(model, plain.tokenizer, name=f"tiny-{family}-dropout")
