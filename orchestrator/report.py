@@ -30,6 +30,10 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from ptcore.errors import PtcoreError
 
+from .results import STATUSES
+
+OK, PRUNED, ERROR = STATUSES  # the statuses the ledger (results.csv) writes
+
 MISSING = "–"  # en dash: a cell with no successful final run
 METHOD_ORDER = ("finetune", "prompt_tuning", "ptuning_v2", "dynamic")
 METHOD_LABELS = {
@@ -424,7 +428,7 @@ def _search_summary(rows: list[dict], groups: dict[tuple, Group], budget: Mappin
         trials = sorted(trials, key=lambda r: _natural(r["trial_id"]))
         stopped = 0
         for r in trials:
-            if r["status"] == "stopped":
+            if r["status"] == PRUNED:
                 stopped += 1
             elif r["status"] == "ok":
                 mx = _max_epochs(r, budget)
@@ -432,8 +436,8 @@ def _search_summary(rows: list[dict], groups: dict[tuple, Group], budget: Mappin
                     mx = max((t["epochs_run"] for t in trials if t.get("epochs_run") is not None), default=None)
                 if mx is not None and r.get("epochs_run") is not None and r["epochs_run"] < mx:
                     stopped += 1
-        failed = sum(r["status"] == "failed" for r in trials)
-        scored = [r for r in trials if r["status"] in ("ok", "stopped") and r.get("dev_primary") is not None]
+        failed = sum(r["status"] == ERROR for r in trials)
+        scored = [r for r in trials if r["status"] in (OK, PRUNED) and r.get("dev_primary") is not None]
         best = max(scored, key=lambda r: r["dev_primary"]) if scored else None  # first max: lowest trial id
         configs = []
         for r in trials:

@@ -57,3 +57,37 @@ def test_selection_on_dev_then_reported_splits(run):
     result, _, calls, _ = run
     assert calls == ["dev"] * result["epochs_run"] + ["val"]
     assert "val" in result and "dev" in result
+
+
+def test_search_runs_skip_the_reported_splits(tmp_path, monkeypatch):
+    """``report=False`` (search trials): dev every epoch, val/test never evaluated."""
+    bb = tiny_backbone("bert", tmp_path / "model")
+    cfg = RunConfig(task="superglue/cb", method="ptuning_v2", method_args={"prompt_length": 3}, data_dir=str(FIXTURES),
+                    epochs=2, batch_size=4, seed=0)  # fmt: skip
+    data = prepare_data(cfg, bb, 0)
+    calls = []
+    real = train_mod.evaluate
+
+    def spy(model, loader, features, examples, spec, device):
+        calls.append(next(s for s, exs in data.examples.items() if exs is examples))
+        return real(model, loader, features, examples, spec, device)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    result = train(cfg, backbone=bb, data=data, progress=False, report=False)
+    assert calls == ["dev", "dev"]
+    assert "val" not in result and "test" not in result and result["dev"]["primary"] is not None
+
+
+def test_data_cache_reuses_prepared_splits(tmp_path, monkeypatch):
+    """``data_cache``: the second run with the same data settings prepares nothing and gets
+    the same result as a run without the cache."""
+    bb = tiny_backbone("bert", tmp_path / "model")
+    cfg = RunConfig(task="superglue/cb", method="ptuning_v2", method_args={"prompt_length": 3}, data_dir=str(FIXTURES),
+                    epochs=1, batch_size=4, seed=0)  # fmt: skip
+    cache: dict = {}
+    plain = train(cfg, backbone=tiny_backbone("bert", tmp_path / "m1"), progress=False)
+    first = train(cfg, backbone=tiny_backbone("bert", tmp_path / "m2"), progress=False, data_cache=cache)
+    assert len(cache) == 1
+    monkeypatch.setattr(train_mod, "prepare_data", lambda *a, **k: pytest.fail("prepared again despite the cache"))
+    second = train(cfg, backbone=tiny_backbone("bert", tmp_path / "m3"), progress=False, data_cache=cache)
+    assert plain["val"] == first["val"] == second["val"] and plain["dev"] == second["dev"]

@@ -184,8 +184,15 @@ def test_scale_sweep_shape():
     raw = yaml.safe_load(SHIPPED[0].read_text())
     assert "data_dir" not in raw  # comes from PTCORE_DATA_DIR
     assert [b["layers"] for b in raw["backbones"]] == [2, 4, 6]
-    assert raw["tasks"] == ["superglue/cb", "superglue/rte", "superglue/copa"]
-    assert {m["name"] for m in raw["methods"]} == {"finetune", "prompt_tuning", "ptuning_v2", "dynamic"}
+    assert raw["tasks"] == ["glue/sst2", "superglue/cb"]
+    methods = {m["name"]: m for m in raw["methods"]}
+    assert set(methods) == {"finetune", "prompt_tuning", "ptuning_v2", "dynamic"}
+    # the knobs the tool exists to search, with ASHA stopping poor trials
+    assert {"lr", "prompt_length", "depth"} <= set(methods["ptuning_v2"]["search"])
+    assert {"lr", "tau0"} <= set(methods["dynamic"]["search"]) and "prompt_length" in methods["prompt_tuning"]["search"]
+    assert methods["dynamic"]["fixed"]["position"] == "instance"  # something dynamic
+    assert raw["budget"]["grace_period"] < raw["train"]["epochs"]
+    assert "max_eval_examples" not in raw["train"]  # official validation sets stay whole
     assert raw["final"]["seeds"] == [0, 1, 2]
 
 

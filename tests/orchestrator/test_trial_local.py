@@ -81,3 +81,24 @@ def test_reused_trial_process_after_stopped_trials(tiny_bert, tmp_path, local_ra
     pids = {r.metrics["pid"] for r in results}
     assert len(pids) == 1, f"expected one reused trial process, got {pids}"
     assert all(r.metrics.get("dev_primary") is not None for r in results)
+
+
+@pytest.mark.slow
+def test_worker_group_trials_still_run_a_study(tiny_bert, tmp_path, monkeypatch):  # noqa: F811
+    """``ray.trial_mode: worker_group`` (what GPU and multi-worker trials use): the same
+    study through full Ray Train worker groups lands the same rows."""
+    import pandas as pd
+
+    from orch_study_helpers import write_study
+    from orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    raw = tiny_study(tiny_bert, out, ray={"num_cpus": 2, "trial_mode": "worker_group"})
+    assert main(["study", str(write_study(tmp_path / "wg.yaml", raw))]) == 0
+    df = pd.read_csv(out / "results.csv", dtype={"trial_id": str, "source_trial": str})
+    assert len(df) == 8 and set(df.status) <= {"ok", "pruned"}
+    final = df[df.phase == "final"]
+    assert len(final) == 4 and final.val_primary.notna().all()
+    search = df[df.phase == "search"]
+    assert search.val_primary.isna().all()  # search runs are scored on dev only
