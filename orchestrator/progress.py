@@ -17,12 +17,16 @@ from typing import Any, Callable, Optional
 HEARTBEAT_S = 30.0
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any, digits: int = 4) -> str:
+    """A table/progress cell: '-' for missing, floats to ``digits`` places."""
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v:.{digits}f}"
     return str(v)
+
+
+_fmt = fmt_value
 
 
 def _short_params(params: dict[str, Any]) -> str:

@@ -6,6 +6,8 @@ import os
 import time
 from typing import Any, Optional
 
+from ..progress import fmt_value
+
 
 def _version(name: str) -> Optional[str]:
     from importlib import metadata
@@ -69,11 +71,7 @@ def meta(**settings: Any) -> dict[str, Any]:
 
 
 def _f(v: Any, d: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{d}f}"
-    return str(v)
+    return fmt_value(v, d)
 
 
 def tables(result: dict[str, Any]) -> str:

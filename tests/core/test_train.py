@@ -16,6 +16,19 @@ from ptcore.train import prepare_data, train
 PHASES = ("load_s", "data_s", "train_s", "eval_s", "checkpoint_s", "other_s")
 
 
+def spy_evaluations(monkeypatch, data) -> list[str]:
+    """Record the split each ``evaluate`` call reads (in order) while still evaluating."""
+    calls: list[str] = []
+    real = train_mod.evaluate
+
+    def spy(model, loader, features, examples, spec, device):
+        calls.append(next(s for s, exs in data.examples.items() if exs is examples))
+        return real(model, loader, features, examples, spec, device)
+
+    monkeypatch.setattr(train_mod, "evaluate", spy)
+    return calls
+
+
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     """Two epochs of P-Tuning v2 on the CB fixture; records which split each evaluation read."""
@@ -25,14 +38,7 @@ def run(tmp_path, monkeypatch):
         epochs=2, batch_size=4, seed=0,
     )  # fmt: skip
     data = prepare_data(cfg, bb, 0)
-    calls = []
-    real = train_mod.evaluate
-
-    def spy(model, loader, features, examples, spec, device):
-        calls.append(next(s for s, exs in data.examples.items() if exs is examples))
-        return real(model, loader, features, examples, spec, device)
-
-    monkeypatch.setattr(train_mod, "evaluate", spy)
+    calls = spy_evaluations(monkeypatch, data)
     result = train(cfg, backbone=bb, data=data, output=tmp_path / "out", progress=False)
     return result, data, calls, tmp_path / "out"
 
@@ -65,14 +71,7 @@ def test_search_runs_skip_the_reported_splits(tmp_path, monkeypatch):
     cfg = RunConfig(task="superglue/cb", method="ptuning_v2", method_args={"prompt_length": 3}, data_dir=str(FIXTURES),
                     epochs=2, batch_size=4, seed=0)  # fmt: skip
     data = prepare_data(cfg, bb, 0)
-    calls = []
-    real = train_mod.evaluate
-
-    def spy(model, loader, features, examples, spec, device):
-        calls.append(next(s for s, exs in data.examples.items() if exs is examples))
-        return real(model, loader, features, examples, spec, device)
-
-    monkeypatch.setattr(train_mod, "evaluate", spy)
+    calls = spy_evaluations(monkeypatch, data)
     result = train(cfg, backbone=bb, data=data, progress=False, report=False)
     assert calls == ["dev", "dev"]
     assert "val" not in result and "test" not in result and result["dev"]["primary"] is not None
