@@ -62,7 +62,9 @@ def make_method_config(name: str, values: Mapping[str, Any]) -> MethodConfig:
         return method.config_cls(**dict(values))
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "?"
+        if not err["loc"]:  # a check across options (model validator): no single option to name
+            raise ConfigError(f"method {name!r}: {err['msg'].removeprefix('Value error, ')}") from None
+        loc = ".".join(str(x) for x in err["loc"])
         if err["type"] == "extra_forbidden":
             raise ConfigError(
                 f"method {name!r} has no option {loc!r}; its options: {', '.join(sorted(method.config_cls.model_fields)) or '(none)'}"

@@ -83,15 +83,33 @@ def test_registered_and_config_validation():
     assert make(base="deep", length="task").extra_tokens == 0
 
 
+def test_defaults_are_dynamic_and_a_static_config_is_refused():
+    """``--method dynamic`` with no options is the DP paper's headline (instance-level
+    position), and a config in which nothing is dynamic is refused, naming the options."""
+    assert make_method_config("dynamic", {}).position == "instance"
+    assert make_method_config("dynamic", {"base": "deep", "pool_size": 2}).position == "none"
+    for opts, plain in (({"position": "none"}, "prompt_tuning"), ({"base": "deep"}, "ptuning_v2")):
+        with pytest.raises(ConfigError, match=rf"nothing is dynamic.*length.*pool_size.*{plain}"):
+            make_method_config("dynamic", opts)
+
+
+def static(**kw) -> DynamicEncoder:
+    """The encoder with nothing dynamic (refused as a user config; built here to check the code path)."""
+    torch.manual_seed(100)
+    fields = DynamicConfig.model_fields
+    values = {k: f.default for k, f in fields.items()} | {"prompt_length": L, "position": "none", **kw}
+    return DynamicEncoder(tiny_backbone(0), DynamicConfig.model_construct(**values))
+
+
 def test_static_settings_equal_the_base_methods():
     """No position/length/pool choice: exactly prompt tuning / P-Tuning v2 with the same prompt."""
     ids, am, tt = batch()
-    dyn = make().eval()
+    dyn = static().eval()
     pt = PromptTuningEncoder(tiny_backbone(0), PromptTuningConfig(prompt_length=L)).eval()
     with torch.no_grad():
         pt.prompt.copy_(dyn.pool[0])
         assert torch.allclose(dyn(ids, am, tt), pt(ids, am, tt), atol=1e-6)
-    deep = make(base="deep").eval()
+    deep = static(base="deep").eval()
     v2 = PTuningV2Encoder(tiny_backbone(0), PTuningV2Config(prompt_length=L)).eval()
     with torch.no_grad():
         v2.prefix_encoder.prefix.copy_(deep.prefix_encoder.prefix)

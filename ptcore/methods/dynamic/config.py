@@ -1,6 +1,6 @@
 from typing import Literal, Optional, Union
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..base import MethodConfig
 
@@ -27,7 +27,13 @@ class DynamicConfig(MethodConfig):
         "shallow", description="shallow: Lester-style input prompt; deep: P-Tuning v2 key/value prefixes at every (or `depth`) layers"
     )
     prompt_length: int = Field(16, ge=1, le=1024, description="prompt vectors (shallow) / prefix slots per layer (deep), l")
-    position: Level = Field("none", description="learn the split point j in 0..l (shallow only); none: whole prompt in front")
+    # default: the DP paper's headline configuration for a shallow prompt (instance-level
+    # position); deep prefixes have no position, so they default to 'none'
+    position: Optional[Level] = Field(
+        None, validate_default=True,
+        description="learn the split point j in 0..l (shallow only); none: whole prompt in front "
+        "(default: instance for shallow, none for deep)",
+    )
     length: Level = Field("none", description="learn the prompt length among `length_candidates` (masking unused slots)")
     length_candidates: Optional[list[int]] = Field(
         None, description="lengths to choose from, each in 1..prompt_length (default: l/4, l/2, 3l/4, l)"
@@ -49,7 +55,9 @@ class DynamicConfig(MethodConfig):
     # each runs after the fields it reads, which are declared earlier
     @field_validator("position")
     @classmethod
-    def _position_needs_shallow(cls, v: str, info: ValidationInfo) -> str:
+    def _position_needs_shallow(cls, v: Optional[str], info: ValidationInfo) -> str:
+        if v is None:
+            return "none" if info.data.get("base") == "deep" else "instance"
         if v != "none" and info.data.get("base") == "deep":
             raise ValueError(
                 f"position={v!r} needs base='shallow': deep prefixes are keys/values with no place in the "
@@ -74,6 +82,19 @@ class DynamicConfig(MethodConfig):
         if tau0 is not None and v > tau0:
             raise ValueError(f"tau_min={v} must not exceed tau0={tau0}")
         return v
+
+    @model_validator(mode="after")
+    def _something_dynamic(self) -> "DynamicConfig":
+        """A config in which nothing is chosen per task or instance is plain prompt tuning
+        (shallow) or P-Tuning v2 (deep): refuse it rather than report it as dynamic."""
+        if self.position == "none" and self.length == "none" and self.pool_size == 1:
+            plain = "prompt_tuning" if self.base == "shallow" else "ptuning_v2"
+            hint = "position='task'|'instance', " if self.base == "shallow" else ""
+            raise ValueError(
+                f"nothing is dynamic (position='none', length='none', pool_size=1): set {hint}length='task'|'instance' "
+                f"or pool_size > 1, or use method {plain!r}"
+            )
+        return self
 
     def candidate_lengths(self) -> list[int]:
         """The effective length candidates, ascending and distinct."""
