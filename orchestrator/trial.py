@@ -25,6 +25,7 @@ import json
 import math
 import os
 import tempfile
+from collections import OrderedDict
 from typing import Any, Optional
 
 # Train V2 is the default in Ray 2.60; say so explicitly for older 2.5x installs.
@@ -123,6 +124,25 @@ class ReportEpochs:
 # ------------------------------------------------------------------ the worker's loop
 
 
+class LRU(OrderedDict):
+    """A dict that keeps only its ``size`` most recently used entries."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
 class ProcessCache:
     """What a long-lived trial process keeps between runs: pristine backbones and prepared
     (tokenized) splits. A reused Tune trial actor (local mode) trains many runs, so each
@@ -130,11 +150,8 @@ class ProcessCache:
     Small LRUs: a study touches a handful of (backbone, task) pairs."""
 
     def __init__(self, max_backbones: int = 3, max_data: int = 8):
-        from collections import OrderedDict
-
-        self.backbones: "OrderedDict[tuple, Any]" = OrderedDict()
-        self.data: "OrderedDict[tuple, Any]" = OrderedDict()
-        self.max_backbones, self.max_data = max_backbones, max_data
+        self.backbones = LRU(max_backbones)  # (model, layers) -> Backbone
+        self.data = LRU(max_data)  # ptcore.train.data_key -> Prepared (filled by train(data_cache=))
 
     def backbone(self, model: str, layers: Optional[int]):
         from ptcore.backbones import load_backbone
@@ -142,21 +159,10 @@ class ProcessCache:
         key = (model, layers)
         if key not in self.backbones:
             self.backbones[key] = load_backbone(model, layers)
-            while len(self.backbones) > self.max_backbones:
-                self.backbones.popitem(last=False)
-        self.backbones.move_to_end(key)
         return self.backbones[key]
 
 
 PROCESS_CACHE = ProcessCache()  # per process: a reused trial actor keeps it across trials
-
-
-def fresh_backbone(pristine):
-    """A private copy of a cached backbone: fine-tuning trains its weights and deep prompts
-    hook its layers, so no run may touch the pristine one (a deepcopy of MiniLM: ~0.1 s)."""
-    from ptcore.backbones import Backbone
-
-    return Backbone(copy.deepcopy(pristine.model), pristine.tokenizer, pristine.name, pristine.source)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -177,7 +183,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(threads)  # the CPUs this trial was given, not every core
     for i, values in enumerate(config["runs"]):
         cfg = make_run_config(values)
-        backbone = fresh_backbone(PROCESS_CACHE.backbone(cfg.model, cfg.layers))
+        backbone = PROCESS_CACHE.backbone(cfg.model, cfg.layers).copy()  # no run touches the pristine one
         cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False), local=bool(config.get("local")))
         with tempfile.TemporaryDirectory() as out:
             # search runs are selected on dev alone: no val/test evaluation (time, and no temptation)
@@ -195,8 +201,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "result_json": json.dumps(result, default=str),
             }
             cb.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
-        while len(PROCESS_CACHE.data) > PROCESS_CACHE.max_data:
-            PROCESS_CACHE.data.popitem(last=False)
         del backbone, cb, result
         release_memory()
 
@@ -352,10 +356,6 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     local = runs_locally(res, spec.get("trial_mode", "auto"))
     loop_config = {"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False),
                    "phase": spec["phase"]}
-    checkpoint_config = ray.train.CheckpointConfig(
-        # keep every run's final checkpoint (they outscore epochs) + the best epoch so far
-        num_to_keep=len(runs), checkpoint_score_attribute=KEEP, checkpoint_score_order="max"
-    )
     if local:
         loop_config.update(local=True, threads=max(1, int(float(res["cpus_per_worker"]))))
         trainer = _trainer_class()(
@@ -386,7 +386,10 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
             name=f"{prefix}__{trial_id}",
             storage_path=spec["storage_path"],
             callbacks=[TuneReportCallback()],
-            checkpoint_config=checkpoint_config,
+            # keep every run's final checkpoint (they outscore epochs) + the best epoch so far
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=len(runs), checkpoint_score_attribute=KEEP, checkpoint_score_order="max"
+            ),
             failure_config=ray.train.FailureConfig(max_failures=0),
         ),
     )

@@ -41,6 +41,10 @@ class TaskModel(nn.Module):
         return {n: t for n, t in self.state_dict().items() if n in names}
 
     def param_counts(self) -> tuple[int, int]:
-        """(trainable, total) parameters; shared tensors counted once."""
-        params = {id(p): p for p in self.parameters()}.values()
-        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+        return count_params(self)
+
+
+def count_params(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; shared tensors counted once."""
+    params = {id(p): p for p in module.parameters()}.values()
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

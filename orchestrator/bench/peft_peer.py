@@ -66,7 +66,10 @@ def peft_contender(name: str, peer: str, backbone, workload, device="cpu", check
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from .workload import Contender, make_batch, make_optimizer, param_counts
+    from ptcore.model import count_params
+    from ptcore.train import make_optimizer
+
+    from .workload import STEPS, Contender, make_batch
 
     if peer not in PEERS:
         raise Unsupported(f"no PEFT peer named {peer!r} (known: {', '.join(PEERS)})")
@@ -80,7 +83,7 @@ def peft_contender(name: str, peer: str, backbone, workload, device="cpu", check
         model = peft.get_peft_model(seq, pconf).to(device)
         model.train()
         batch = make_batch(backbone, workload, device)
-        params, optimizer, scheduler = make_optimizer(model, 1e-3)
+        params, optimizer, scheduler = make_optimizer(model, 1e-3, 0.01, 0.06, STEPS)  # ptcore's defaults
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
         labels = batch["label"]
 
@@ -99,6 +102,6 @@ def peft_contender(name: str, peer: str, backbone, workload, device="cpu", check
         raise
     except Exception as e:
         raise Unsupported(one_line(e)) from None
-    trainable, total = param_counts(model)
+    trainable, total = count_params(model)
     tokens = int(batch["attention_mask"].sum())
     return Contender(name, "peft", step, model, tokens, trainable, total, None, {"peft": peer, "peft_type": str(pconf.peft_type)})

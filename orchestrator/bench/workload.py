@@ -14,11 +14,11 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+STEPS = 10_000  # the LR schedule's length: the bench's few steps stay in its warmup
 BERT_BASE = {
     "vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
     "intermediate_size": 3072, "max_position_embeddings": 512,
@@ -93,14 +93,6 @@ def describe_backbone(backbone) -> dict[str, Any]:
     }
 
 
-def fresh_copy(backbone):
-    """Each contender gets its own copy: prompt methods freeze the backbone they wrap and
-    PEFT rewrites modules in place, so sharing one would change the others."""
-    from ptcore.backbones import Backbone
-
-    return Backbone(model=copy.deepcopy(backbone.model), tokenizer=backbone.tokenizer, name=backbone.name, source=backbone.source)
-
-
 # ------------------------------------------------------------------ batch
 
 
@@ -151,50 +143,28 @@ def make_batch(backbone, workload: Workload, device="cpu") -> dict[str, Any]:
 # ------------------------------------------------------------------ optimizer + step
 
 
-def make_optimizer(model, lr: float, weight_decay: float = 0.01, total_steps: int = 10_000):
-    """AdamW over the trainable parameters, grouped like ptcore.train (no decay on biases/LayerNorm)."""
-    import torch
-    from transformers import get_linear_schedule_with_warmup
-
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n  # noqa: E731
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for n, p in params if not no_decay(n)], "weight_decay": weight_decay},
-            {"params": [p for n, p in params if no_decay(n)], "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * total_steps), total_steps)
-    return [p for _, p in params], optimizer, scheduler
-
-
-def param_counts(model) -> tuple[int, int]:
-    params = {id(p): p for p in model.parameters()}.values()
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
 def ptcore_contender(name: str, method: str, method_args: dict[str, Any], backbone, workload: Workload, device="cpu") -> Contender:
     """A ptcore method built with ptcore's own code (``build_model`` on a ``RunConfig``)."""
     import torch
 
     from ptcore.config import make_run_config
-    from ptcore.train import build_model
+    from ptcore.model import count_params
+    from ptcore.train import build_model, make_optimizer
 
     from .flops import EncoderDims, plan_for, real_lengths, step_flops
 
     cfg = make_run_config(
         {"task": workload.task, "method": method, "method_args": dict(method_args), "seed": workload.seed, "batch_size": workload.batch}
     )
-    bb = fresh_copy(backbone)
+    bb = backbone.copy()  # each contender its own: prompt methods freeze and hook the backbone they wrap
     model = build_model(cfg, bb).to(device)
     model.train()
     batch = make_batch(bb, workload, device)
-    params, optimizer, scheduler = make_optimizer(model, cfg.resolved()["lr"], cfg.weight_decay)
+    params, optimizer, scheduler = make_optimizer(model, cfg.resolved()["lr"], cfg.weight_decay, cfg.warmup_ratio, STEPS)
     kind, state = model.kind, {"step": 0}
 
     def step() -> float:
-        model.encoder.on_train_step(state["step"], 10_000)
+        model.encoder.on_train_step(state["step"], STEPS)
         loss = kind.loss(model(batch), batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -207,7 +177,7 @@ def ptcore_contender(name: str, method: str, method_args: dict[str, Any], backbo
     lengths = real_lengths(batch["attention_mask"])
     dims = EncoderDims.from_config(bb.config)
     flops = step_flops(dims, lengths, plan_for(method, make_method_args(method, method_args), dims.layers))
-    trainable, total = param_counts(model)
+    trainable, total = count_params(model)
     return Contender(
         name, "ptcore", step, model, sum(lengths), trainable, total, flops,
         {"method": method, "method_args": dict(method_args)},
