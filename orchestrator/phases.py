@@ -216,7 +216,7 @@ class Phases:
         import ray.tune
 
         from .recorder import Job, Recorder
-        from .search import CellASHA, CellSearch, cell_search, search_epochs
+        from .search import CellASHA, CellSearch, cell_search, cell_seed, search_epochs
 
         storage = self.ledger.optuna_storage()
         b = self.ls.study.budget
@@ -234,7 +234,7 @@ class Phases:
             study_name = f"{self.ls.name}/{cell.id}"
             n_before = close_stale_optuna(storage, study_name, self.results.select(cell=cell.id))
             searchers[index], schedulers[index] = cell_search(
-                cell, storage=storage, study_name=study_name, seed=b.seed + n_before, epochs=epochs, budget=b
+                cell, storage=storage, study_name=study_name, seed=cell_seed(b.seed, cell.id, n_before), epochs=epochs, budget=b
             )
 
         def search_job(index: int, params: dict) -> Job:

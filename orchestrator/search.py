@@ -11,8 +11,9 @@ Cells are served in study order: a cell's trials are suggested before the next c
 so cells finish one after another while trials of neighbouring cells overlap.
 
 :func:`cell_search` builds a cell's pair: an ``OptunaSearch`` over the cell's search space
-(:func:`optuna_space`; TPE seeded with the study seed + the trials its Optuna study already
-holds, so a resumed search draws new points) and an ``ASHAScheduler`` on ``dev_primary``.
+(:func:`optuna_space`; TPE seeded by :func:`cell_seed`: the study seed and the cell's id, so
+cells with the same space do not all draw the same first points, plus the trials its Optuna
+study already holds, so a resumed search draws new points) and an ``ASHAScheduler`` on ``dev_primary``.
 The Optuna studies themselves are a ledger of the output dir (:mod:`orchestrator.ledger`).
 """
 
@@ -170,6 +171,15 @@ def search_epochs(cell: Cell, base: dict[str, Any]) -> int:
         sp = cell.method.search["epochs"]
         epochs = int(max(sp.values) if sp.type == "choice" else sp.high)
     return epochs
+
+
+def cell_seed(seed: int, cell_id: str, n_before: int = 0) -> int:
+    """The TPE seed of one cell: stable across runs and machines (CRC32, not ``hash``), other
+    for every cell. With a handful of trials per cell TPE is still in its random start-up,
+    and one seed for all cells would try the same few configurations in every cell."""
+    import zlib
+
+    return (seed + zlib.crc32(cell_id.encode()) + n_before) % 2**31
 
 
 def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int, budget) -> tuple[Searcher, ASHAScheduler]:

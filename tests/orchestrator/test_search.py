@@ -52,3 +52,22 @@ def test_asha_compares_trials_of_one_cell_only():
     sched.on_trial_complete(None, weak_same, {"epoch": 1, "dev_primary": 0.1})
     sched.on_trial_error(None, weak_other)
     assert "2 cells" in sched.debug_string()
+
+
+def test_cells_draw_different_first_points_and_a_cell_the_same_ones():
+    """Per-cell TPE seeds: two cells with the same space start from different points (one
+    seed for all would try the same configurations everywhere); the same cell and study seed
+    give the same points (reproducible); a resumed cell (trials already held) draws anew."""
+    import optuna
+
+    from orchestrator.search import cell_seed
+
+    def first_points(seed: int) -> list[float]:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+        return [study.ask().suggest_float("lr", 1e-5, 1e-2, log=True) for _ in range(3)]
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    a, b = cell_seed(7, "L2/glue/sst2/ptuning_v2"), cell_seed(7, "L4/glue/sst2/ptuning_v2")
+    assert first_points(a) != first_points(b)
+    assert first_points(a) == first_points(cell_seed(7, "L2/glue/sst2/ptuning_v2"))
+    assert cell_seed(7, "L2/glue/sst2/ptuning_v2", n_before=3) != a
