@@ -13,18 +13,27 @@ import torch
 from torch.utils.data import DataLoader
 
 from .tasks.base import TaskSpec
+from .tasks.io import take_units, units
 from .tasks.kinds import Kind
 
 CACHE_ENV = "PTCORE_CACHE_DIR"
 
 
 def subsample(examples: list[dict], limit: Optional[int], seed: int = 0) -> list[dict]:
-    """A deterministic subset (the same for every run), order preserved."""
+    """A deterministic subset of about ``limit`` examples (the same for every run), order preserved.
+
+    Examples sharing a ``group`` (MultiRC: the answer options of one question) are kept or
+    dropped together: whole groups are taken in a seeded order until the next would take
+    the total past ``limit``, at least one group, so the subset may hold fewer than
+    ``limit`` examples (never more, unless the first group alone is larger). Examples
+    without a group are units of one; with no groups at all this is exactly the first
+    ``limit`` of a seeded permutation, the selection made before groups were respected.
+    """
     if limit is None or len(examples) <= limit:
         return examples
-    g = torch.Generator().manual_seed(seed)
-    idx = sorted(torch.randperm(len(examples), generator=g)[:limit].tolist())
-    return [examples[i] for i in idx]
+    members = units(examples, "group")
+    order = torch.randperm(len(members), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [examples[i] for i in take_units(members, order, limit)]
 
 
 def _cache_key(spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict]) -> str:

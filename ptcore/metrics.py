@@ -4,8 +4,9 @@ Each metric is ``fn(predictions, references, groups=None) -> float`` where predi
 and references are per-example values (label indices, floats, tag sequences, answer
 strings...). They wrap scikit-learn / scipy / seqeval, except:
 
-* MultiRC's F1a/EM and SQuAD's EM/F1, because no maintained library on PyPI implements
-  those official scripts offline (HF ``evaluate`` downloads them from the hub at run time);
+* MultiRC's F1a/EM, SQuAD's EM/F1 and ReCoRD's EM/F1, because no maintained library on
+  PyPI implements those official scripts offline (HF ``evaluate`` downloads them from the
+  hub at run time);
 * accuracy and (macro-)F1 of label indices, a few lines of numpy, because importing
   scikit-learn (and scipy with it) costs 1.5-3 s of CPU in every fresh process, and a
   study starts a fresh Ray Train worker per trial. tests/test_metrics.py checks them
@@ -17,7 +18,8 @@ from __future__ import annotations
 import collections
 import re
 import string
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -103,6 +105,62 @@ def compute(names: Sequence[str], predictions, references, groups=None) -> dict[
     return {n: METRICS.get(n)(predictions, references, groups=groups) for n in names}
 
 
+# ---------------------------------------------------------------- per-item metric inputs
+
+
+@dataclass(frozen=True)
+class MetricInputs:
+    """The per-item arguments of a task's metric functions, one entry per scored item.
+
+    ``predictions[i]`` / ``references[i]`` are what ``METRICS.get(name)`` takes for item
+    ``i`` (a label index, a float, a tag list, an answer string vs a list of gold strings);
+    ``groups[i]`` is the item's resampling unit (MultiRC: its question id, which ``em``
+    needs), or ``groups`` is None when every item is its own unit. Everything is plain
+    JSON (ints, floats, strings, lists), so a run can store the inputs of a split and a
+    report can resample items, or whole groups, and recompute a metric
+    (:func:`score_inputs`). Iterating yields ``predictions, references, groups``, so
+    ``compute(names, *inputs)`` works.
+    """
+
+    predictions: list
+    references: list
+    groups: Optional[list] = None
+
+    def __post_init__(self) -> None:
+        for name in ("predictions", "references", "groups"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, list(value))
+        n = len(self.predictions)
+        if len(self.references) != n or (self.groups is not None and len(self.groups) != n):
+            sizes = f"{n} predictions, {len(self.references)} references" + (
+                f", {len(self.groups)} groups" if self.groups is not None else ""
+            )
+            raise ValueError(f"metric inputs must have one entry per item; got {sizes}")
+
+    def __iter__(self) -> Iterator[Optional[list]]:
+        return iter((self.predictions, self.references, self.groups))
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"predictions", "references", "groups"}``, ready for ``json.dump``."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MetricInputs":
+        return cls(data["predictions"], data["references"], data.get("groups"))
+
+
+def score_inputs(names: Sequence[str], inputs: MetricInputs) -> dict[str, float]:
+    """Each metric in ``names`` over ``inputs`` (what a task kind's ``score`` returns);
+    NaN for every metric when there is no item (a split without a labelled example)."""
+    if not len(inputs):
+        return {n: float("nan") for n in names}
+    return compute(names, *inputs)
+
+
 # ---------------------------------------------------------------- sequence labelling (seqeval)
 # predictions / references: one list of IOB2 tag strings per sentence, of equal lengths.
 # seqeval's default mode (conlleval's chunking), micro-averaged over entities.
@@ -175,4 +233,40 @@ def squad_em(predictions: Sequence[str], references: Sequence[Sequence[str]], gr
 @METRICS.register("squad_f1")
 def squad_f1(predictions: Sequence[str], references: Sequence[Sequence[str]], groups=None) -> float:
     scores = [max(squad_token_f1(p, g) for g in _squad_golds(r)) for p, r in zip(predictions, references)]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+# ---------------------------------------------------------------- ReCoRD (official evaluate script)
+# predictions: the predicted entity string per query; references: the list of gold answer
+# strings per query. SQuAD v1.1 normalisation; EM and token F1 are each the max over the
+# gold answers, averaged over queries (as fractions). Unlike SQuAD 2.0 there is no
+# no-answer case: a gold answer that normalises to "" still counts, and token F1 is 0
+# whenever prediction and gold share no token. Every query must have a gold answer.
+
+
+def _record_golds(golds: Sequence[str], metric: str) -> Sequence[str]:
+    if not golds:
+        raise ValueError(f"ReCoRD {metric!r} needs at least one gold answer per query; got a query with none (unlabelled data?)")
+    return golds
+
+
+def record_token_f1(prediction: str, gold: str) -> float:
+    """Token F1 of the official ReCoRD script: 0 when no normalised token is shared."""
+    gold_toks, pred_toks = squad_normalize(gold).split(), squad_normalize(prediction).split()
+    same = sum((collections.Counter(gold_toks) & collections.Counter(pred_toks)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_toks), same / len(gold_toks)
+    return 2 * precision * recall / (precision + recall)
+
+
+@METRICS.register("record_em")
+def record_em(predictions: Sequence[str], references: Sequence[Sequence[str]], groups=None) -> float:
+    scores = [max(squad_exact(p, g) for g in _record_golds(r, "record_em")) for p, r in zip(predictions, references)]
+    return float(np.mean(scores)) if scores else 0.0
+
+
+@METRICS.register("record_f1")
+def record_f1(predictions: Sequence[str], references: Sequence[Sequence[str]], groups=None) -> float:
+    scores = [max(record_token_f1(p, g) for g in _record_golds(r, "record_f1")) for p, r in zip(predictions, references)]
     return float(np.mean(scores)) if scores else 0.0

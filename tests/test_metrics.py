@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from ptcore.metrics import METRICS, compute
+import json
+
+from ptcore.metrics import METRICS, MetricInputs, compute, score_inputs
 
 
 def metric(name: str):
@@ -92,3 +94,26 @@ def test_compute_by_names():
 def test_unknown_metric_suggests():
     with pytest.raises(KeyError, match="did you mean 'accuracy'"):
         metric("acuracy")
+
+
+def test_score_inputs_is_compute_over_the_items():
+    inputs = MetricInputs([1, 0, 1, 0, 0], [1, 0, 1, 1, 0], ["a", "a", "b", "b", "c"])
+    assert score_inputs(["f1a", "em"], inputs) == {"f1a": pytest.approx(0.8), "em": pytest.approx(2 / 3)}
+    assert score_inputs(["f1a", "em"], inputs) == compute(["f1a", "em"], *inputs)
+    assert MetricInputs.from_dict(json.loads(json.dumps(inputs.as_dict()))) == inputs
+    assert MetricInputs((1, 0), (1, 1)).predictions == [1, 0]  # tuples become lists (JSON arrays)
+    assert MetricInputs([1], [1]).groups is None
+    # no item (e.g. a split without labelled sentences): no score, not a made-up 0
+    assert all(math.isnan(v) for v in score_inputs(["accuracy", "entity_f1"], MetricInputs([], [])).values())
+
+
+def test_record_em_f1_hand_computed():
+    em, f1 = metric("record_em"), metric("record_f1")
+    # max over golds: "Obama" equals the second gold; "Obama" vs "Barack Obama": P 1, R 1/2 -> 2/3
+    assert em(["Obama"], [["Barack Obama", "Obama"]]) == 1.0
+    assert f1(["Obama"], [["Barack Obama"]]) == pytest.approx(2 / 3)
+    # mean over queries; a miss (no shared token) is 0
+    assert f1(["Obama", "Rome", "the U.S."], [["Barack Obama"], ["Paris"], ["U.S"]]) == pytest.approx((2 / 3 + 0 + 1) / 3)
+    assert em(["Obama", "Rome", "the U.S."], [["Barack Obama"], ["Paris"], ["U.S"]]) == pytest.approx(1 / 3)
+    # official ReCoRD (SQuAD v1.1) F1: no shared token is 0 even when both sides normalise to ""
+    assert f1(["the"], [["a"]]) == 0.0 and metric("squad_f1")(["the"], [["a"]]) == 1.0

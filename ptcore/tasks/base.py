@@ -10,7 +10,10 @@ task kind (see :mod:`ptcore.tasks.kinds`):
 
 - ``classification`` / ``regression``: ``text_a``, optional ``text_b``, ``label``
   (int index into ``labels`` / float), optional ``group`` (MultiRC question id).
-- ``multiple_choice``: ``text_a``, ``choices`` (list of str), ``label`` (int).
+- ``multiple_choice``: ``text_a``, ``choices`` (list of str), ``label`` (int); ReCoRD adds
+  ``entities`` (the candidate string of each choice), ``answers`` (gold answer strings)
+  and ``gold`` (indices of every choice matching a gold answer; ``label`` is the first,
+  None when none matches).
 - ``token_classification``: ``tokens`` (list of str), ``tags`` (list of str).
 - ``extractive_qa``: ``id``, ``question``, ``context``, ``answers`` (``{"text": [...],
   "answer_start": [...]}``).
@@ -76,11 +79,16 @@ class TaskSpec:
     # hook(record, spec) -> example dict or None (skip) / list of examples; overrides the
     # generic field mapping where a format needs code
     hook: Optional[Callable[[dict, "TaskSpec"], Any]] = None
+    # train_hook(train examples, spec) -> (train examples, data notes): edits the train split
+    # only, after carving (ReCoRD drops queries whose gold answers match no candidate)
+    train_hook: Optional[Callable[[list[dict], "TaskSpec"], tuple[list[dict], list[str]]]] = None
     max_length: int = 256
     # fraction of the official train split held out as the selection ("dev") split
     dev_fraction: float = 0.1
     description: str = ""
-    # free-form extra options for hooks and kinds (e.g. NER tag scheme, QA doc stride)
+    # free-form extra options for hooks and kinds (e.g. NER tag scheme, QA doc stride);
+    # io.load_splits reads carve_by / carve_unit / carve_fractions, and the multiple-choice
+    # kind reads score_text (score the chosen entity string against gold answer strings)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,12 @@ The protocol (also in the README):
 * A task whose training file is missing (offline BoolQ) is carved from its validation
   file: 60% train, 10% dev, 30% val, fixed seed. Results say so in ``data_notes``.
   ``spec.options`` may set ``carve_fractions`` and ``carve_by`` (the field whose equal
-  values stay in one part; default ``group``): SQuAD carves 70/10/20 by article ``title``.
+  values stay in one part; default ``group``) with ``carve_unit`` (its name in the data
+  notes): SQuAD carves 70/10/20 by article ``title``; BoolQ and ReCoRD by passage and
+  MultiRC by paragraph (``text_a``), so no passage is both trained on and evaluated.
+* ``spec.train_hook`` (ReCoRD) then edits the train split only, e.g. drops examples that
+  cannot be trained on; dev / val / test keep every example.
+* ``max_train`` keeps whole ``group``s (MultiRC questions), see :func:`take_units`.
 """
 
 from __future__ import annotations
@@ -144,26 +149,51 @@ def _shuffled(n: int, seed: int) -> list[int]:
     return idx
 
 
+def units(examples: list[dict], key: str = "group") -> list[list[int]]:
+    """Example indices by unit: examples with the same non-None ``ex[key]`` form one unit;
+    an example without one is a unit alone. Units in order of first appearance."""
+    members: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        value = ex.get(key)
+        members.setdefault(("g", value) if value is not None else ("i", i), []).append(i)
+    return list(members.values())
+
+
+def take_units(members: list[list[int]], order: Iterable[int], limit: int) -> list[int]:
+    """Sorted example indices of whole units taken in ``order`` until the next unit would
+    take the total past ``limit``; at least one unit. With one example per unit this is
+    exactly the first ``limit`` of ``order``."""
+    kept: list[int] = []
+    for u in order:
+        if kept and len(kept) + len(members[u]) > limit:
+            break
+        kept.extend(members[u])
+    return sorted(kept)
+
+
 def carve(
     examples: list[dict], fractions: tuple[float, ...], seed: int = SPLIT_SEED, key: str = "group"
 ) -> list[list[dict]]:
     """Split ``examples`` into len(fractions) parts by a seeded permutation.
 
-    Examples that share a ``group`` (MultiRC: the answer options of one question) are
-    kept in the same part, so a question is never split between train and dev and EM
-    on dev sees whole questions; fractions then count groups. Without groups every
-    example is its own unit and the permutation is the plain one over examples.
-    ``key`` names the grouping field (SQuAD carves by ``title``: whole articles).
+    Examples with equal ``ex[key]`` form one unit (see :func:`units`) and stay in the
+    same part; fractions then count units, each part but the last taking
+    ``max(1, round(fraction * units))``, fewer only where that would leave a later part
+    without a unit (a handful of units, as in the test fixtures). ``key`` names the
+    grouping field: ``group`` (default; MultiRC's question id), ``title`` (SQuAD: whole
+    articles), ``text_a`` (BoolQ / ReCoRD passages, MultiRC paragraphs: no passage in
+    two parts). Without a shared value every example is its own unit and the
+    permutation is the plain one over examples.
     """
-    units: dict[Any, list[int]] = {}  # unit key -> example indices, in file order
-    for i, ex in enumerate(examples):
-        group = ex.get(key)
-        units.setdefault(("g", group) if group is not None else ("i", i), []).append(i)
-    members = list(units.values())
+    members = units(examples, key)
     idx = _shuffled(len(members), seed)
     parts, start = [], 0
     for k, frac in enumerate(fractions):
-        end = len(idx) if k == len(fractions) - 1 else start + max(1, round(frac * len(idx)))
+        later = len(fractions) - 1 - k  # parts after this one: each keeps at least one unit
+        if later:
+            end = min(start + max(1, round(frac * len(idx))), max(start + 1, len(idx) - later))
+        else:
+            end = len(idx)
         parts.append([examples[i] for i in sorted(i for u in idx[start:end] for i in members[u])])
         start = end
     return parts
@@ -202,6 +232,25 @@ def _read_hub(spec: TaskSpec) -> dict[str, list[dict]]:
     return out
 
 
+def _carve_phrase(spec: TaskSpec) -> str:
+    """How the data notes name the carving unit: "" (examples), " by article (whole articles)"."""
+    carve_by = spec.options.get("carve_by", "group")
+    unit = spec.options.get("carve_unit")
+    if unit:
+        return f" by {unit} (whole {unit}s, none in two parts)"
+    return "" if carve_by == "group" else f" by {carve_by}"
+
+
+def subsample_train(train: list[dict], limit: int) -> tuple[list[dict], str]:
+    """``max_train``: a seeded subset of whole ``group`` units (:func:`take_units`) and its note."""
+    members = units(train, "group")
+    kept = take_units(members, _shuffled(len(members), SPLIT_SEED + 1), limit)
+    if len(members) == len(train):  # no groups: the note (and selection) as before
+        return [train[i] for i in kept], f"train subsampled to {limit} examples (seed {SPLIT_SEED + 1})"
+    note = f"train subsampled to {len(kept)} examples in whole groups (cap {limit}; seed {SPLIT_SEED + 1})"
+    return [train[i] for i in kept], note
+
+
 def load_splits(
     spec: TaskSpec, data_dir: Optional[str | os.PathLike] = None, max_train: Optional[int] = None
 ) -> tuple[dict[str, list[dict]], list[str]]:
@@ -212,7 +261,7 @@ def load_splits(
     splits: dict[str, list[dict]] = {}
     # spec.options may carve by another field (SQuAD: "title", whole articles) and fractions
     carve_by = spec.options.get("carve_by", "group")
-    by = "" if carve_by == "group" else f" by {carve_by}"
+    by = _carve_phrase(spec)
     fractions = tuple(spec.options.get("carve_fractions", CARVE_FRACTIONS))
     if "train" in raw and "dev" in raw:  # official dev file (NER): selection on it
         splits["train"], splits["dev"] = raw["train"], raw["dev"]
@@ -234,10 +283,12 @@ def load_splits(
         raise DataError(f"task {spec.name}: neither a train nor a validation file was found")
     if "test" in raw:
         splits["test"] = raw["test"]
+    if spec.train_hook is not None:
+        splits["train"], hook_notes = spec.train_hook(splits["train"], spec)
+        notes.extend(hook_notes)
     if max_train is not None and len(splits["train"]) > max_train:
-        idx = sorted(_shuffled(len(splits["train"]), SPLIT_SEED + 1)[:max_train])
-        splits["train"] = [splits["train"][i] for i in idx]
-        notes.append(f"train subsampled to {max_train} examples (seed {SPLIT_SEED + 1})")
+        splits["train"], note = subsample_train(splits["train"], max_train)
+        notes.append(note)
     for name, exs in splits.items():
         if not exs:
             raise DataError(f"task {spec.name}: split {name!r} is empty; check the data files")

@@ -10,13 +10,17 @@ A kind implements:
 ``logits(model, batch) -> Tensor``          runs ``model.encoder`` + ``model.head``.
 ``loss(logits, batch) -> Tensor``
 ``decode(logits, batch) -> list``           per-feature predictions (python values).
+``metric_inputs(preds, features, examples, spec) -> MetricInputs``
+    the per-item predictions / references / groups the task's metric functions take
+    (plain JSON: a run can store them and a report can bootstrap over items).
 ``score(preds, features, examples, spec) -> {metric: value}``
+    ``score_inputs(spec.metrics, metric_inputs(...))``.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -69,6 +73,20 @@ class Kind:
         batch["example_index"] = torch.tensor([f["example_index"] for f in features])
         return batch
 
+    def metric_inputs(self, preds, features, examples, spec: TaskSpec) -> M.MetricInputs:
+        """Per-item metric arguments for ``preds`` (one per feature, from :meth:`decode`)."""
+        raise NotImplementedError(f"task kind {self.name!r} does not define metric_inputs")
+
+    def score(self, preds, features, examples, spec: TaskSpec) -> dict[str, float]:
+        """The task's metrics: exactly ``score_inputs(spec.metrics, metric_inputs(...))``."""
+        return M.score_inputs(spec.metrics, self.metric_inputs(preds, features, examples, spec))
+
+
+def _groups(examples: list[dict], features: list[dict]) -> Optional[list]:
+    """Each feature's example ``group`` (MultiRC question id); None when no example has one."""
+    groups = [examples[f["example_index"]].get("group") for f in features]
+    return None if all(g is None for g in groups) else groups
+
 
 @KIND_REGISTRY.register("classification")
 class Classification(Kind):
@@ -113,10 +131,11 @@ class Classification(Kind):
     def decode(self, logits, batch) -> list:
         return logits.argmax(-1).tolist()
 
-    def score(self, preds, features, examples, spec) -> dict[str, float]:
+    def metric_inputs(self, preds, features, examples, spec) -> M.MetricInputs:
+        """One item per example: predicted vs gold label index (a float for regression),
+        grouped by the example's ``group`` where it has one (MultiRC's question id)."""
         refs = [examples[f["example_index"]]["label"] for f in features]
-        groups = [examples[f["example_index"]].get("group") for f in features]
-        return M.compute(spec.metrics, preds, refs, groups=groups)
+        return M.MetricInputs(list(preds), refs, _groups(examples, features))
 
 
 @KIND_REGISTRY.register("regression")
@@ -139,7 +158,20 @@ class Regression(Classification):
 
 @KIND_REGISTRY.register("multiple_choice")
 class MultipleChoice(Classification):
-    """Each (context, choice) pair is encoded; one score per pair; softmax over choices."""
+    """Each (context, choice) pair is encoded; one score per pair; softmax over choices.
+
+    Training target: ``label`` (cross-entropy), or, where an example lists several correct
+    choices in ``gold`` (ReCoRD: every candidate entity that matches a gold answer), the
+    *set* loss ``-log sum_{c in gold} softmax(logits)_c``: the probability of picking any
+    correct choice is maximised, and no correct surface form is pushed down as a negative.
+    With one correct choice the set loss is the cross-entropy.
+
+    Scoring: the chosen index against ``label`` (accuracy), or, for a spec declaring
+    ``options["score_text"]`` (ReCoRD), the chosen choice's string ``entities[i]``
+    against the example's gold answer strings ``answers`` (the official text metrics;
+    an example whose ``label`` is None but that has ``answers`` still scores, as a miss
+    unless the chosen string matches a gold answer).
+    """
 
     name = "multiple_choice"
 
@@ -147,15 +179,16 @@ class MultipleChoice(Classification):
         feats = []
         for i, ex in enumerate(examples):
             enc = self.tokenize(tokenizer, [ex["text_a"]] * len(ex["choices"]), list(ex["choices"]), max_length)
-            feats.append(
-                {
-                    "input_ids": enc["input_ids"],  # C lists
-                    "attention_mask": enc["attention_mask"],
-                    "token_type_ids": enc["token_type_ids"],
-                    "label": ex["label"],
-                    "example_index": i,
-                }
-            )
+            feat = {
+                "input_ids": enc["input_ids"],  # C lists
+                "attention_mask": enc["attention_mask"],
+                "token_type_ids": enc["token_type_ids"],
+                "label": ex["label"],
+                "example_index": i,
+            }
+            if "gold" in ex:
+                feat["gold"] = list(ex["gold"])
+            feats.append(feat)
         return feats
 
     def collate(self, features, pad_id):
@@ -169,12 +202,29 @@ class MultipleChoice(Classification):
         batch = {k: v.view(len(features), n_choices, -1) for k, v in batch.items()}  # (B,C,T)
         batch["choice_mask"] = torch.tensor([[c < len(f["input_ids"]) for c in range(n_choices)] for f in features])
         batch["example_index"] = torch.tensor([f["example_index"] for f in features])
-        if features[0]["label"] is not None:
+        if all(f["label"] is not None for f in features):  # ReCoRD val keeps unmatched (label None) queries
             batch["label"] = torch.tensor([f["label"] for f in features])
+        if all("gold" in f for f in features):
+            batch["gold_mask"] = torch.tensor([[c in f["gold"] for c in range(n_choices)] for f in features])
         return batch
 
     def out_dim(self, spec):
         return 1
+
+    def loss(self, logits, batch) -> torch.Tensor:
+        if "gold_mask" not in batch:
+            return F.cross_entropy(logits, batch["label"])
+        return gold_set_loss(logits, batch["gold_mask"])
+
+    def metric_inputs(self, preds, features, examples, spec) -> M.MetricInputs:
+        if not spec.options.get("score_text"):
+            return super().metric_inputs(preds, features, examples, spec)
+        chosen, golds = [], []
+        for p, f in zip(preds, features):
+            ex = examples[f["example_index"]]
+            chosen.append(ex["entities"][p])
+            golds.append(list(ex["answers"]))
+        return M.MetricInputs(chosen, golds, None)
 
     def logits(self, model, batch):
         b, c, t = batch["input_ids"].shape
@@ -182,6 +232,20 @@ class MultipleChoice(Classification):
         h = model.encoder(flat["input_ids"], flat["attention_mask"], flat["token_type_ids"])  # (B*C,T,H)
         scores = model.head(model.pool(h, flat["attention_mask"])).view(b, c)  # (B,C)
         return scores.masked_fill(~batch["choice_mask"], -1e4)  # padded choices never win
+
+
+def gold_set_loss(logits: torch.Tensor, gold_mask: torch.Tensor) -> torch.Tensor:
+    """``-log sum_{c in gold} softmax(logits)_c`` averaged over the rows that have a gold choice.
+
+    logits (B,C), gold_mask (B,C) bool. Rows without a gold choice carry no signal and are
+    left out (a batch with none gives a zero loss that still has a graph).
+    """
+    has_gold = gold_mask.any(-1)
+    if not has_gold.any():
+        return logits.sum() * 0.0
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    gold_log_p = torch.logsumexp(log_p.masked_fill(~gold_mask, float("-inf")), dim=-1)
+    return -gold_log_p[has_gold].mean()
 
 
 def get_kind(name: str) -> Kind:

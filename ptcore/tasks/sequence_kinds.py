@@ -8,8 +8,8 @@ Features carry python lists only (they are pickled by the feature cache); batche
 tensors plus, for QA, the offset mappings as plain lists (``train.py`` moves tensors only).
 Neither ``encode`` nor ``decode`` sees the spec: what ``encode`` needs from it travels
 with the examples (``tag_ids`` from :func:`ptcore.tasks.ner.ner_example`; ``doc_stride``
-and ``max_query_length`` from :func:`ptcore.tasks.qa.qa_example`); ``score`` gets the spec
-and turns indices into tags / spans.
+and ``max_query_length`` from :func:`ptcore.tasks.qa.qa_example`); ``metric_inputs`` (and
+``score``, which scores them) gets the spec and turns indices into tags / spans.
 """
 
 from __future__ import annotations
@@ -131,7 +131,9 @@ class TokenClassification(Kind):
             out.append(tags)
         return out
 
-    def score(self, preds, features, examples, spec) -> dict[str, float]:
+    def metric_inputs(self, preds, features, examples, spec) -> M.MetricInputs:
+        """One item per labelled sentence: predicted vs gold IOB2 tag strings, of the gold
+        length (words without a prediction are ``O``); unlabelled sentences are skipped."""
         predicted, gold = [], []
         for p, f in zip(preds, features):
             ex = examples[f["example_index"]]
@@ -143,9 +145,7 @@ class TokenClassification(Kind):
                     seq[w] = spec.labels[t]
             predicted.append(seq)
             gold.append(list(ex["tags"]))
-        if not gold:
-            return {m: math.nan for m in spec.metrics}
-        return M.compute(spec.metrics, predicted, gold)
+        return M.MetricInputs(predicted, gold, None)  # none labelled: score_inputs gives NaN
 
 
 # ---------------------------------------------------------------- extractive QA
@@ -302,7 +302,9 @@ class ExtractiveQA(Kind):
             for i, items in per_example.items()
         }
 
-    def score(self, preds, features, examples, spec) -> dict[str, float]:
+    def metric_inputs(self, preds, features, examples, spec) -> M.MetricInputs:
+        """One item per question (in example order): the predicted answer string ("" = no
+        answer) vs the list of gold answer strings ([] = unanswerable)."""
         answers = self.predict(preds, features, examples, spec)
         indices = sorted(answers)
-        return M.compute(spec.metrics, [answers[i] for i in indices], [examples[i]["answers"]["text"] for i in indices])
+        return M.MetricInputs([answers[i] for i in indices], [list(examples[i]["answers"]["text"]) for i in indices], None)

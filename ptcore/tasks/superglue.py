@@ -7,6 +7,12 @@ WSC records are *flattened* differently from the official files; the hooks below
 both shapes.
 
 The diagnostic sets (AX-b, AX-g) are test-only and not declared.
+
+Carving (see :mod:`ptcore.tasks.io`): tasks with several examples per passage carve whole
+passages (``carve_by="text_a"``), so no passage is in both the carved split and the split
+it came from: BoolQ (questions about one Wikipedia passage; offline it is carved 60/10/30
+from its validation file), MultiRC (all answer options of all questions about one
+paragraph) and ReCoRD (all queries about one news article).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 from typing import Any, Optional
 
 from ..errors import DataError
+from ..metrics import squad_exact
 from .base import HubSource, LocalSource, TaskSpec
 from .io import label_index
 
@@ -173,25 +180,43 @@ def _record_passage(text: str) -> str:
     return text.replace("\n@highlight\n", ". ").strip()
 
 
-def _record_query(passage: str, query: str, entities: list[str], answers: list[str], spec: TaskSpec) -> Optional[dict]:
+def record_gold(entities: list[str], answers: list[str]) -> list[int]:
+    """Indices of the candidates that match a gold answer: official EM 1 (SQuAD
+    normalisation) against at least one gold answer string, so every gold surface form
+    ("Obama", "Barack Obama") that is a candidate counts, and nothing the metric would
+    score as a miss does."""
+    return [i for i, e in enumerate(entities) if any(squad_exact(e, a) for a in answers)]
+
+
+def _record_query(passage: str, query: str, entities: list[str], answers: list[str], spec: TaskSpec) -> dict:
+    """Every query becomes an example, labelled or not, matched or not (see :func:`record_examples`)."""
     if PLACEHOLDER not in query:
         raise DataError(f"task {spec.name}: ReCoRD query has no {PLACEHOLDER!r}: {query[:80]!r}")
-    choices = [query.replace(PLACEHOLDER, e) for e in entities]
-    if not answers:
-        label = None  # unlabelled (test)
-    else:
-        correct = [i for i, e in enumerate(entities) if e in set(answers)]
-        if not correct:
-            return None  # no candidate entity matches an answer: cannot be posed as a choice
-        label = correct[0]
-    return {"text_a": _record_passage(passage), "choices": choices, "label": label}
+    if not entities:
+        raise DataError(f"task {spec.name}: ReCoRD passage has no candidate entities (query {query[:80]!r})")
+    gold = record_gold(entities, answers)
+    return {
+        "text_a": _record_passage(passage),
+        "choices": [query.replace(PLACEHOLDER, e) for e in entities],
+        "entities": list(entities),
+        "answers": list(answers),  # [] = unlabelled (test)
+        "gold": gold,
+        "label": gold[0] if gold else None,  # None: unlabelled, or no candidate matches a gold answer
+    }
 
 
 def record_examples(rec: dict, spec: TaskSpec) -> list[dict]:
-    """One multiple-choice example per query; choices = the query with each entity filled in."""
+    """One multiple-choice example per query; choices = the query with each entity filled in.
+
+    ``entities`` are the passage's unique candidate strings (sorted), ``answers`` the
+    query's unique gold strings (sorted), ``gold`` every candidate matching one of them
+    (:func:`record_gold`). Every query is kept here: in dev / val a query whose gold
+    answers match no candidate is scored as a miss (the model still picks a candidate,
+    whose EM / F1 against the golds is computed as usual); only the train split drops
+    such queries (:func:`record_train`).
+    """
     if "query" in rec:  # hub: one record per query, entities/answers already unique strings
-        ex = _record_query(rec["passage"], rec["query"], list(rec["entities"]), list(rec["answers"]), spec)
-        return [ex] if ex else []
+        return [_record_query(rec["passage"], rec["query"], list(rec["entities"]), list(rec["answers"]), spec)]
     passage = _field(rec, spec, "passage")
     text = passage["text"]
     # official spans are inclusive of "end"; unique strings, sorted (as the hub builds them)
@@ -199,10 +224,22 @@ def record_examples(rec: dict, spec: TaskSpec) -> list[dict]:
     out = []
     for qa in rec["qas"]:
         answers = sorted({a["text"] for a in qa.get("answers", [])})
-        ex = _record_query(text, qa["query"], entities, answers, spec)
-        if ex:
-            out.append(ex)
+        out.append(_record_query(text, qa["query"], entities, answers, spec))
     return out
+
+
+def record_train(train: list[dict], spec: TaskSpec) -> tuple[list[dict], list[str]]:
+    """The train split without queries that have no gold candidate (nothing to train
+    toward), and a data note saying how many were dropped. Dev / val keep them."""
+    kept = [ex for ex in train if ex["gold"]]
+    dropped = len(train) - len(kept)
+    if not dropped:
+        return train, []
+    note = (
+        f"train: dropped {dropped} of {len(train)} ReCoRD queries whose gold answers match no candidate entity "
+        f"(dev/val keep such queries and score them as misses)"
+    )
+    return kept, [note]
 
 
 # ---------------------------------------------------------------- declarations
@@ -215,7 +252,11 @@ SPECS: tuple[TaskSpec, ...] = (
         hub=HubSource(HUB, "boolq"),
         text_fields=("passage", "question"),
         labels=BOOL,
-        description="BoolQ: yes/no question about a Wikipedia passage (accuracy).",
+        description=(
+            "BoolQ: yes/no question about a Wikipedia passage (accuracy); carved splits keep each passage's "
+            "questions together."
+        ),
+        options={"carve_by": "text_a", "carve_unit": "passage"},
     ),
     TaskSpec(
         name="superglue/cb",
@@ -274,7 +315,11 @@ SPECS: tuple[TaskSpec, ...] = (
         metrics=("f1a", "em"),
         primary="f1a",
         max_length=512,
-        description="MultiRC: is each answer option to a question about a paragraph correct (F1a, question EM).",
+        description=(
+            "MultiRC: is each answer option to a question about a paragraph correct (F1a, question EM); dev is "
+            "carved by paragraph."
+        ),
+        options={"carve_by": "text_a", "carve_unit": "paragraph"},
     ),
     TaskSpec(
         name="superglue/record",
@@ -283,10 +328,15 @@ SPECS: tuple[TaskSpec, ...] = (
         hub=HubSource(HUB, "record"),
         label_field=None,
         hook=record_examples,
+        train_hook=record_train,
+        metrics=("record_f1", "record_em"),
+        primary="record_f1",
         max_length=512,
         description=(
-            "ReCoRD: fill the query's @placeholder with a passage entity; scored by accuracy over candidate "
-            "entities (approximates the official max-over-answers entity F1/EM)."
+            "ReCoRD: fill the query's @placeholder with a passage entity, chosen among the candidates; official "
+            "token F1 / EM of the chosen entity, max over gold answers, over every query (no gold candidate = a "
+            "miss); trained toward all gold candidates (set loss); dev carved by passage."
         ),
+        options={"carve_by": "text_a", "carve_unit": "passage", "score_text": True},
     ),
 )

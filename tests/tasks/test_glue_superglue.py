@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # task -> (answer options / rows in the fixture's train file, in its val file)
 FIXTURE_COUNTS = {
-    "superglue/boolq": (8, 6),
+    "superglue/boolq": (11, 9),  # 3 questions in each file share a passage with another
     "superglue/cb": (9, 6),
     "superglue/copa": (8, 6),
     "superglue/rte": (8, 6),
@@ -114,8 +114,9 @@ def test_boolq_without_train_file_is_carved_from_val(tmp_path: Path):
     (tmp_path / "superglue" / "BoolQ").mkdir(parents=True)
     shutil.copy(FIXTURES / "superglue/BoolQ/val.jsonl", tmp_path / "superglue/BoolQ/val.jsonl")
     splits, notes = load_splits(get_task("superglue/boolq"), data_dir=tmp_path)
-    assert [len(splits[s]) for s in ("train", "dev", "val")] == [4, 1, 1]  # 60/10/30 of 6, rounded
-    assert any("carved 60/10/30" in n for n in notes)
+    # 60/10/30 of the 6 passages, rounded: 4 / 1 / 1 passages (9 questions)
+    assert [len({ex["text_a"] for ex in splits[s]}) for s in ("train", "dev", "val")] == [4, 1, 1]
+    assert any("carved 60/10/30 by passage (whole passages" in n for n in notes)
     merged = splits["train"] + splits["dev"] + splits["val"]
     assert _multiset(merged) == _multiset(_file_examples(get_task("superglue/boolq"), "val"))
 
@@ -235,11 +236,13 @@ def test_multirc_strips_sentence_markup():
 def test_record_official_and_hub_formats():
     spec = get_task("superglue/record")
     splits, _ = load_splits(spec, data_dir=FIXTURES)
-    assert len(splits["train"]) + len(splits["dev"]) == 6 and len(splits["val"]) == 2
+    # 10 training queries, one without a gold candidate (dropped from train); val keeps all 3
+    assert len(splits["train"]) + len(splits["dev"]) == 9 and len(splits["val"]) == 3
     ex = splits["val"][0]
     assert "@highlight" not in ex["text_a"] and "@placeholder" not in " ".join(ex["choices"])
     assert ex["choices"] == [f"{e} came first in the race." for e in ("Giulia Rossi", "Marco Bianchi", "Rome")]
-    assert ex["label"] == 0
+    assert ex["entities"] == ["Giulia Rossi", "Marco Bianchi", "Rome"] and ex["answers"] == ["Giulia Rossi"]
+    assert ex["label"] == 0 and ex["gold"] == [0]
     rec = json.loads((FIXTURES / "superglue/ReCoRD/val.jsonl").read_text())
     text = rec["passage"]["text"]
     hub = {
@@ -394,12 +397,15 @@ def test_real_data_counts(name: str):
     for ex in (ex for split in splits.values() for ex in split):
         _check_example(ex, spec)
 
-    if n_train is None:  # only the validation file: carved 60/10/30
+    if n_train is None:  # only the validation file: carved 60/10/30 by passage
         merged = splits["train"] + splits["dev"] + splits["val"]
         assert len(merged) == n_val
-        assert len(splits["train"]) == round(CARVE_FRACTIONS[0] * n_val)
-        assert len(splits["dev"]) == round(CARVE_FRACTIONS[1] * n_val)
-        assert any("carved" in n for n in notes)
+        # fractions count passages: example counts are near, not equal to, 60/10/30
+        assert abs(len(splits["train"]) - CARVE_FRACTIONS[0] * n_val) < 0.02 * n_val
+        assert abs(len(splits["dev"]) - CARVE_FRACTIONS[1] * n_val) < 0.02 * n_val
+        assert any("carved" in n and "by passage" in n for n in notes)
+        passages = [{ex["text_a"] for ex in splits[s]} for s in ("train", "dev", "val")]
+        assert not (passages[0] & passages[1] or passages[0] & passages[2] or passages[1] & passages[2])
         labels = collections.Counter(ex["label"] for ex in merged)
     else:
         assert len(splits["train"]) + len(splits["dev"]) == n_train
@@ -411,3 +417,7 @@ def test_real_data_counts(name: str):
         assert len({ex["group"] for ex in splits["train"] + splits["dev"]}) == 5131
         assert len({ex["group"] for ex in splits["val"]}) == 953
         assert not {ex["group"] for ex in splits["train"]} & {ex["group"] for ex in splits["dev"]}
+        # carved by paragraph: 10% of the 456 paragraphs, near 10% of the answer options
+        assert not {ex["text_a"] for ex in splits["train"]} & {ex["text_a"] for ex in splits["dev"]}
+        assert len({ex["text_a"] for ex in splits["dev"]}) == round(0.1 * 456)
+        assert 0.07 < len(splits["dev"]) / n_train < 0.13

@@ -183,7 +183,8 @@ def test_every_method_offsets_and_forced_logits(task: str, method: str, tokenize
     backbone = tiny_backbone(tokenizer)
     model = build_model(cfg, backbone)
     data = prepare_data(cfg, backbone, model.encoder.extra_tokens)
-    limit = 48 - model.encoder.extra_tokens
+    limit = 48  # the same input limit for every method: a shallow prompt extends the sequence
+    assert data.max_length == limit
     for split, feats in data.features.items():
         examples = data.examples[split]
         found = collections.Counter()
