@@ -195,7 +195,10 @@ class Recorder(Callback):
             return
         # the run's final report: ptcore's whole result record + the best epoch's checkpoint
         res = json.loads(result["result_json"])
+        predictions = res.pop("predictions", None)  # per-item metric inputs: a file beside the ledger, not a tag
         row = R.row_from_result(self._row(ts, rs), res)
+        if predictions and self.phase == "final":
+            row["predictions"] = R.write_predictions(self.results.path.parent, rs.job.cell.id, ts.trial_id, rs.index, predictions)
         summary = {k: v for k, v in row.items() if R.is_metric_column(k) or k in ("dev_primary", "val_primary", "test_primary")}
         # dev_* of the selected (best) epoch as best_dev_*: the per-epoch dev_* curves stay clean
         summary = {(f"best_{k}" if k.startswith("dev_") else k): v for k, v in summary.items()}

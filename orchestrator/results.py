@@ -3,6 +3,12 @@ per final seed. Rewritten atomically (temp file + rename) after every finished r
 crash or ``kill -9`` never leaves half a file; it is also the ledger ``--resume`` reads to
 know which trials and seeds are done.
 
+Beside it, ``predictions/<cell>-<trial_id>-<run_index>.json`` holds each final run's per-item metric
+inputs of its reported splits (``{"val": {"predictions", "references", "groups"}}``: the
+arguments of the task's metric functions), which a report resamples for a paired bootstrap;
+the row's ``predictions`` column names the file (relative to the output directory), and
+``data_json`` records the run's data budget (split sizes, notes, max_length, epochs, ...).
+
 Statuses: ``ok`` (trained to the end; val/test reported), ``pruned`` (stopped early by
 ASHA: dev only), ``error`` (the run failed; ``error`` says why).
 """
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +30,7 @@ COLUMNS = [
     "dev_primary", "val_primary", "test_primary", "primary_metric",
     "best_epoch", "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes",
     "wall_s", "train_s", "train_examples",
-    "params_json", "config_json", "config_hash", "source_trial",
+    "params_json", "config_json", "config_hash", "source_trial", "data_json", "predictions",
     "git_commit", "git_dirty", "node_id", "mlflow_run_id", "error", "finished_at",
 ]  # fmt: skip
 NUMERIC = {
@@ -111,6 +118,31 @@ class ResultsTable:
 # ---------------------------------------------------------------- building rows
 
 
+PREDICTIONS_DIR = "predictions"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Temp file + rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, separators=(",", ":"), default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_predictions(output_dir: Path, cell: str, trial_id: str, run_index: int, predictions: dict[str, Any]) -> str:
+    """Store a run's per-item metric inputs; returns the path relative to ``output_dir``."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cell}-{trial_id}-{run_index}")
+    rel = f"{PREDICTIONS_DIR}/{name}.json"
+    write_json_atomic(Path(output_dir) / rel, predictions)
+    return rel
+
+
 def _split_metrics(prefix: str, scores: Optional[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in (scores or {}).items():
@@ -156,6 +188,7 @@ def row_from_result(row: dict[str, Any], result: dict[str, Any]) -> dict[str, An
         wall_s=result.get("wall_s"),
         train_s=result.get("train_s"),
         train_examples=result.get("train_examples"),
+        data_json=json.dumps(result["data"], sort_keys=True) if result.get("data") else None,
         config_json=json.dumps(result.get("config"), sort_keys=True),
         config_hash=result.get("config_hash"),
         git_commit=git.get("commit"),

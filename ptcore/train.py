@@ -9,10 +9,11 @@ calls inside a trial; the worker passes ``callbacks`` to report epochs and stop 
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import random
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from . import metrics as M
 from . import runinfo
 from .backbones import Backbone, load_backbone
 from .config import RunConfig
-from .data import encode_split, make_loader, sort_by_length, subsample
+from .data import encode_split, feature_length, make_loader, sort_by_length, subsample
 from .errors import TrainingError
 from .methods import get_method, make_method_config
 from .model import TaskModel
@@ -63,8 +65,16 @@ def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
     return TaskModel(encoder, head, kind, pooling=cfg.pooling)
 
 
+class Scores(dict):
+    """A split's scores (metric name -> value, plus ``primary``), carrying the per-item metric
+    inputs they were computed from (``inputs``): what a report resamples for a paired
+    bootstrap. A plain ``dict(scores)`` drops them."""
+
+    inputs: Optional[M.MetricInputs] = None
+
+
 @torch.inference_mode()
-def evaluate(model: TaskModel, loader, features, examples, spec, device) -> dict[str, float]:
+def evaluate(model: TaskModel, loader, features, examples, spec, device) -> Scores:
     """Predict a whole split and score it with the task's official metrics (+ 'primary').
 
     ``inference_mode`` rather than ``no_grad``: no autograd bookkeeping at all (version
@@ -75,8 +85,10 @@ def evaluate(model: TaskModel, loader, features, examples, spec, device) -> dict
     for batch in loader:
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         preds.extend(model.kind.decode(model(batch), batch))
-    scores = model.kind.score(preds, features, examples, spec)
+    inputs = model.kind.metric_inputs(preds, features, examples, spec)
+    scores = Scores(M.score_inputs(spec.metrics, inputs))
     scores["primary"] = scores[spec.primary]
+    scores.inputs = inputs
     return scores
 
 
@@ -113,6 +125,29 @@ class Prepared:
     examples: dict[str, list[dict]]
     features: dict[str, list[dict]]
     notes: list[str] = field(default_factory=list)
+    max_length: int = 0  # the token limit every input was cut to
+    truncated: dict[str, int] = field(default_factory=dict)  # split -> inputs that reached max_length
+
+
+# kinds whose features are one truncated sequence per example (or per choice); QA slides
+# windows over long contexts instead, and NER is scored on every word it keeps
+TRUNCATING_KINDS = ("classification", "regression", "multiple_choice")
+
+
+def input_limit(cfg: RunConfig, backbone: Backbone, extra_tokens: int) -> tuple[int, Optional[str]]:
+    """The token limit of the input, the same for every method wherever the position table
+    has room: a shallow prompt of ``extra_tokens`` extends the sequence beyond it rather than
+    cutting the input. Returns (limit, a data note where the prompt does not fit)."""
+    spec = get_task(cfg.task)
+    table = backbone.config.max_position_embeddings - 2  # (RoBERTa's positions start at 2)
+    wanted = min(cfg.max_length or spec.max_length, table)
+    if wanted + extra_tokens <= table:
+        return wanted, None
+    limit = table - extra_tokens
+    return limit, (
+        f"inputs cut to {limit} tokens (not {wanted}): the {extra_tokens}-token shallow prompt "
+        f"needs the rest of the {table}-position table; other methods see up to {wanted} input tokens"
+    )
 
 
 def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str] = None) -> Prepared:
@@ -125,19 +160,25 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_di
             before = len(examples[split])
             examples[split] = subsample(examples[split], cap)
             if len(examples[split]) < before:
-                notes.append(f"{split} subsampled to {cap} of {before} examples")
-    # shallow prompts occupy positions: shorten inputs so input + prompt fit the position table
-    limit = min(cfg.max_length or spec.max_length, backbone.config.max_position_embeddings - 2) - extra_tokens
+                notes.append(f"{split} subsampled to {len(examples[split])} of {before} examples")
+    limit, note = input_limit(cfg, backbone, extra_tokens)
+    if note:
+        notes.append(note)
     features = {
         s: encode_split(kind, spec, exs, backbone.tokenizer, limit, s, cache_dir) for s, exs in examples.items()
     }
-    return Prepared(examples, features, notes)
+    truncated = {}
+    if spec.kind in TRUNCATING_KINDS:
+        # a feature at the limit was (almost always) cut: the tokenizer stops exactly there
+        truncated = {s: sum(feature_length(f) >= limit for f in fs) for s, fs in features.items()}
+    return Prepared(examples, features, notes, limit, truncated)
 
 
 def data_key(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str]) -> tuple:
-    """Everything :func:`prepare_data` reads: runs that agree on it get the same splits."""
-    return (cfg.task, cfg.data_dir, cfg.max_train_examples, cfg.max_eval_examples, cfg.max_dev_examples, cfg.max_length,
-            backbone.source, len(backbone.tokenizer), backbone.config.max_position_embeddings, extra_tokens, cache_dir)
+    """Everything :func:`prepare_data` reads: runs that agree on it get the same splits (and
+    a shallow prompt that fits shares them with deep prompts and fine-tuning)."""
+    return (cfg.task, cfg.data_dir, cfg.max_train_examples, cfg.max_eval_examples, cfg.max_dev_examples,
+            input_limit(cfg, backbone, extra_tokens), backbone.source, len(backbone.tokenizer), cache_dir)
 
 
 def prepared(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str],
@@ -149,6 +190,25 @@ def prepared(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: O
     if key not in cache:
         cache[key] = prepare_data(cfg, backbone, extra_tokens, cache_dir)
     return cache[key]
+
+
+def data_budget(cfg: RunConfig, data: Prepared, spec) -> dict[str, Any]:
+    """What the run was given, for the report's data-budget table (JSON-serialisable)."""
+    labels = list(spec.labels) if getattr(spec, "labels", None) else None
+    counts = None
+    if spec.kind in ("classification", "multiple_choice") and data.examples.get("train"):
+        counted = Counter(ex.get("label") for ex in data.examples["train"] if ex.get("label") is not None)
+        counts = {str(k): v for k, v in sorted(counted.items())}
+    return {
+        "sizes": {s: len(exs) for s, exs in data.examples.items()},
+        "max_length": data.max_length,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "notes": list(data.notes),
+        "truncated": dict(data.truncated),
+        "labels": labels,
+        "train_label_counts": counts,
+    }
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, warmup_ratio: float, total_steps: int):
@@ -291,6 +351,7 @@ def train(
         "trainable_pct": 100.0 * trainable / total,
         "checkpoint_bytes": sum(t.numel() * t.element_size() for t in best["state"].values()),
         "train_examples": len(data.examples["train"]),
+        "data": data_budget(cfg, data, spec),
         "wall_s": time.time() - t_start,
         "train_s": timer.spent["train_s"],  # optimizer steps only
         "history": history,
@@ -301,6 +362,10 @@ def train(
         "git": runinfo.git_info(),
         "device": str(device),
     }
+    # the per-item metric inputs of the reported splits: a report's paired bootstrap resamples them
+    predictions = {s: dataclasses.asdict(v.inputs) for s, v in reported.items() if getattr(v, "inputs", None) is not None}
+    if predictions:
+        result["predictions"] = predictions
     out = Path(output) if output is not None else None
     if out is not None:
         from .checkpoint import save_checkpoint

@@ -26,18 +26,34 @@ class Method:
     config_cls: type[MethodConfig]
     encoder_cls: type[PromptEncoder]
     description: str
+    # how this implementation departs from (or fills gaps in) the method's paper and reference
+    # code: README "Methods" and every report's method notes print these
+    notes: tuple[str, ...] = ()
 
 
 METHODS: Registry[Method] = Registry("method")
 
 
-def register(name: str, config_cls, encoder_cls, description: str) -> None:
-    METHODS.register(name, Method(name, config_cls, encoder_cls, description))
+def register(name: str, config_cls, encoder_cls, description: str, notes: tuple[str, ...] = ()) -> None:
+    METHODS.register(name, Method(name, config_cls, encoder_cls, description, tuple(notes)))
 
 
 register("finetune", FinetuneConfig, FinetuneEncoder, "fine-tuning baseline: all backbone weights + head")
-register("prompt_tuning", PromptTuningConfig, PromptTuningEncoder, "shallow soft prompt on the input embeddings (Lester et al.)")
-register("ptuning_v2", PTuningV2Config, PTuningV2Encoder, "deep per-layer prefix keys/values (P-Tuning v2)")
+register(
+    "prompt_tuning", PromptTuningConfig, PromptTuningEncoder, "shallow soft prompt on the input embeddings (Lester et al.)",
+    notes=(
+        "The prompt extends the input (the input is never cut to make room) wherever the position table has room.",
+        "An encoder with a task head, not T5 text-to-text as in Lester et al.; init from random vocabulary embeddings.",
+    ),
+)  # fmt: skip
+register(
+    "ptuning_v2", PTuningV2Config, PTuningV2Encoder, "deep per-layer prefix keys/values (P-Tuning v2)",
+    notes=(
+        "As the reference: prefix dropout drawn per instance; prefixes (or, reparameterized, the MLP's input tokens) start at N(0, 1); the MLP is Linear-Tanh-Linear.",
+        "Positions of the input run 0..T-1, not shifted by the prefix length as in the reference code and PEFT.",
+        "Head: a linear layer on mean-pooled states by default (the reference reads BERT's pooler); `pooling: pooler` gives the reference's choice.",
+    ),
+)  # fmt: skip
 
 try:  # dynamic prompting lives in its own folder and registers itself when present
     from .dynamic import register_dynamic

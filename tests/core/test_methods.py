@@ -103,3 +103,18 @@ def test_multiple_choice_with_varying_choice_counts(tmp_path):
     assert logits.shape == batch["choice_mask"].shape
     assert (logits[~batch["choice_mask"]] <= -1e4).all()
     assert batch["label"].lt(counts).all()
+
+
+def test_readme_lists_every_method_note():
+    """README "Departures from the papers" is the registry's notes, word for word: a note
+    added to a method (or changed) without the README fails here."""
+    from pathlib import Path
+
+    from ptcore.methods import METHODS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Departures from the papers", 1)[1].split("\n## ", 1)[0]
+    for name in METHODS.names():
+        for note in METHODS.get(name).notes:
+            assert f"* {note}" in section, f"README misses a note of {name!r}: {note}"
+    assert any(METHODS.get(n).notes for n in METHODS.names())

@@ -601,7 +601,13 @@ def test_dev_comes_from_the_official_train_file_and_never_overlaps_val(task):
         assert train_split == counts(file_examples(spec, "train"))
     elif "train" in roles:
         train_file = counts(file_examples(spec, "train"))
-        assert train_split + dev == train_file, "train and dev must partition the official train file"
+        if getattr(spec, "train_hook", None) is not None:  # ReCoRD: train queries with no gold candidate are dropped, and noted
+            dropped = train_file - (train_split + dev)
+            assert not (train_split + dev) - train_file, "train and dev must come from the official train file"
+            assert all(json.loads(k)["label"] is None for k in dropped)
+            assert not dropped or any("dropped" in n for n in notes), notes
+        else:
+            assert train_split + dev == train_file, "train and dev must partition the official train file"
         assert any("of the official train split" in n for n in notes), notes
     else:
         val_file = counts(file_examples(spec, "val"))
@@ -709,3 +715,86 @@ def test_token_head_reads_one_state_per_input_token(tmp_path, method):
         with torch.no_grad():
             ref = prompt_tuning_reference(model.encoder, shallow[method](model.encoder), batch)
         torch.testing.assert_close(seen[0][real], ref[real], **TOL)
+
+
+# ====================================================================== the same input for every method
+
+SAME_INPUT = [
+    ("finetune", {}),
+    ("prompt_tuning", {"prompt_length": 16}),
+    ("ptuning_v2", {"prompt_length": 16}),
+    ("dynamic", {"prompt_length": 16}),
+    ("dynamic", {"prompt_length": 16, "length": "instance"}),
+]
+
+
+def input_ids_of(tmp_path, method: str, args: dict, max_length: int):
+    bb = tiny_backbone("bert", tmp_path)  # position table: 160 (158 usable)
+    cfg = RunConfig(task="superglue/cb", method=method, method_args=args, data_dir=str(FIXTURES), max_length=max_length)
+    model = build_model(cfg, bb)
+    data = prepare_data(cfg, bb, model.encoder.extra_tokens)
+    return {s: [f["input_ids"] for f in fs] for s, fs in data.features.items()}, data
+
+
+@pytest.mark.parametrize("method,args", SAME_INPUT[1:], ids=[f"{m}-{len(a)}" for m, a in SAME_INPUT[1:]])
+def test_every_method_sees_the_same_input_tokens(tmp_path, method, args):
+    """Comparison rule: where the position table has room, a shallow prompt extends the
+    sequence and never truncates the input: every method gets the token ids fine-tuning gets
+    (here max_length 24 cuts most CB examples, and 24 + 16 fits the table of 158)."""
+    ref, ref_data = input_ids_of(tmp_path / "ft", "finetune", {}, 24)
+    got, data = input_ids_of(tmp_path / "m", method, args, 24)
+    assert ref_data.truncated["val"] > 0, "the fixture must reach the limit for this test to mean anything"
+    assert got == ref
+    assert data.max_length == ref_data.max_length == 24
+    assert not any("shallow prompt" in n for n in data.notes)
+
+
+def test_a_shallow_prompt_that_cannot_fit_cuts_the_input_and_says_so(tmp_path):
+    """Where input + prompt exceed the position table, the input is cut to what fits and the
+    data notes say so (the report shows them)."""
+    ref, ref_data = input_ids_of(tmp_path / "ft", "finetune", {}, 150)
+    got, data = input_ids_of(tmp_path / "pt", "prompt_tuning", {"prompt_length": 16}, 150)
+    assert ref_data.max_length == 150 and data.max_length == 158 - 16
+    assert all(len(x) <= 142 for xs in got.values() for x in xs)
+    assert any("142 tokens" in n and "16-token shallow prompt" in n for n in data.notes)
+    assert not any("shallow prompt" in n for n in ref_data.notes)
+
+
+# ====================================================================== P-Tuning v2 fidelity
+
+
+def test_prefix_dropout_draws_one_mask_per_instance(tmp_path):
+    """P-Tuning v2 rule: prefix dropout is drawn per instance (the reference expands the
+    prefixes to the batch before its dropout): in training mode two identical inputs get
+    different prefix keys/values; in eval mode the same ones."""
+    bb = tiny_backbone("bert", tmp_path)
+    model = build_model(RunConfig(task="superglue/cb", method="ptuning_v2", method_args={"prompt_length": 6, "prefix_dropout": 0.5}), bb)
+    seen = []
+    model.encoder.deep.register_forward_pre_hook(lambda mod, args: seen.append((args[5].detach().clone(), args[6].detach().clone())))
+    b = manual_batch([LONG, LONG], pair=True)
+    torch.manual_seed(0)
+    model.encoder.train()
+    model.encoder(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    keys, values = seen[-1]  # (N, layers, heads, l, d)
+    assert not torch.equal(keys[0], keys[1]) and not torch.equal(values[0], values[1])
+    dropped = (keys == 0).float().mean().item()
+    assert 0.3 < dropped < 0.7, f"dropout rate {dropped:.2f}, expected ~0.5"
+    model.encoder.eval()
+    model.encoder(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    assert torch.equal(seen[-1][0][0], seen[-1][0][1])
+
+
+@pytest.mark.parametrize("method,args", REPARAM, ids=[m for m, _ in REPARAM])
+def test_reparameterization_tokens_start_as_the_reference_embedding(tmp_path, method, args):
+    """P-Tuning v2 rule: the reparameterization's input tokens start as the reference's
+    ``nn.Embedding``, N(0, 1), so the prefix slots differ at init (with N(0, 0.02²) they
+    would be nearly identical: cosine ~1 after the MLP)."""
+    bb = tiny_backbone("bert", tmp_path, layers=3)
+    method_args = {"prompt_length": 8, "depth": 2, "reparameterize": True, "prefix_hidden_size": 64, **args}
+    pe = build_model(RunConfig(task="superglue/cb", method=method, method_args=method_args), bb).encoder.prefix_encoder
+    assert 0.8 < pe.tokens.std().item() < 1.2
+    with torch.no_grad():
+        slots = torch.nn.functional.normalize(pe()[0], dim=-1)  # (l, layers*2*H)
+    cos = slots @ slots.T
+    off_diagonal = cos[~torch.eye(len(cos), dtype=torch.bool)].mean().item()
+    assert off_diagonal < 0.8, f"prefix slots nearly identical at init (mean cosine {off_diagonal:.2f})"

@@ -58,6 +58,24 @@ def test_timing_breakdown(run):
     assert json.loads((out / "result.json").read_text())["timing"] == timing
 
 
+def test_result_records_the_data_budget_and_the_reported_metric_inputs(run):
+    """The record says what the run was given (split sizes, notes, limits, label counts) and
+    keeps the reported split's per-item metric inputs, from which its score is recomputed."""
+    from ptcore.metrics import METRICS
+
+    result, data, _, out = run
+    budget = result["data"]
+    assert budget["sizes"] == {s: len(exs) for s, exs in data.examples.items()}
+    assert budget["max_length"] == data.max_length and budget["epochs"] == 2 and budget["batch_size"] == 4
+    assert budget["notes"] == data.notes and set(budget["truncated"]) == set(data.examples)
+    labels = [ex["label"] for ex in data.examples["train"]]
+    assert budget["train_label_counts"] == {str(k): labels.count(k) for k in sorted(set(labels))}
+    stored = json.loads((out / "result.json").read_text())["predictions"]
+    assert set(stored) == {"val"} and len(stored["val"]["predictions"]) == len(data.examples["val"])
+    val = stored["val"]
+    assert METRICS.get(result["primary_metric"])(val["predictions"], val["references"], groups=val["groups"]) == pytest.approx(result["val"]["primary"])
+
+
 def test_selection_on_dev_then_reported_splits(run):
     """dev after every epoch; val only once, after the best epoch is restored."""
     result, _, calls, _ = run

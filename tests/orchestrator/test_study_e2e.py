@@ -58,6 +58,16 @@ def test_results_table(finished):
         assert cfg["lr"] == pytest.approx(json.loads(best.params_json)["lr"])
         assert cfg["method_args"]["prompt_length"] == 4 and cfg["seed"] in (0, 1)
         assert (final.trainable_params < final.total_params).all()
+        # the ledger's report inputs: each final run's data budget and per-item val predictions
+        from ptcore.metrics import METRICS
+
+        for _, row in final.iterrows():
+            budget = json.loads(row.data_json)
+            assert budget["sizes"]["val"] > 0 and budget["epochs"] == cfg["epochs"] and budget["train_label_counts"]
+            stored = json.loads((finished["out"] / row.predictions).read_text())["val"]
+            recomputed = METRICS.get(row.primary_metric)(stored["predictions"], stored["references"], groups=stored["groups"])
+            assert recomputed == pytest.approx(row.val_primary)
+        assert search.predictions.isna().all()  # search runs report no val
     assert set(df.task) == {"superglue/cb", "superglue/rte"}
     assert not list(finished["out"].glob(".results.csv.*"))  # atomic writes leave no temp files
 

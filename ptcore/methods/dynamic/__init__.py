@@ -4,7 +4,25 @@ prompt's position, length and (pool) contents, over shallow or deep prompts."""
 from .config import DynamicConfig
 from .model import DynamicEncoder
 
-__all__ = ["DynamicConfig", "DynamicEncoder", "register_dynamic"]
+__all__ = ["DynamicConfig", "DynamicEncoder", "register_dynamic", "NOTES"]
+
+# Departures from the paper (Yang et al., 2023), and choices where it leaves room. The paper
+# prompts T5 (text-to-text) and vision transformers; this is its encoder transfer.
+NOTES = (
+    "Backbone: BERT-style encoders with a task head (the paper prompts T5 text-to-text and ViTs).",
+    "Default: instance-level position for a shallow prompt (the paper's headline); length and pool are opt-in; "
+    "a config with nothing dynamic is refused.",
+    "Instance features: mean-pooled last hidden states of the frozen backbone on the unprompted input "
+    "(one extra gradient-free backbone pass per batch, ~2x the encoder cost of prompt tuning).",
+    "Selectors: one linear layer each for position (l+1 split points) and length; task-level choices are learned logits.",
+    "Gradient estimator: straight-through Gumbel-Softmax (hard one-hot forward, soft gradient) for position and length; "
+    "the pool is a plain per-instance softmax mixture (no Gumbel noise).",
+    "Temperature: annealed per step from tau0 to tau_min (exponential by default; linear and cosine available).",
+    "Evaluation: deterministic argmax of the selector logits, no Gumbel noise.",
+    "Length: candidates l/4, l/2, 3l/4, l by default; unused slots are masked in attention, not removed.",
+    "Deep variant (base: deep, dynamic length/pool over P-Tuning v2 prefixes) is this tool's extension, not in the paper; "
+    "it has no position choice.",
+)
 
 
 def register_dynamic(register) -> None:
@@ -13,4 +31,5 @@ def register_dynamic(register) -> None:
         DynamicConfig,
         DynamicEncoder,
         "dynamic prompting: Gumbel-picked prompt position/length + instance prompt pool, shallow or deep (Yang et al. 2023)",
+        notes=NOTES,
     )

@@ -49,7 +49,7 @@ class DynamicConfig(MethodConfig):
     reparameterize: bool = Field(False, description="deep: produce the prefixes with an MLP")
     prefix_hidden_size: int = Field(512, ge=1, description="deep: hidden width of the reparameterization MLP")
     prefix_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="deep: dropout on the prefix keys/values")
-    init_std: float = Field(1.0, gt=0.0, description="deep: std of the initial prefixes without reparameterization")
+    init_std: float = Field(1.0, gt=0.0, description="deep: std of the initial prefixes (or of the reparameterization's input tokens; reference: 1.0)")
 
     # field validators (not a model validator) so that errors name the offending option;
     # each runs after the fields it reads, which are declared earlier

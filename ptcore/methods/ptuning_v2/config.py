@@ -13,7 +13,7 @@ class PTuningV2Config(MethodConfig):
     depth: Optional[Union[int, list[int]]] = None
     reparameterize: bool = Field(False, description="produce the prefixes with an MLP (prefix-tuning style)")
     prefix_hidden_size: int = Field(512, ge=1, description="hidden width of the reparameterization MLP")
-    prefix_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the prefix keys/values")
-    # std of the initial prefixes without reparameterization (the reference code's
-    # nn.Embedding default is 1.0)
-    init_std: float = Field(1.0, gt=0.0)
+    prefix_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the prefix keys/values, one mask per instance")
+    # std of the initial prefix table: the prefixes themselves, or with reparameterization the
+    # MLP's input tokens (the reference code's nn.Embedding default, 1.0, in both cases)
+    init_std: float = Field(1.0, gt=0.0, description="std of the initial prefixes (or of the reparameterization's input tokens)")

@@ -13,6 +13,12 @@ class PrefixEncoder(nn.Module):
     Without reparameterization the prefixes *are* the parameters (l x 2 x layers x H each).
     With it, an MLP maps l trainable embeddings to them (P-Tuning v2's optional
     reparameterization; only the MLP output is needed at inference).
+
+    Initialisation follows the reference code, whose prefix table is an ``nn.Embedding``
+    (N(0, 1)) in both cases: the prefixes themselves, or the MLP's input tokens, start at
+    N(0, ``init_std``²) with ``init_std`` = 1.0 by default. (A small std such as BERT's 0.02
+    would leave the reparameterized prefix slots nearly identical at init: after the MLP their
+    mean cosine is ~0.95.)
     """
 
     def __init__(self, config: PTuningV2Config, n_layers: int, hidden: int, num_sets: int = 1):
@@ -20,7 +26,7 @@ class PrefixEncoder(nn.Module):
         l, out = config.prompt_length, n_layers * 2 * hidden
         self.reparameterize = config.reparameterize
         if config.reparameterize:
-            self.tokens = nn.Parameter(torch.randn(num_sets, l, hidden) * 0.02)
+            self.tokens = nn.Parameter(torch.randn(num_sets, l, hidden) * config.init_std)
             self.mlp = nn.Sequential(nn.Linear(hidden, config.prefix_hidden_size), nn.Tanh(), nn.Linear(config.prefix_hidden_size, out))
         else:
             self.prefix = nn.Parameter(torch.randn(num_sets, l, out) * config.init_std)
@@ -53,7 +59,9 @@ class PTuningV2Encoder(PromptEncoder):
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         n, t = input_ids.shape
-        flat = self.dropout(self.prefix_encoder()).expand(n, -1, -1)  # (N, l, layers*2*H)
+        # dropout after the expand: one mask per instance, as the reference (which expands the
+        # prefix tokens to the batch before its encoder and dropout)
+        flat = self.dropout(self.prefix_encoder().expand(n, -1, -1))  # (N, l, layers*2*H)
         keys, values = split_kv(flat, len(self.layers), self.deep.heads)
         return self.deep(
             self.backbone,
