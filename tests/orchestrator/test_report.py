@@ -1,19 +1,25 @@
-"""``orchestrate report``: tables and figures rendered from fixed results tables.
+"""``orchestrate report``: tables, statistics and figures rendered from fixed ledgers.
 
-Fixtures (``tests/fixtures/report/``):
+Fixtures (``tests/fixtures/report/``), ledgers with the runner's statuses (ok / pruned / error):
 
-- ``scale_small``: 2 backbones x 3 methods x 2 tasks x 3 seeds, with search rows and study.yaml;
+- ``with_predictions``: the ledger as the runner writes it now (``data_json``, ``params_json``,
+  ``source_trial``, ``predictions`` files): 2 backbones x 4 tasks (SST-2 with a subsampled val,
+  CB, QQP seen in pre-training, MultiRC grouped by question) x 3 methods x 3 seeds, a failed
+  final run and a run without predictions (``make_with_predictions.py`` writes it);
+- ``scale_small``: an older ledger (no data_json, no predictions): 2 backbones x 3 methods x
+  2 tasks x 3 seeds, with search rows and study.yaml; the report degrades, it does not guess;
 - ``missing_cell``: a cell whose final runs all failed, a cell never run, a seed that failed,
   and an NER task reported on its test split;
 - ``single_seed``: one seed, no search rows, no study.yaml.
 
-Golden files live in ``tests/fixtures/report/expected/``; regenerate them with
+Golden files live in ``tests/fixtures/report/expected/<study>/``; regenerate them with
 ``UPDATE_GOLDEN=1 python -m pytest tests/orchestrator/test_report.py``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,42 +27,70 @@ from pathlib import Path
 import pytest
 
 from orchestrator import report
-from orchestrator.report import load_study, paired_pvalue, tex_escape, write_report
+from orchestrator.report import Report, build_report, load_study, render, write_files, write_report
+from orchestrator.report.tables import tex_escape
 from ptcore.errors import PtcoreError
 
 HERE = Path(__file__).resolve().parents[1] / "fixtures" / "report"
 EXPECTED = HERE / "expected"
-STUDIES = ("scale_small", "missing_cell", "single_seed")
+STUDIES = ("with_predictions", "scale_small", "missing_cell", "single_seed")
 PROVENANCE = {"versions": {"python": "3.12.0", "ptcore": "0.1.0", "torch": "2.13.0", "pandas": "3.0.0"}}
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-
-
-def render(study: str, out: Path) -> Path:
-    return write_report(HERE / study, out, provenance=PROVENANCE)
+TEXT_FILES = ("results.md", "results.tex", "results_data.tex", "results_main.tex", "results_tests.tex", "results_search.tex")
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> dict[str, Path]:
-    """Each fixture study rendered once for the module (tests only read the outputs)."""
+def built() -> dict[str, Report]:
+    """Each fixture study loaded and computed once for the module (tests only read them)."""
+    return {study: build_report(load_study(HERE / study), PROVENANCE) for study in STUDIES}
+
+
+@pytest.fixture(scope="module")
+def rendered(built, tmp_path_factory) -> dict[str, Path]:
+    """Each fixture study's report files (write_report = load_study + build_report + write_files)."""
     root = tmp_path_factory.mktemp("reports")
-    return {study: render(study, root / study) for study in STUDIES}
+    return {study: write_files(built[study], root / study) for study in STUDIES}
 
 
-def check_golden(actual: str, name: str) -> None:
-    path = EXPECTED / name
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(actual)
-        return
-    assert path.is_file(), f"missing golden {path}; run with UPDATE_GOLDEN=1 to create it"
-    assert actual == path.read_text(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 regenerates it)"
+def md(rendered, study: str) -> str:
+    return (rendered[study] / "results.md").read_text()
+
+
+def table_rows(text: str, first_header: str) -> tuple[list[str], list[list[str]]]:
+    """The markdown pipe table whose first header cell is ``first_header``: header, rows."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|") and line.strip("| ").startswith(first_header))
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        block.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return block[0], block[2:]
+
+
+def row_of(rows: list[list[str]], *cells: str) -> list[str]:
+    return next(r for r in rows if all(c in r for c in cells))
+
+
+# ------------------------------------------------------------------ golden files and files written
 
 
 @pytest.mark.parametrize("study", STUDIES)
-def test_golden_markdown_and_latex(study, rendered):
+def test_golden_text_files(study, rendered):
     out = rendered[study]
-    check_golden((out / "results.md").read_text(), f"{study}.md")
-    check_golden((out / "results.tex").read_text(), f"{study}.tex")
+    written = sorted(p.name for p in out.iterdir() if p.name in TEXT_FILES)
+    expected_dir = EXPECTED / study
+    if UPDATE:
+        shutil.rmtree(expected_dir, ignore_errors=True)
+        expected_dir.mkdir(parents=True)
+        for name in written:
+            (expected_dir / name).write_text((out / name).read_text())
+        return
+    assert expected_dir.is_dir(), f"missing goldens {expected_dir}; run with UPDATE_GOLDEN=1 to create them"
+    assert written == sorted(p.name for p in expected_dir.iterdir()), "the report writes other files than its goldens"
+    for name in written:
+        assert (out / name).read_text() == (expected_dir / name).read_text(), (
+            f"{study}/{name} differs from its golden file (UPDATE_GOLDEN=1 regenerates it)")
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -68,57 +102,204 @@ def test_figures_written(study, rendered):
     assert not list(out.glob(".*.tmp"))
 
 
-def test_output_is_deterministic(rendered, tmp_path):
-    a, b = rendered["scale_small"], render("scale_small", tmp_path / "again")
-    for name in ("results.md", "results.tex", "scale.pdf"):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+def test_output_is_deterministic(rendered):
+    """The same ledger gives the same bytes, figures included. (The text goldens, written by
+    another process, check the bootstrap and chance draws of with_predictions the same way.)"""
+    again = render(build_report(load_study(HERE / "single_seed"), PROVENANCE))
+    assert set(again) >= {"results.md", "results.tex", "results_main.tex", "scale.png", "scale.pdf"}
+    for name, blob in again.items():
+        assert (rendered["single_seed"] / name).read_bytes() == blob, name
 
 
-def test_main_table_content(rendered):
-    md = (rendered["scale_small"] / "results.md").read_text()
-    lines = [l for l in md.splitlines() if l.startswith("|")]
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
+def test_tables_of_a_ledger_without_new_fields_are_left_out(rendered):
+    """Older ledgers (no data_json, no predictions): no data table, no tests, no references."""
+    out = rendered["scale_small"]
+    assert not (out / "results_data.tex").exists() and not (out / "results_tests.tex").exists()
+    assert (out / "results_main.tex").is_file() and (out / "results_search.tex").is_file()
+    text = md(rendered, "scale_small")
+    assert "no `data_json` column" in text and "size not recorded" in text
+    assert "no per-item predictions" in text and "nothing is marked" in text
+    assert "Majority class" not in text
+    assert not any("†" in cell or "°" in cell for row in table_rows(text, "Backbone")[1] for cell in row)
+    assert "whole official" not in text  # nothing recorded: claims nothing
+
+
+# ------------------------------------------------------------------ what the report states
+
+
+def test_data_budget_table(rendered):
+    text = md(rendered, "with_predictions")
+    header, rows = table_rows(text, "Task")
+    assert header == ["Task", "Train", "Dev", "Val", "Max length", "Epochs", "Batch", "Truncated"]
+    sst2 = row_of(rows, "SST-2")
+    assert sst2[1:] == ["700 (subset)", "200 (of 6,735; carved)", "200 (of 872)", "128", "3", "16", "0"]
+    cb = row_of(rows, "CB")
+    assert cb[1:4] == ["225", "25 (carved)", "56"] and cb[7] == "train 3, val 1"
+    assert row_of(rows, "MultiRC")[7] == "train 120, dev 20, val 31"
+    assert "- SST-2: dev = 10% of the official train split (seed 20220527); train subsampled" in text
+
+
+def test_protocol_states_what_ran(rendered):
+    text = md(rendered, "with_predictions")
+    protocol = text.split("\n\n")[1]
+    assert "Table 1 gives, per task, the examples each run used" in protocol
+    # SST-2's val was subsampled (a note says so): never "whole"; CB's was not
+    assert "SST-2 accuracy on a 200-example subset of the official validation split (of 872)" in protocol
+    assert "CB accuracy on the whole official validation split (56 examples)" in protocol
+    assert "3 trials per cell, 24 cells (72 trials: 42 completed, 24 stopped early by ASHA" in protocol
+    assert "6 failed" in protocol and "seeds 0, 1, 2; 3 epochs" in protocol
+    assert "Baselines: fine-tuning on the same backbone; majority class and chance" in protocol
+
+
+def test_majority_and_chance_rows(rendered):
+    text = md(rendered, "with_predictions")
+    header, rows = table_rows(text, "Backbone")
+    assert header[2:6] == ["QQP§", "SST-2", "CB", "MultiRC"]
+    majority, chance = row_of(rows, "Majority class"), row_of(rows, "Chance (uniform labels)")
+    # SST-2 val: 104 of 200 are the training majority label; CB: 23 of 56; F1 tasks: 0 for all-negative
+    assert majority[2:6] == ["0.0", "52.0", "41.1", "0.0"]
+    assert chance[4] == "33.3" and 48 < float(chance[3]) < 52
+    # within noise of the majority class: CB prompt tuning (CI includes 41.1); not fine-tuning
+    cb = header.index("CB")
+    pt = [r for r in rows if r[1] == "Prompt tuning"]
+    assert all(r[cb].split(" (n=")[0].endswith("°") for r in pt)
+    assert not any("°" in r[cb] for r in rows if r[1] in ("Fine-tuning", "P-Tuning v2"))
+    assert "°: within noise of the majority class" in text
+
+
+def test_significance_is_bootstrap_with_holm(rendered):
+    text = md(rendered, "with_predictions")
+    assert "paired bootstrap over evaluation items" in text and "Holm-corrected over the 15 comparisons" in text
+    assert "ttest" not in text
+    header, rows = table_rows(text, "Backbone")
+    sst2 = header.index("SST-2")
+    l2 = rows[2:5]  # after the two reference rows
+    assert [r[1] for r in l2] == ["Fine-tuning", "Prompt tuning", "P-Tuning v2"]
+    assert l2[1][sst2].endswith("†") and "†" not in l2[2][sst2] and "†" not in l2[0][sst2]
+    # P-Tuning v2 on QQP and CB (2 layers) has raw p < 0.05 but not after Holm: unmarked
+    ptv2 = [r for r in rows if r[1] == "P-Tuning v2"]
+    assert not any("†" in cell for r in ptv2 for cell in r)
+    # the run without predictions: its cell is not tested, says so, and is not marked
+    assert "†" not in l2[1][header.index("QQP§")]
+    assert "Prompt tuning on QQP, MiniLM-L2 (2 layers, 15.6M): no predictions for 1 of 3 successful runs" in text
+    th, tests = table_rows(text.split("## Significance")[1], "Backbone")
+    assert th == ["Backbone", "Task", "Method", "Δ vs FT", "p", "p (Holm)", "Significant"]
+    assert row_of(tests, "QQP§", "Prompt tuning", "MiniLM-L2 (2 layers, 15.6M)")[4] == "not tested (predictions missing)"
+    holm = [float(r[5].replace("<", "")) for r in tests if r[5] != "–"]
+    raw = [float(r[4].replace("<", "")) for r in tests if r[5] != "–"]
+    assert len(holm) == 15 and all(h >= p for h, p in zip(holm, raw))
+    assert row_of(tests, "QQP§", "P-Tuning v2", "MiniLM-L2 (2 layers, 15.6M)")[4:] == ["0.010", "0.070", "no"]
+
+
+def test_pretraining_overlap_is_flagged(rendered):
+    text = md(rendered, "with_predictions")
+    assert "§ QQP: MiniLM-L6-v2 was trained on Quora duplicate questions" in text
+    assert "SST-2§" not in text and "CB§" not in text
+    assert r"QQP\textsuperscript{\S}" in (rendered["with_predictions"] / "results_main.tex").read_text()
+
+
+def test_search_summary_counts_statuses_and_reads_names(rendered):
+    text = md(rendered, "with_predictions")
+    header, rows = table_rows(text.split("## Hyperparameter search")[1], "Backbone")
+    assert header[3:7] == ["Trials", "Completed", "Stopped (ASHA)", "Failed"]
+    qqp = row_of(rows, "MiniLM-L2 (2 layers, 15.6M)", "QQP§", "P-Tuning v2")
+    assert qqp[3:7] == ["3", "1", "1", "1"]
+    assert qqp[-1] == "lr=0.0106, prompt length=8, depth=2"
+    assert row_of(rows, "MiniLM-L6 (6 layers, 22.7M)", "SST-2", "Fine-tuning")[-1] == "lr=2e-5"
+    assert "method_args" not in text
+    old = md(rendered, "scale_small")  # an older ledger: names from config_json, the same readable form
+    assert "lr=0.03, prompt length=32" in old and "prompt_length" not in old
+    _, rows = table_rows(old.split("## Hyperparameter search")[1], "Backbone")
+    assert row_of(rows, "MiniLM-L6-v2 (2 layers, 11.2M)", "CB", "Prompt tuning")[3:7] == ["3", "2", "1", "0"]
+
+
+def test_main_table_of_an_older_ledger(rendered):
+    text = md(rendered, "scale_small")
+    header, rows = table_rows(text, "Backbone")
     assert header[:5] == ["Backbone", "Method", "CB", "RTE", "Avg"]
-    rows = [[c.strip() for c in l.strip("|").split("|")] for l in lines[2:8]]
+    assert header[5:] == ["Δ FT", "Trainable", "Ckpt/task", "Train (s)"]
     # backbones smallest first, fine-tuning first within each backbone
     assert rows[0][0] == "MiniLM-L6-v2 (2 layers, 11.2M)" and rows[3][0] == "MiniLM-L6-v2 (6 layers, 22.7M)"
     assert [r[1] for r in rows] == ["Fine-tuning", "Prompt tuning", "P-Tuning v2"] * 2
-    assert rows[0][5] == "(ref.)" and rows[0][6] == "100.0"
+    assert rows[0][5] == "(ref.)" and rows[0][6] == "11.2M"
     assert "±" in rows[0][2] and rows[0][2].startswith("**")  # FT best on CB for the small backbone
-    assert rows[1][2].endswith("†")  # prompt tuning is significantly worse than FT
     assert rows[1][5].startswith("-")
-    assert "ttest_rel" in md and "paired" in md and "seeds 0, 1, 2" in md
-    assert "dev split carved from the official training data" in md
-    assert "git commit 3f2c9a1b7d4e" in md and "torch 2.13.0" in md
-    assert "lr=0.03, prompt_length=32" in md  # best search config of prompt tuning
+    assert "seeds 0, 1, 2" in text and "git commit 3f2c9a1b7d4e" in text and "torch 2.13.0" in text
 
 
 def test_missing_and_failed_cells(rendered):
-    md = (rendered["missing_cell"] / "results.md").read_text()
-    row = next(l for l in md.splitlines() if l.startswith("|") and "P-Tuning v2" in l)
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4] == "–" and cells[5] == "–"  # RTE failed on every seed -> no Avg either
-    dyn = next(l for l in md.splitlines() if l.startswith("|") and "Dynamic prompting" in l)
-    assert [c.strip() for c in dyn.strip("|").split("|")][3] == "–"  # CB never run
-    assert "(n=2)" in md  # a failed seed
-    assert "WNUT-17 entity F1 (official test)" in md
-    assert "no successful final run (3 failed)" in md and "(not run)" in md
+    text = md(rendered, "missing_cell")
+    header, rows = table_rows(text, "Backbone")
+    ptv2 = row_of(rows, "P-Tuning v2")
+    assert ptv2[header.index("RTE")] == "–" and ptv2[header.index("Avg")] == "–"  # RTE failed on every seed
+    assert row_of(rows, "Dynamic prompting")[header.index("CB")] == "–"  # CB never run
+    assert "(n=2)" in text  # a failed seed
+    assert "WNUT-17 entity F1 on the official test split" in text
+    assert "no successful final run (3 failed)" in text and "(not run)" in text
 
 
 def test_single_seed_has_no_spread_or_test(rendered):
-    md = (rendered["single_seed"] / "results.md").read_text()
-    table = "\n".join(l for l in md.splitlines() if l.startswith("|"))
+    text = md(rendered, "single_seed")
+    table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
     assert "±" not in table and "†" not in table
-    assert "No significance test: fewer than 2 paired seeds" in md
-    assert "No search trials recorded." in md
+    assert "a single seed (no spread shown)" in text
+    assert "No search trials recorded." in text and "Search: none recorded" in text
+
+
+def test_scale_plot_panels_and_limits(built):
+    """Only tasks with data get a panel; each y-axis holds its error bars and reference lines."""
+    from orchestrator.report.plots import make_figure, panels
+
+    rep = built["with_predictions"]
+    fig = make_figure(rep)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == [title for _, title in panels(rep)]
+    assert len(axes) == 5  # 4 tasks + the average
+    for ax, (task, _) in zip(axes, panels(rep)):
+        lo, hi = ax.get_ylim()
+        refs = [rep.chance.get(task), rep.majority.get(task)] if task else []
+        for v in refs:
+            assert lo < v < hi
+        dashed = [line for line in ax.get_lines() if line.get_linestyle() not in ("-", "None")]
+        assert len(dashed) == 2  # chance and majority
+        for r in rep.rows:
+            m, sd = (r.cells[task].mean, r.cells[task].std) if task else (r.avg_mean, r.avg.std)
+            if m is not None:
+                assert lo <= m - (sd or 0) and m + (sd or 0) <= hi
+        assert hi - lo < 100  # fitted, not 0..100
+    missing = built["missing_cell"]
+    assert [t for t, _ in panels(missing)] == ["ner/wnut17", "superglue/cb", "superglue/rte", None]
+
+
+# ------------------------------------------------------------------ LaTeX and PDF
+
+
+def test_latex_is_fragments_and_a_wrapper(rendered):
+    out = rendered["with_predictions"]
+    wrapper = (out / "results.tex").read_text()
+    for pkg in (r"\usepackage{lmodern}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}"):
+        assert pkg in wrapper
+    for name in ("results_data", "results_main", "results_tests", "results_search"):
+        assert rf"\input{{{name}}}" in wrapper
+        fragment = (out / f"{name}.tex").read_text()
+        assert fragment.count(r"\begin{table}") == 1 and r"\documentclass" not in fragment and r"\label{" in fragment
+    for study in STUDIES:
+        for path in rendered[study].glob("*.tex"):
+            text = path.read_text()
+            assert r"\resizebox" not in text
+            # one decimal for every score: no number with 2+ decimals outside p-values and sizes
+            if path.name == "results_main.tex":
+                body = text.split(r"\toprule")[1]
+                assert not re.search(r"\d\.\d\d", body), path
 
 
 def test_latex_compiles(rendered, tmp_path):
     if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base)")
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
     kpse = shutil.which("kpsewhich")
-    if kpse is None or not subprocess.run([kpse, "booktabs.sty"], capture_output=True, text=True).stdout.strip():
-        pytest.skip("booktabs.sty not installed (apt-get install texlive-latex-recommended)")
+    for sty in ("booktabs.sty", "lmodern.sty"):
+        if kpse is None or not subprocess.run([kpse, sty], capture_output=True, text=True).stdout.strip():
+            pytest.skip(f"{sty} not installed (apt-get install texlive-latex-recommended)")
     for study in STUDIES:
         out = tmp_path / study
         shutil.copytree(rendered[study], out)
@@ -128,25 +309,93 @@ def test_latex_compiles(rendered, tmp_path):
         )
         assert proc.returncode == 0, f"{study}: pdflatex failed:\n{proc.stdout[-3000:]}"
         assert (out / "results.pdf").stat().st_size > 1000
+        log = (out / "results.log").read_text(errors="replace")
+        assert "Overfull \\hbox" not in log, f"{study}: a table is wider than the page"
+        try:  # lmodern: Type 1 text fonts; the included plot: TrueType; never Type 3
+            types = _pypdf_font_types(out / "results.pdf")
+        except ImportError:
+            continue
+        assert "/Type1" in types and "/Type3" not in types, f"{study}: fonts of results.pdf: {types}"
+
+
+def _pypdf_font_types(pdf: Path) -> set[str]:
+    from pypdf import PdfReader
+
+    types: set[str] = set()
+    seen: set[int] = set()
+
+    def walk(resources) -> None:
+        if resources is None:
+            return
+        resources = resources.get_object()
+        for font in (resources.get("/Font") or {}).values():
+            font = font.get_object()
+            types.add(str(font.get("/Subtype")))
+            for desc in font.get("/DescendantFonts") or []:
+                types.add(str(desc.get_object().get("/Subtype")))
+        for xobj in (resources.get("/XObject") or {}).values():
+            ref = getattr(xobj, "idnum", None)
+            if ref is not None and ref in seen:
+                continue
+            seen.add(ref)
+            walk(xobj.get_object().get("/Resources"))
+
+    for page in PdfReader(str(pdf)).pages:
+        walk(page.get("/Resources"))
+    return types
+
+
+def test_plot_pdf_embeds_no_type3_font(rendered):
+    pytest.importorskip("pypdf", reason="pip install pypdf (the `test` extra)")
+    for study in STUDIES:
+        types = _pypdf_font_types(rendered[study] / "scale.pdf")
+        assert types, f"{study}: no font found (the walk is broken)"
+        assert "/Type3" not in types, f"{study}: Type 3 fonts in scale.pdf ({types})"
+        assert types <= {"/Type0", "/CIDFontType2", "/TrueType"}, types
+
+
+def test_plot_pdf_fonts_with_pdffonts(rendered):
+    if shutil.which("pdffonts") is None:
+        pytest.skip("pdffonts (poppler-utils) not on PATH")
+    proc = subprocess.run(["pdffonts", str(rendered["with_predictions"] / "scale.pdf")], capture_output=True, text=True)
+    lines = proc.stdout.splitlines()[2:]
+    assert lines and not any("Type 3" in line for line in lines), proc.stdout
+    assert all(" yes " in line for line in lines)  # embedded
+
+
+# ------------------------------------------------------------------ loading and the CLI
 
 
 def test_study_file_and_default_out_dir(tmp_path, monkeypatch):
     # a study file whose output_dir is relative to the current directory
-    shutil.copytree(HERE / "scale_small", tmp_path / "studies_out" / "sweep")
+    shutil.copytree(HERE / "single_seed", tmp_path / "studies_out" / "sweep")
     (tmp_path / "studies").mkdir()
     study = tmp_path / "studies" / "sweep.yaml"
-    study.write_text("name: sweep\nbudget:\n  trials_per_cell: 3\nfinal:\n  seeds: [0, 1, 2]\n")
+    study.write_text("name: sweep\nbudget:\n  trials_per_cell: 3\nfinal:\n  seeds: [0]\n")
     monkeypatch.chdir(tmp_path)
     out = write_report("studies/sweep.yaml", provenance=PROVENANCE)
     assert out == Path("reports") / "sweep"
-    for name in ("results.md", "results.tex", "scale.png", "scale.pdf"):
+    for name in ("results.md", "results.tex", "results_main.tex", "scale.png", "scale.pdf"):
         assert (tmp_path / "reports" / "sweep" / name).stat().st_size > 0
     assert "# Results: sweep" in (out / "results.md").read_text()
 
 
-def test_study_directory_name_falls_back_to_results(tmp_path):
+def test_study_directory_name_falls_back_to_results():
     assert load_study(HERE / "single_seed").name == "single_seed"  # no study.yaml: the rows' `study`
     assert load_study(HERE / "scale_small").config["final"]["seeds"] == [0, 1, 2]
+
+
+def test_ledger_is_read_through_results_table():
+    """One reader: statuses, ids and numbers as orchestrator.results parses them."""
+    data = load_study(HERE / "with_predictions")
+    statuses = {r["status"] for r in data.rows}
+    from orchestrator.results import STATUSES
+
+    assert statuses == set(STATUSES)
+    row = next(r for r in data.rows if r["phase"] == "final" and r["predictions"])
+    assert isinstance(row["seed"], int) and isinstance(row["val_primary"], float) and isinstance(row["trial_id"], str)
+    assert row["data"]["sizes"]["train"] > 0 and set(data.predictions(row)) == {"val"}
+    assert data.predictions({"predictions": "predictions/absent.json"}) is None
 
 
 def test_missing_results_is_a_user_error(tmp_path):
@@ -163,20 +412,15 @@ def test_cli(tmp_path, capsys):
     assert "report" in cli.COMMANDS
     assert cli.main(["report", str(HERE / "single_seed"), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "results.md").is_file()
-    assert str(tmp_path / "r" / "results.tex") in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert str(tmp_path / "r" / "results.tex") in printed and str(tmp_path / "r" / "results_main.tex") in printed
     assert cli.main(["report", str(tmp_path / "absent")]) == 2
     assert "error:" in capsys.readouterr().err
 
 
-def test_paired_test_and_escaping():
-    from scipy.stats import ttest_rel
-
-    a, b = {0: 70.0, 1: 72.0, 2: 71.0}, {0: 75.0, 1: 75.5, 2: 77.0}
-    p, n = paired_pvalue(a, b)
-    assert n == 3 and p == pytest.approx(ttest_rel([70, 72, 71], [75, 75.5, 77]).pvalue)
-    assert paired_pvalue({0: 1.0}, {0: 2.0}) == (None, 1)
-    assert paired_pvalue({0: 1.0, 1: 2.0}, {2: 1.0, 3: 2.0}) == (None, 0)  # paired by seed, not position
+def test_escaping():
     assert tex_escape("a_b 50% & #1 {x}") == r"a\_b 50\% \& \#1 \{x\}"
+    assert tex_escape("τ0=1.32, Δ ±") == r"$\tau$0=1.32, $\Delta$ $\pm$"
 
 
 def test_method_listed_twice_gets_a_row_per_label(tmp_path):
@@ -190,6 +434,21 @@ def test_method_listed_twice_gets_a_row_per_label(tmp_path):
     both["method_label"] = both["method_label"].fillna(both["method"])
     (tmp_path / "s").mkdir()
     both.to_csv(tmp_path / "s" / "results.csv", index=False)
-    md = (write_report(tmp_path / "s", tmp_path / "r", provenance=PROVENANCE) / "results.md").read_text()
-    line = {name: next(ln for ln in md.splitlines() if f"| {name} " in ln) for name in ("dp_a", "dp_b")}
+    text = (write_report(tmp_path / "s", tmp_path / "r", provenance=PROVENANCE) / "results.md").read_text()
+    line = {name: next(ln for ln in text.splitlines() if f"| {name} " in ln) for name in ("dp_a", "dp_b")}
     assert "25.0" in line["dp_a"] and "75.0" in line["dp_b"]
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_method_notes_list_each_shown_methods_departures(study, built, rendered):
+    """Every method in a report brings its registered departures from the paper (the same
+    words as README "Departures from the papers"), in the markdown and in the LaTeX."""
+    from ptcore.methods import get_method
+
+    text, tex = md(rendered, study), (rendered[study] / "results.tex").read_text()
+    shown = [m for m in built[study].methods if get_method(m).notes]
+    assert shown, "a fixture must show a method with notes for this test to mean anything"
+    for m in shown:
+        for note in get_method(m).notes:
+            assert f"  - {note}" in text
+            assert tex_escape(note) in tex

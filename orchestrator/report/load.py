@@ -1,0 +1,130 @@
+"""A study's results as the runner wrote them: ``<output_dir>/results.csv`` read through
+:class:`orchestrator.results.ResultsTable` (the one reader and number parser of the ledger),
+plus the per-run files its rows point to (``predictions``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ptcore.errors import PtcoreError
+
+from ..results import STATUSES, ResultsTable
+
+OK, PRUNED, ERROR = STATUSES  # the statuses the ledger writes
+
+# ledger columns that hold numbers; ResultsTable parses them, a value it could not parse stays
+# text and is dropped here (a report never does arithmetic on a string)
+NUMBERS = (
+    "layers", "total_params", "seed", "run_index", "dev_primary", "val_primary", "test_primary", "best_epoch",
+    "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes", "wall_s", "train_s", "train_examples",
+)  # fmt: skip
+
+
+@dataclass
+class StudyResults:
+    name: str
+    output_dir: Path
+    config: dict  # the study file (may be empty)
+    rows: list[dict]  # ledger rows (ResultsTable), normalised: see :func:`normalise`
+    _predictions: dict[str, Optional[dict]] = field(default_factory=dict, repr=False)
+
+    def predictions(self, row: dict) -> Optional[dict]:
+        """The row's predictions file (``{"val": {"predictions", "references", "groups"}, ...}``)
+        or None where the ledger names none or the file is missing/unreadable."""
+        rel = row.get("predictions")
+        if not rel:
+            return None
+        if rel not in self._predictions:
+            path = self.output_dir / rel
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                data = None
+            self._predictions[rel] = data if isinstance(data, dict) else None
+        return self._predictions[rel]
+
+
+def _number(v: Any) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def _json(v: Any) -> Any:
+    if not isinstance(v, str) or not v.strip():
+        return None
+    try:
+        return json.loads(v)
+    except ValueError:
+        return None
+
+
+def normalise(row: dict) -> dict:
+    """One ledger row as the report reads it: numbers or None, lower-case status/phase,
+    string ids, and the JSON columns parsed (``config``, ``params``, ``data``: dict or None)."""
+    r = dict(row)
+    for col in list(r):
+        if col in NUMBERS or col.split("_", 1)[0] in ("dev", "val", "test"):
+            r[col] = _number(r[col])
+    for col in ("layers", "total_params", "seed", "run_index"):
+        if r.get(col) is not None:
+            r[col] = int(r[col])
+    for col in ("trial_id", "source_trial", "status", "phase", "task", "method", "method_label", "backbone", "model",
+                "study", "git_commit", "primary_metric", "predictions"):
+        v = r.get(col)
+        r[col] = "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip()
+    r["status"], r["phase"] = r["status"].lower(), r["phase"].lower()
+    for col, key in (("config_json", "config"), ("params_json", "params"), ("data_json", "data")):
+        parsed = _json(r.get(col))
+        r[key] = parsed if isinstance(parsed, dict) else None
+    return r
+
+
+def _read_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise PtcoreError(f"cannot read study file {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise PtcoreError(f"study file {path} is not a mapping")
+    return data
+
+
+def load_study(study: str | os.PathLike) -> StudyResults:
+    """A study file (yaml: ``name``, ``output_dir``) or a study output directory."""
+    path = Path(study)
+    if path.is_dir():
+        out = path
+        config = _read_yaml(out / "study.yaml") if (out / "study.yaml").is_file() else {}
+        name = config.get("name")
+    elif path.is_file():
+        config = _read_yaml(path)
+        name = config.get("name")
+        if not name:
+            raise PtcoreError(f"study file {path} has no `name`")
+        out = Path(config.get("output_dir") or f"studies_out/{name}")
+        if not out.is_absolute() and not out.is_dir() and (path.parent / out).is_dir():
+            out = path.parent / out
+    else:
+        raise PtcoreError(f"{study}: no such study file or study output directory")
+    csv_path = out / "results.csv"
+    if not csv_path.is_file():
+        raise PtcoreError(f"no results at {csv_path}; run `orchestrate study` first (or pass the study output directory)")
+    try:
+        table = ResultsTable(csv_path)
+    except (OSError, ValueError) as e:
+        raise PtcoreError(f"cannot read {csv_path}: {e}") from e
+    rows = [normalise(r) for r in table.rows]
+    if not rows:
+        raise PtcoreError(f"{csv_path} has no rows")
+    if not name:
+        names = sorted({r["study"] for r in rows if r["study"]})
+        name = names[0] if names else out.resolve().name
+    return StudyResults(name=str(name), output_dir=out, config=config, rows=rows)
