@@ -217,6 +217,11 @@ def squad_token_f1(prediction: str, gold: str) -> float:
     gold_toks, pred_toks = squad_normalize(gold).split(), squad_normalize(prediction).split()
     if not gold_toks or not pred_toks:  # a no-answer on either side: right iff both are empty
         return float(gold_toks == pred_toks)
+    return _overlap_f1(pred_toks, gold_toks)
+
+
+def _overlap_f1(pred_toks: list[str], gold_toks: list[str]) -> float:
+    """F1 of the multiset overlap of two token lists; 0 when they share no token."""
     same = sum((collections.Counter(gold_toks) & collections.Counter(pred_toks)).values())
     if same == 0:
         return 0.0
@@ -252,12 +257,7 @@ def _record_golds(golds: Sequence[str], metric: str) -> Sequence[str]:
 
 def record_token_f1(prediction: str, gold: str) -> float:
     """Token F1 of the official ReCoRD script: 0 when no normalised token is shared."""
-    gold_toks, pred_toks = squad_normalize(gold).split(), squad_normalize(prediction).split()
-    same = sum((collections.Counter(gold_toks) & collections.Counter(pred_toks)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred_toks), same / len(gold_toks)
-    return 2 * precision * recall / (precision + recall)
+    return _overlap_f1(squad_normalize(prediction).split(), squad_normalize(gold).split())
 
 
 @METRICS.register("record_em")
