@@ -17,7 +17,7 @@ from typing import Any, Optional
 from ptcore.errors import PtcoreError
 
 from .cli import command
-from .study import LoadedStudy, load_study
+from .study import LoadedStudy, check_data, load_study
 
 # measured on this 2-core CPU machine: CPU-s a Ray Train worker-group trial spends before it
 # trains (a controller and a worker process importing torch and transformers)
@@ -133,8 +133,9 @@ def _write_report(study_dir: Path) -> Optional[Any]:
 
 def handle_study(args: argparse.Namespace) -> int:
     ls = load_study(args.file, output_dir=args.output_dir)
+    data = check_data(ls)  # every task's files exist and parse: before any directory, Ray or model
     if args.dry_run:
-        print("\n".join(plan_lines(ls)))
+        print("\n".join(plan_lines(ls) + [f"  data check   {line}" for line in data]))
         return 0
     from .runner import run_study
 
@@ -171,15 +172,16 @@ def add_validate_args(p: argparse.ArgumentParser) -> None:
 def handle_validate(args: argparse.Namespace) -> int:
     for f in args.file:
         ls = load_study(f)
+        data = check_data(ls)
         plan = ls.plan()
         print(
             f"ok: {f}: study {ls.name!r}, {plan['cells']} cells, {plan['search_trials']} search trials, "
-            f"{plan['final_runs']} final runs, output {plan['output_dir']}"
+            f"{plan['final_runs']} final runs, output {plan['output_dir']}; data: {'; '.join(data)}"
         )
     return 0
 
 
-command("validate", "check a study file (schema, tasks, methods, search keys and ranges) without running it")(
+command("validate", "check a study file (schema, tasks, methods, search keys and ranges, every task's data files) without running it")(
     (add_validate_args, handle_validate)
 )
 

@@ -594,3 +594,30 @@ def load_study(
     else:
         data_dir, source = None, "Hugging Face hub (no data_dir and PTCORE_DATA_DIR unset)"
     return LoadedStudy(study, p, file_hash(raw), out, data_dir, source)
+
+
+def check_data(ls: LoadedStudy) -> list[str]:
+    """Every task's files exist and parse, read by the same code the runs use, before
+    anything starts (no output directory, no Ray, no model). Returns a line per task (its
+    split sizes); raises :class:`StudyError` naming the study file, the task and the fix.
+
+    Without a data directory the runs download from the hub: that is refused up front where
+    ``HF_HUB_OFFLINE=1`` forbids it, and otherwise left unchecked (a download is not a check)."""
+    from ptcore.errors import PtcoreError
+    from ptcore.tasks import get_task, load_splits
+
+    fix = "set the study's data_dir or PTCORE_DATA_DIR to the directory holding the official files"
+    if ls.data_dir is None:
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+            raise study_error(ls.path, "data_dir", f"not set (nor PTCORE_DATA_DIR), and HF_HUB_OFFLINE forbids downloading the tasks; {fix}")
+        return [f"{t}: from the Hugging Face hub (not checked before the runs)" for t in ls.study.tasks]
+    lines = []
+    for t in ls.study.tasks:
+        try:
+            splits, _ = load_splits(get_task(t), ls.data_dir)
+        except PtcoreError as e:
+            msg = str(e).replace("or pass another --data-dir", "or point data_dir / PTCORE_DATA_DIR elsewhere")
+            raise study_error(ls.path, f"tasks: {t}", f"{msg} (data directory {ls.data_dir}, from {ls.data_source})") from None
+        lines.append(f"{t}: " + ", ".join(f"{s} {len(x):,}" for s, x in splits.items()))
+    return lines
+

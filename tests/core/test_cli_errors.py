@@ -76,3 +76,79 @@ def test_run_writes_result(capsys, tmp_path):
     assert (out / "checkpoint" / "trainable.safetensors").is_file()
     # refusing to overwrite a finished run
     assert main(["run", "--task", "superglue/cb", "--model", str(tiny), "--data-dir", str(FIXTURES), "--output", str(out)]) == 2
+
+
+# ------------------------------------------------------------------ a study's data, checked before anything starts
+
+STUDY = """name: datacheck
+output_dir: {out}
+backbones: [{{id: sentence-transformers/all-MiniLM-L6-v2, layers: 2}}]
+tasks: [superglue/cb, glue/sst2]
+methods: [{{name: finetune, fixed: {{lr: 1.0e-4}}}}]
+"""
+
+
+def study_with_data(tmp_path, monkeypatch, data) -> tuple:
+    """A study file over CB + SST-2 whose data directory is ``data`` (None: none set)."""
+    out = tmp_path / "out"
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.format(out=out))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if data is None:
+        monkeypatch.delenv("PTCORE_DATA_DIR", raising=False)
+    else:
+        monkeypatch.setenv("PTCORE_DATA_DIR", str(data))
+    return path, out
+
+
+def copy_task_data(dst, broken: bool = False):
+    import shutil
+
+    for rel in ("superglue/CB", "glue/SST-2"):
+        shutil.copytree(FIXTURES / rel, dst / rel)
+    if broken:
+        with open(dst / "superglue/CB/train.jsonl", "a") as f:
+            f.write('{"premise": "a row cut short",\n')
+    return dst
+
+
+@pytest.mark.parametrize("command", [["validate"], ["study", "--dry-run"]], ids=["validate", "dry-run"])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("empty", "tasks: superglue/cb: task superglue/cb: no data files found (expected"),
+        ("one task missing", "tasks: glue/sst2: task glue/sst2: no data files found"),
+        ("malformed row", "tasks: superglue/cb: " + "{data}/superglue/CB/train.jsonl:"),
+        ("no data dir, offline", "data_dir: not set (nor PTCORE_DATA_DIR), and HF_HUB_OFFLINE forbids"),
+    ],
+)
+def test_study_data_is_checked_before_anything_starts(capsys, tmp_path, monkeypatch, command, case, needle):
+    """``validate`` and ``study --dry-run`` read every task's files with the runs' own reader:
+    a missing or malformed file, or no data at all while offline, exits 2 with one line
+    naming the study file, the task and the fix, and creates no output directory."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if case == "one task missing":
+        copy_task_data(data)
+        import shutil
+
+        shutil.rmtree(data / "glue")
+    elif case == "malformed row":
+        copy_task_data(data, broken=True)
+    path, out = study_with_data(tmp_path, monkeypatch, None if case.startswith("no data") else data)
+    code, err = run_cli(capsys, *command[:1], str(path), *command[1:])
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), err
+    assert needle.format(data=data) in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_study_data_check_reports_the_splits(capsys, tmp_path, monkeypatch):
+    path, out = study_with_data(tmp_path, monkeypatch, copy_task_data(tmp_path / "data"))
+    assert main(["validate", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "data: superglue/cb: train " in printed and "glue/sst2: train " in printed
+    assert main(["study", str(path), "--dry-run"]) == 0
+    assert "data check   superglue/cb: train" in capsys.readouterr().out
+    assert not out.exists()
