@@ -616,8 +616,7 @@ def check_data(ls: LoadedStudy) -> list[str]:
         try:
             splits, _ = load_splits(get_task(t), ls.data_dir)
         except PtcoreError as e:
-            msg = str(e).replace("or pass another --data-dir", "or point data_dir / PTCORE_DATA_DIR elsewhere")
-            raise study_error(ls.path, f"tasks: {t}", f"{msg} (data directory {ls.data_dir}, from {ls.data_source})") from None
+            raise study_error(ls.path, f"tasks: {t}", f"{e} (data directory {ls.data_dir}, from {ls.data_source})") from None
         lines.append(f"{t}: " + ", ".join(f"{s} {len(x):,}" for s, x in splits.items()))
     return lines
 

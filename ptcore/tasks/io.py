@@ -26,7 +26,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 from ..errors import DataError
 from .base import TaskSpec
@@ -152,9 +152,14 @@ def _shuffled(n: int, seed: int) -> list[int]:
 def units(examples: list[dict], key: str = "group") -> list[list[int]]:
     """Example indices by unit: examples with the same non-None ``ex[key]`` form one unit;
     an example without one is a unit alone. Units in order of first appearance."""
+    return indices_by_key([ex.get(key) for ex in examples])
+
+
+def indices_by_key(keys: Sequence[Any]) -> list[list[int]]:
+    """Positions by key: equal non-None keys form one unit, a None key is a unit alone;
+    units in order of first appearance (also a report's bootstrap units)."""
     members: dict[Any, list[int]] = {}
-    for i, ex in enumerate(examples):
-        value = ex.get(key)
+    for i, value in enumerate(keys):
         members.setdefault(("g", value) if value is not None else ("i", i), []).append(i)
     return list(members.values())
 
@@ -206,7 +211,7 @@ def _read_local(spec: TaskSpec, data_dir: Path) -> dict[str, list[dict]]:
         expected = ", ".join(str(root / n) for n in spec.local.files.values())
         raise DataError(
             f"task {spec.name}: no data files found (expected {expected}); put the official files there, "
-            f"or pass another --data-dir"
+            f"or point the data directory elsewhere (--data-dir, {DATA_DIR_ENV}, or a study's data_dir)"
         )
     return {role: to_examples(read_records(path, spec), spec) for role, path in found.items()}
 
