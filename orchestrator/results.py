@@ -121,25 +121,13 @@ class ResultsTable:
 PREDICTIONS_DIR = "predictions"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Temp file + rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"), default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_predictions(output_dir: Path, cell: str, trial_id: str, run_index: int, predictions: dict[str, Any]) -> str:
     """Store a run's per-item metric inputs; returns the path relative to ``output_dir``."""
+    from ptcore.checkpoint import write_json_atomic  # here: reading the ledger needs no torch
+
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cell}-{trial_id}-{run_index}")
     rel = f"{PREDICTIONS_DIR}/{name}.json"
-    write_json_atomic(Path(output_dir) / rel, predictions)
+    write_json_atomic(Path(output_dir) / rel, predictions, indent=None)
     return rel
 
 

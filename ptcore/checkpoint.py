@@ -23,13 +23,19 @@ WEIGHTS = "trainable.safetensors"
 CONFIG = "run_config.json"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON via a temp file + rename, so a crash never leaves half a file."""
+def write_json_atomic(path: Path, obj: Any, indent: Optional[int] = 2) -> None:
+    """Write JSON via a temp file + rename, so a crash never leaves half a file (nor, on an
+    error while writing, a stray temp file). ``indent=None``: compact, for large files."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=indent, separators=None if indent is not None else (",", ":"), default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def save_checkpoint(model: TaskModel, cfg: RunConfig, directory: str | Path) -> Path:

@@ -9,7 +9,6 @@ calls inside a trial; the worker passes ``callbacks`` to report epochs and stop 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
@@ -363,7 +362,7 @@ def train(
         "device": str(device),
     }
     # the per-item metric inputs of the reported splits: a report's paired bootstrap resamples them
-    predictions = {s: dataclasses.asdict(v.inputs) for s, v in reported.items() if getattr(v, "inputs", None) is not None}
+    predictions = {s: v.inputs.as_dict() for s, v in reported.items() if getattr(v, "inputs", None) is not None}
     if predictions:
         result["predictions"] = predictions
     out = Path(output) if output is not None else None

@@ -366,16 +366,15 @@ def _task_statistics(rep: Report, data: StudyResults, t: str, cells: list[tuple[
             rep.stat_notes.append(f"{_where(g, m, tl)}: no predictions for {len(missing)} of {len(c.runs)} "
                                   f"successful runs; not tested")
             continue
-        per_run = []
-        for r in sorted(c.runs, key=lambda r: r["seed"]):
+        ordered = sorted(c.runs, key=lambda r: r["seed"])
+        for r in ordered:
             x = inputs[id(r)]
             whole = stats.score(metric, x["predictions"], x["references"], x["groups"])
             ledger = c.seeds.get(r["seed"])
             if ledger is not None and abs(whole - ledger) > 1e-4:
                 rep.stat_notes.append(f"{_where(g, m, tl)}, seed {r['seed']}: its predictions give "
                                       f"{whole:.2f}, the ledger says {ledger:.2f}")
-            per_run.append(stats.bootstrap_scores(metric, x["predictions"], x["references"], x["groups"], resamples))
-        c.boot = np.mean(per_run, axis=0)
+        c.boot = stats.method_scores(metric, [inputs[id(r)] for r in ordered], resamples)
         c.ci = stats.percentile_ci(c.boot)
         maj = rep.majority.get(t)
         c.near_majority = maj is not None and c.ci[0] <= maj <= c.ci[1]

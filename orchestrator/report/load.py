@@ -13,17 +13,9 @@ from typing import Any, Optional
 
 from ptcore.errors import PtcoreError
 
-from ..results import STATUSES, ResultsTable
+from ..results import NUMERIC, STATUSES, ResultsTable, is_metric_column
 
 OK, PRUNED, ERROR = STATUSES  # the statuses the ledger writes
-
-# ledger columns that hold numbers; ResultsTable parses them, a value it could not parse stays
-# text and is dropped here (a report never does arithmetic on a string)
-NUMBERS = (
-    "layers", "total_params", "seed", "run_index", "dev_primary", "val_primary", "test_primary", "best_epoch",
-    "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes", "wall_s", "train_s", "train_examples",
-)  # fmt: skip
-
 
 @dataclass
 class StudyResults:
@@ -69,7 +61,7 @@ def normalise(row: dict) -> dict:
     string ids, and the JSON columns parsed (``config``, ``params``, ``data``: dict or None)."""
     r = dict(row)
     for col in list(r):
-        if col in NUMBERS or col.split("_", 1)[0] in ("dev", "val", "test"):
+        if col in NUMERIC or is_metric_column(col):  # parsed by ResultsTable; text it could not parse -> None
             r[col] = _number(r[col])
     for col in ("layers", "total_params", "seed", "run_index"):
         if r.get(col) is not None:
@@ -86,12 +78,9 @@ def normalise(row: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from ..study import read_yaml  # the study files' own reader (one-line errors with the YAML line)
 
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise PtcoreError(f"cannot read study file {path}: {e}") from e
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise PtcoreError(f"study file {path} is not a mapping")
     return data

@@ -71,13 +71,11 @@ def as_items(values: Sequence[Any]) -> np.ndarray:
 
 def units_of(groups: Optional[Sequence[Any]], n: int) -> list[np.ndarray]:
     """The resampling units: one per item, or the items of each group (first-seen order)."""
+    from ptcore.tasks.io import indices_by_key  # the same units the data splits keep whole
+
     if groups is None or all(g is None for g in groups):
         return [np.array([i]) for i in range(n)]
-    order: dict[Any, list[int]] = {}
-    for i, g in enumerate(groups):
-        key = ("item", i) if g is None else ("group", str(g))
-        order.setdefault(key, []).append(i)
-    return [np.array(ix) for ix in order.values()]
+    return [np.array(ix) for ix in indices_by_key([None if g is None else str(g) for g in groups])]
 
 
 @dataclass
@@ -144,11 +142,13 @@ def paired_bootstrap(metric: str, runs_a: Sequence[dict], runs_b: Sequence[dict]
     first = runs_a[0]
     n = len(first["references"])
     res = draw_resamples(n, first.get("groups"), b or resamples_for(metric), seed)
+    return bootstrap_p(method_scores(metric, runs_a, res) - method_scores(metric, runs_b, res))
 
-    def method_mean(runs):
-        return np.mean([bootstrap_scores(metric, r["predictions"], r["references"], r.get("groups"), res) for r in runs], axis=0)
 
-    return bootstrap_p(method_mean(runs_a) - method_mean(runs_b))
+def method_scores(metric: str, runs: Sequence[dict], resamples: Sequence[Resample]) -> np.ndarray:
+    """A method's metric ×100 on every resample, averaged over its runs (seeds): the
+    quantity the paired test compares and the cell's interval is read from."""
+    return np.mean([bootstrap_scores(metric, r["predictions"], r["references"], r.get("groups"), resamples) for r in runs], axis=0)
 
 
 # ------------------------------------------------------------------ multiple comparisons
