@@ -42,6 +42,11 @@ class RunConfig(BaseModel):
     pooling: Literal["mean", "cls", "pooler"] = "mean"
     head_dropout: float = Field(0.1, ge=0, lt=1)
     device: str = "auto"
+    kernels: Literal["fast", "reference"] = Field(
+        "fast",
+        description="CPU training kernels: 'fast' = ptcore's dropout and attention (same maths, another random stream), "
+        "'reference' = torch's dropout and transformers' SDPA attention (see ptcore.kernels)",
+    )
 
     @model_validator(mode="after")
     def _check_names(self) -> "RunConfig":

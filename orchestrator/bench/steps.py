@@ -9,7 +9,8 @@ loss + backward + clipping + AdamW + scheduler, as in ptcore's loop.
 Reported per contender: ``step_ms`` (median over rounds), ``step_ms_min``, ``tokens_per_s``
 (real input tokens per median step), ``mfu`` (useful FLOPs per step / median step time / the
 measured matmul peak; see ``flops.py``) and ``ratio_to_finetune``: the median over rounds of
-``t_method / t_finetune`` within the same round (paired, so drift cancels).
+``t_method / t_finetune`` within the same round (paired, so drift cancels); a contender on
+the reference kernels (``kernels="reference"``) is paired with fine-tuning on them.
 """
 
 from __future__ import annotations
@@ -75,9 +76,11 @@ def summarize(
     baseline: str = "ptcore/finetune",
 ) -> dict[str, dict[str, Any]]:
     """{contender key: statistics} (see the module docstring)."""
-    base = times.get(baseline) or []
     out: dict[str, dict[str, Any]] = {}
     for c in contenders:
+        # a contender on the reference kernels is compared with fine-tuning on them too
+        twin = f"{baseline}_reference_kernels"
+        base = times.get(twin if c.info.get("kernels") == "reference" and times.get(twin) else baseline) or []
         ts = times.get(c.key) or []
         if c.key in errors or not ts:
             out[c.key] = {"error": errors.get(c.key, "no timed steps")}

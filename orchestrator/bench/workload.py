@@ -143,8 +143,11 @@ def make_batch(backbone, workload: Workload, device="cpu") -> dict[str, Any]:
 # ------------------------------------------------------------------ optimizer + step
 
 
-def ptcore_contender(name: str, method: str, method_args: dict[str, Any], backbone, workload: Workload, device="cpu") -> Contender:
-    """A ptcore method built with ptcore's own code (``build_model`` on a ``RunConfig``)."""
+def ptcore_contender(
+    name: str, method: str, method_args: dict[str, Any], backbone, workload: Workload, device="cpu", run_args: Optional[dict[str, Any]] = None
+) -> Contender:
+    """A ptcore method built with ptcore's own code (``build_model`` on a ``RunConfig``);
+    ``run_args``: run settings beyond the workload's (e.g. ``kernels``)."""
     import torch
 
     from ptcore.config import make_run_config
@@ -154,7 +157,7 @@ def ptcore_contender(name: str, method: str, method_args: dict[str, Any], backbo
     from .flops import EncoderDims, plan_for, real_lengths, step_flops
 
     cfg = make_run_config(
-        {"task": workload.task, "method": method, "method_args": dict(method_args), "seed": workload.seed, "batch_size": workload.batch}
+        {"task": workload.task, "method": method, "method_args": dict(method_args), "seed": workload.seed, "batch_size": workload.batch, **(run_args or {})}
     )
     bb = backbone.copy()  # each contender its own: prompt methods freeze and hook the backbone they wrap
     model = build_model(cfg, bb).to(device)
@@ -180,7 +183,7 @@ def ptcore_contender(name: str, method: str, method_args: dict[str, Any], backbo
     trainable, total = count_params(model)
     return Contender(
         name, "ptcore", step, model, sum(lengths), trainable, total, flops,
-        {"method": method, "method_args": dict(method_args)},
+        {"method": method, "method_args": dict(method_args), "kernels": cfg.kernels},
     )  # fmt: skip
 
 
@@ -198,7 +201,7 @@ def build_contender(job: dict[str, Any], backbone, workload: Workload, device="c
         from .peft_peer import peft_contender
 
         return peft_contender(job["name"], job["peft"], backbone, workload, device, check=check)
-    return ptcore_contender(job["name"], job["method"], job.get("method_args", {}), backbone, workload, device)
+    return ptcore_contender(job["name"], job["method"], job.get("method_args", {}), backbone, workload, device, job.get("run_args"))
 
 
 # ------------------------------------------------------------------ which methods
@@ -220,6 +223,9 @@ def ptcore_jobs(quick: bool, layers: int, prompt_length: int = 16) -> list[dict[
     jobs.append(
         {"name": "dynamic", "method": "dynamic", "method_args": {"base": "shallow", "prompt_length": l, "position": "instance"}}
     )
+    # before/after of ptcore.kernels: torch's dropout and transformers' SDPA attention
+    for j in jobs[:3:2]:
+        jobs.append({**j, "name": f"{j['name']}_reference_kernels", "run_args": {"kernels": "reference"}})
     for j in jobs:
         j["family"] = "ptcore"
     return jobs

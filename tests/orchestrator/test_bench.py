@@ -184,11 +184,19 @@ def test_bench_json_keys_and_values(tiny_result):
     result, out = tiny_result
     assert json.loads(out.read_text()) == result
     assert _positive(result["matmul_peak_gflops"])
-    assert set(result["methods"]) == {"finetune", "prompt_tuning", "ptuning_v2", "ptuning_v2_top2", "dynamic"}
+    assert set(result["methods"]) == {
+        "finetune", "prompt_tuning", "ptuning_v2", "ptuning_v2_top2", "dynamic",
+        "finetune_reference_kernels", "ptuning_v2_reference_kernels",
+    }  # fmt: skip
+    assert {n: r["kernels"] for n, r in result["methods"].items()} == {
+        n: "reference" if n.endswith("_reference_kernels") else "fast" for n in result["methods"]
+    }
     for name, row in result["methods"].items():
         for key in ("step_ms", "peak_mb", "tokens_per_s", "mfu", "ratio_to_finetune", "gflop_per_step"):
             assert _positive(row[key]), (name, key, row.get(key))
     assert result["methods"]["finetune"]["ratio_to_finetune"] == pytest.approx(1.0)
+    # the reference kernels are paired with fine-tuning on the reference kernels
+    assert result["methods"]["finetune_reference_kernels"]["ratio_to_finetune"] == pytest.approx(1.0)
     # fewer FLOPs without the backbone's weight gradients
     assert result["methods"]["ptuning_v2"]["gflop_per_step"] < result["methods"]["finetune"]["gflop_per_step"]
     large = result["large"]
