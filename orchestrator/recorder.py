@@ -28,7 +28,7 @@ from ray.tune import Callback
 
 from . import results as R
 from .tracking import CELL, KIND, PHASE, RUN_INDEX, SEED, TRIAL, flatten_config, provenance_tags
-from .trial import BOOKKEEPING, CELL_KEY, error_line, searched_values
+from .trial import BOOKKEEPING, CELL_KEY, error_line, searched_values, trial_error
 
 
 @dataclass
@@ -265,11 +265,7 @@ class Recorder(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         ts = self._trial(trial)
-        try:
-            err = trial.get_error()
-        except Exception as e:  # pragma: no cover - defensive
-            err = e
-        self._close_unfinished(ts, "error", error_line(err))
+        self._close_unfinished(ts, "error", error_line(trial_error(trial)))
         self.progress.trial_end(trial.trial_id)
 
     def on_step_end(self, iteration, trials, **info):

@@ -396,18 +396,45 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     trainer.fit()
 
 
-def error_line(err: BaseException | None) -> str:
-    """One line saying why a trial failed: the innermost ``SomeError: message`` we can find."""
-    if err is None:
+def error_line(err: BaseException | str | None) -> str:
+    """One line saying why a trial failed: the innermost ``SomeError: message`` we can find.
+    ``err``: the exception, or the text of a trial's error file (a remote traceback, as Tune
+    stores it)."""
+    if err is None or (isinstance(err, str) and not err.strip()):
         return "unknown error"
-    seen, chain = set(), []
-    e: BaseException | None = err
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    text = "\n".join(str(x) for x in chain)
+    if isinstance(err, str):
+        text, fallback = err, err.strip().splitlines()[-1].strip()
+    else:
+        seen, chain = set(), []
+        e: BaseException | None = err
+        while e is not None and id(e) not in seen:
+            seen.add(id(e))
+            chain.append(e)
+            e = e.__cause__ or e.__context__
+        text, fallback = "\n".join(str(x) for x in chain), f"{type(chain[-1]).__name__}: {chain[-1]}"
     candidates = [ln.strip() for ln in text.splitlines() if "Error: " in ln or "Exception: " in ln]
     preferred = [ln for ln in candidates if ln.startswith("ptcore.") or "PtcoreError" in ln or "ConfigError" in ln or "TrainingError" in ln or "DataError" in ln]
-    line = (preferred or candidates or [f"{type(chain[-1]).__name__}: {chain[-1]}"])[-1]
+    line = (preferred or candidates or [fallback])[-1]
     return line[:500]
+
+
+def trial_error(trial) -> BaseException | str | None:
+    """What a failed Tune trial raised, read when Tune reports the failure (``on_trial_error``).
+
+    Ray 2.60 writes the error into the trial's local directory (``error.txt``) and copies it
+    to the run's storage later; ``Trial.get_error()`` reads storage only, so during the
+    callback it returns None, and every failure read "unknown error". The local file first,
+    then what ``get_error()`` finds (storage, or a test double's exception)."""
+    path = getattr(trial, "error_file", None)
+    if isinstance(path, str) and os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        if text.strip():
+            return text
+    try:
+        return trial.get_error()
+    except Exception as e:  # pragma: no cover - defensive: an unreadable error is still an error
+        return e

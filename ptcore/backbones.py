@@ -143,10 +143,35 @@ def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool
             f"model {model_id!r} is a {config.model_type!r} model; supported encoder families: "
             f"{', '.join(SUPPORTED_MODEL_TYPES)} (see README, 'Backbones')"
         )
-    model = AutoModel.from_config(config) if config_only else AutoModel.from_pretrained(source)
+    model = AutoModel.from_config(config) if config_only else _load_weights(AutoModel, model_id, source)
     if layers is not None:
         truncate_layers(model, layers)
     return Backbone(model=model, tokenizer=tokenizer, name=model_id, source=source)
+
+
+def _weight_errors() -> tuple[type[BaseException], ...]:
+    """What reading a missing, truncated or corrupt weights file raises (safetensors and torch)."""
+    import pickle
+
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError)
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors always comes with transformers
+        return errors
+    return errors + (SafetensorError,)
+
+
+def _load_weights(auto_model, model_id: str, source: str):
+    """``AutoModel.from_pretrained(source)``; a weights file that cannot be read (its config
+    could: ``validate`` passed) becomes one line naming the model and the file's error."""
+    try:
+        return auto_model.from_pretrained(source)
+    except _weight_errors() as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(
+            f"model {model_id!r}: its weights could not be loaded from {source} ({type(e).__name__}: {first[:200]}); "
+            f"the weights file is missing or corrupt: save or download the model again"
+        ) from e
 
 
 def backbone_from_model(model: nn.Module, tokenizer, name: str = "custom") -> Backbone:

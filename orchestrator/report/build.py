@@ -157,6 +157,7 @@ class Report:
     pretraining: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # task -> [(backbone, dataset)]
     epochs: list[int] = field(default_factory=list)
     has_predictions: bool = False
+    failures: list[str] = field(default_factory=list)  # failed runs (status error) and the reason each recorded
 
     @property
     def single_seed(self) -> bool:
@@ -474,6 +475,71 @@ def _search_summary(rows: list[dict], finals: list[dict], groups: dict[tuple, Gr
     return out
 
 
+# ------------------------------------------------------------------ failed runs
+
+NO_REASON = "no reason recorded"
+
+
+def _fill_layers(rows: list[dict]) -> list[dict]:
+    """Rows without ``layers`` (a run that failed before its model was built records only the
+    study's ``layers``, none for a whole backbone) take the count the backbone's other rows
+    recorded, where they agree on one: a failed trial then counts in its backbone's group
+    instead of making a group of its own."""
+    known: dict[str, set] = {}
+    for r in rows:
+        if r.get("layers") is not None:
+            known.setdefault(r.get("backbone") or "?", set()).add(r["layers"])
+    for r in rows:
+        counts = known.get(r.get("backbone") or "?", set())
+        if r.get("layers") is None and len(counts) == 1:
+            r["layers"] = next(iter(counts))
+    return rows
+
+
+def _reason(r: dict) -> str:
+    return " ".join(str(r.get("error") or "").split()) or NO_REASON
+
+
+def _ids(phase: str, rows: list[dict]) -> str:
+    if phase == "final":
+        seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
+        return f"final seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}" if seeds else "final run"
+    ids = sorted({r["trial_id"] for r in rows if r.get("trial_id")}, key=_natural)
+    return f"{phase} trial{'s' if len(ids) != 1 else ''} {', '.join(ids)}" if ids else f"{phase} run"
+
+
+def _failures(rows: list[dict], groups: dict[tuple, Group], labels: dict[str, str], task_order: list[str]) -> list[str]:
+    """One line per cell, phase and reason: which runs failed (status error) and why, as the ledger recorded it."""
+    failed: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["status"] == ERROR:
+            failed.setdefault((_group_key(r), r.get("task", ""), r.get("method", ""), r["phase"], _reason(r)), []).append(r)
+    gorder = list(groups)
+
+    def order(key: tuple) -> tuple:
+        gk, task, method, phase, reason = key
+        return (gorder.index(gk), task_order.index(task) if task in task_order else len(task_order), task,
+                method_key(method), phase != "search", phase, reason)
+
+    out = []
+    for key in sorted(failed, key=order):
+        gk, task, method, phase, reason = key
+        out.append(f"{_where(groups[gk], method, labels.get(task, task))}: {_ids(phase, failed[key])} failed: {reason}")
+    return out
+
+
+def _unrun_note(searched: list[dict]) -> str:
+    """Why a cell has no final run at all: its search left nothing to select (every trial
+    failed: the reasons), or it was not run."""
+    usable = [r for r in searched if r["status"] != ERROR and r.get("dev_primary") is not None]
+    if not searched or usable:
+        return " (not run)"
+    reasons = sorted({_reason(r) for r in searched})
+    n = len(searched)
+    every = "the search trial" if n == 1 else f"all {n} search trials"
+    return f" (not run: {every} failed: {'; '.join(reasons)})"
+
+
 # ------------------------------------------------------------------ the report
 
 
@@ -481,7 +547,7 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
     from ptcore.backbones import pretraining_overlap
 
     # a method listed twice in a study (e.g. dynamic prompting variants) is told apart by its label
-    rows = [{**r, "method": r.get("method_label") or r.get("method", "")} for r in data.rows]
+    rows = _fill_layers([{**r, "method": r.get("method_label") or r.get("method", "")} for r in data.rows])
     finals = [r for r in rows if r["phase"] == "final"]
     tasks = sorted({r.get("task", "") for r in rows if r.get("task")})
     methods = sorted({r.get("method", "") for r in rows if r.get("method")}, key=method_key)
@@ -555,7 +621,9 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
                 where = _where(group, m, labels[t])
                 if c.n == 0:
                     runs = sum(1 for r in mine if r.get("task") == t)
-                    notes.append(f"{where}: no successful final run" + (f" ({c.failed} failed)" if runs else " (not run)"))
+                    searched = [r for r in rows if r["phase"] == "search" and _group_key(r) == gk and r.get("method") == m
+                                and r.get("task") == t]
+                    notes.append(f"{where}: no successful final run" + (f" ({c.failed} failed)" if runs else _unrun_note(searched)))
                 elif len(seeds) > 1 and c.n < len(seeds):
                     missing = sorted(set(seeds) - set(c.seeds))
                     notes.append(f"{where}: {c.n} of {len(seeds)} seeds (missing seed{'s' if len(missing) > 1 else ''} "
@@ -605,6 +673,7 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
         search=_search_summary(rows, finals, groups, tasks, methods), commits=commits,
         versions=versions, notes=notes, versions_source=versions_source,
         data=_data_rows(tasks, finals, rows), pretraining=pretraining, epochs=epochs,
+        failures=_failures(rows, groups, labels, tasks),
     )
     _statistics(rep, data, by_group, finals)
     return rep

@@ -9,9 +9,8 @@ from typing import Optional
 
 from .build import Report
 from .tables import (
-    TEX, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes, pretraining_notes,
-    protocol_text,
-    provenance_text, search_caption, search_table, tests_caption, tests_table, tex_escape,
+    FAILURES_HEADING, TEX, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes,
+    pretraining_notes, protocol_text, provenance_text, search_caption, search_table, tests_caption, tests_table, tex_escape,
 )  # fmt: skip
 
 FRAGMENTS = ("results_data.tex", "results_main.tex", "results_tests.tex", "results_search.tex")
@@ -117,6 +116,10 @@ def render_latex(rep: Report, fragments: dict[str, str], figure: Optional[str] =
     if rep.notes:
         lines += [r"\noindent Missing or incomplete cells:", r"\begin{itemize}"]
         lines += [rf"\item {tex_escape(n)}" for n in rep.notes]
+        lines += [r"\end{itemize}", ""]
+    if rep.failures:
+        lines += [r"\noindent " + tex_escape(FAILURES_HEADING), r"\begin{itemize}"]
+        lines += [rf"\item {tex_escape(n)}" for n in rep.failures]
         lines += [r"\end{itemize}", ""]
     if rep.stat_notes:
         lines += [r"\noindent Not tested or not used by the statistics:", r"\begin{itemize}"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .build import Report
 from .tables import (
-    MD, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes, pretraining_notes,
-    protocol_text,
+    FAILURES_HEADING, MD, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes,
+    pretraining_notes, protocol_text,
     provenance_text, search_caption, search_table, tests_caption, tests_table,
 )  # fmt: skip
 
@@ -39,6 +39,8 @@ def render_markdown(rep: Report) -> str:
             _pipe(header, body, ["left", "left"] + ["right"] * (len(header) - 2))]
     if rep.notes:
         out += ["", "Missing or incomplete cells:", ""] + [f"- {x}" for x in rep.notes]
+    if rep.failures:
+        out += ["", FAILURES_HEADING, ""] + [f"- {x}" for x in rep.failures]
     if rep.stat_notes:
         out += ["", "Not tested or not used by the statistics:", ""] + [f"- {x}" for x in rep.stat_notes]
 

@@ -15,6 +15,7 @@ from .labels import (
 )  # fmt: skip
 
 SPLIT_NAMES = {"val": "validation", "test": "test"}
+FAILURES_HEADING = "Failed runs (status error in the ledger), with the reason each recorded:"
 
 
 @dataclass(frozen=True)

