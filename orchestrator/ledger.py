@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
-from ptcore.checkpoint import write_json_atomic
+from ptcore.fileio import write_json_atomic, write_text_atomic
 
 from . import results as R
+from .raysession import output_dir_busy
 from .study import StudyError
 
 if TYPE_CHECKING:
@@ -59,8 +60,12 @@ class _Lock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self.fd)
-            raise StudyError(f"{self.path.parent}: another `orchestrate study` is running on this output dir") from None
+            try:
+                pid = os.read(self.fd, 64).decode(errors="replace").strip()
+            finally:
+                os.close(self.fd)
+                self.fd = None
+            raise StudyError(output_dir_busy(self.path.parent, pid if pid.isdigit() else None)) from None
         os.ftruncate(self.fd, 0)
         os.write(self.fd, f"{os.getpid()}\n".encode())
         return self
@@ -111,7 +116,7 @@ class OutputDir:
         write_json_atomic(manifest_path, manifest)
         write_json_atomic(self.path / "plan.json", self.ls.plan())
         if self.ls.path is not None and self.ls.path.is_file():
-            (self.path / "study.yaml").write_text(self.ls.path.read_text())
+            write_text_atomic(self.path / "study.yaml", self.ls.path.read_text())
 
     # ------------------------------------------------------------------ the ledgers
 

@@ -7,14 +7,27 @@ work and shut down at the end, and SIGTERM kept as an interrupt.
   SIGTERM raises :class:`StudyInterrupted`; ``ray.init`` installs a C++ handler that
   aborts the driver on SIGTERM (MLflow runs left RUNNING), so ours goes back after it.
 * :meth:`RaySession.train_env`: the Ray Train V2 settings every trial sets.
+* :class:`LocalRayLock`: one study with a local Ray per machine. A second local Ray beside a
+  running one is what Ray 2.60 does when asked (``ray.init(num_cpus=...)`` with no address
+  starts a new cluster: a random GCS port, its own session dir), but both then take every
+  core, the second one's dashboard agent finds its port (52365) taken and runs without its
+  HTTP server, its dashboard moves to 8266, ``--address auto`` and ``ray status`` see two
+  clusters, and on a machine the first study keeps busy its start-up can outlast Ray's
+  30 s waits. So the second study is refused before anything starts, with the running one
+  named and the ways on (wait; one shared Ray via ``--address``; ``--address local``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any, Optional
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ContextManager, Optional
 
 if TYPE_CHECKING:
     from .study import LoadedStudy
@@ -49,6 +62,127 @@ def restore_sigterm(handler: Any) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+LOCAL = "local"  # --address local: a local Ray of this study's own, even beside another study's
+LOCK_NAME = "ptcore-study-local-ray.lock"
+
+
+def uses_local_ray(address: Optional[str]) -> bool:
+    """Whether a study with this address starts a Ray of its own on this machine."""
+    return address == LOCAL or (not address and not os.environ.get("RAY_ADDRESS"))
+
+
+def machine_lock_path() -> Path:
+    """The machine-wide lock of local-Ray studies, beside Ray's own temp dir (Ray's rule:
+    ``$RAY_TMPDIR``, else ``$TMPDIR``, else ``/tmp``; ``ray/`` there holds its sessions)."""
+    return Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / LOCK_NAME
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, TypeError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def output_dir_busy(path: Path, pid: Any) -> str:
+    """The one line for a second driver on a study's output dir."""
+    who = f" (pid {pid})" if pid else ""
+    return (f"{path}: another `orchestrate study`{who} is running on this output dir; "
+            f"wait for it to finish (or stop it), or pass --output-dir DIR for a separate study")
+
+
+class LocalRayLock:
+    """Held while a study runs with a local Ray (``flock``: the kernel releases it when the
+    driver dies, ``kill -9`` too). The file holds the holder's pid, study name, output dir and
+    start time. Another local-Ray study is refused with those, unless ``allow_second``
+    (``--address local``); a lock whose recorded holder is no longer alive never blocks;
+    a lock file this user cannot open is no lock (the study runs as before)."""
+
+    def __init__(self, name: str, output_dir: Path, file: Optional[Path] = None, *, allow_second: bool = False,
+                 path: Optional[Path] = None):
+        self.info = {"pid": os.getpid(), "study": name, "output_dir": str(output_dir), "file": str(file) if file else None}
+        self.output_dir = Path(output_dir)
+        self.allow_second = allow_second
+        self.path = path or machine_lock_path()
+        self.fd: Optional[int] = None
+
+    def holder(self) -> dict:
+        """What the lock file says about its holder ({} if unreadable)."""
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def _open(self) -> tuple[Optional[int], bool]:
+        """The lock file's fd and whether it can be written (another user's file may be
+        read-only to us, which still shows whether it is held); (None, False): no lock file."""
+        for flags in (os.O_RDWR, os.O_RDWR | os.O_CREAT):  # no O_CREAT on an existing file (fs.protected_regular)
+            try:
+                fd = os.open(self.path, flags, 0o666)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                break
+            try:
+                if os.fstat(fd).st_uid == os.getuid():
+                    os.fchmod(fd, 0o666)  # any user's study can take it once this one is over
+            except OSError:
+                pass
+            return fd, True
+        try:
+            return os.open(self.path, os.O_RDONLY), False
+        except OSError:  # a read-only /tmp: no lock, the study runs as before
+            return None, False
+
+    def __enter__(self) -> "LocalRayLock":
+        from .study import StudyError
+
+        fd, writable = self._open()
+        if fd is None:
+            return self
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other: dict = {}
+            for _ in range(10):  # its holder writes its record right after taking the lock
+                other = self.holder()
+                if _pid_alive(other.get("pid")):
+                    break
+                time.sleep(0.05)
+            if _pid_alive(other.get("pid")) and not self.allow_second:
+                raise StudyError(self.refusal(other)) from None
+            return self  # held by what a dead driver left behind, or a second Ray asked for (--address local)
+        if not writable:  # free, but we could not record ourselves: hold nothing rather than a nameless lock
+            os.close(fd)
+            return self
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({**self.info, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}).encode())
+        self.fd = fd
+        return self
+
+    def refusal(self, other: dict) -> str:
+        if other.get("output_dir") and Path(other["output_dir"]).resolve() == self.output_dir.resolve():
+            return output_dir_busy(self.output_dir, other.get("pid"))
+        since = f", since {other['started']}" if other.get("started") else ""
+        return (
+            f"study {other.get('study')!r} is already running on this machine with its own local Ray (pid {other.get('pid')}, "
+            f"output {other.get('output_dir')}{since}); a second local Ray would compete for the same cores and Ray's default ports. "
+            f"Wait for it to finish; or, to run studies side by side, start one Ray for them (`ray start --head --port 6380`) "
+            f"and pass --address auto to each; or pass --address local to start a second local Ray anyway"
+        )
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
 class RaySession:
     """The driver's Ray: the cluster at ``address`` (else ``$RAY_ADDRESS``, else a local Ray)."""
 
@@ -57,6 +191,18 @@ class RaySession:
         self.address = address
         self.verbose = verbose
         self.started = False
+
+    @property
+    def local(self) -> bool:
+        """This study starts a Ray of its own (no cluster address, or ``local``)."""
+        return uses_local_ray(self.address)
+
+    def machine_lock(self) -> ContextManager:
+        """A study that starts its own Ray holds :class:`LocalRayLock` (one per machine;
+        ``--address local`` runs beside another); a study on a cluster needs none."""
+        if not self.local:
+            return nullcontext()
+        return LocalRayLock(self.ls.name, self.ls.output_dir, self.ls.path, allow_second=self.address == LOCAL)
 
     def _init(self) -> None:
         import ray
@@ -71,12 +217,14 @@ class RaySession:
             log_to_driver=self.verbose,
             logging_level=logging.INFO if self.verbose else logging.WARNING,
         )
-        if self.address:
+        if self.local:
+            # always a new Ray of this study's own, as documented: with no address Ray itself would
+            # join a `ray start` cluster it finds recorded in /tmp/ray (a dead one: a connect time-out)
+            ray.init(address=LOCAL, num_cpus=self.ls.study.ray.num_cpus, **kwargs)
+        elif self.address:
             ray.init(address=self.address, **kwargs)
-        elif os.environ.get("RAY_ADDRESS"):
-            ray.init(**kwargs)  # RAY_ADDRESS names the cluster
         else:
-            ray.init(num_cpus=self.ls.study.ray.num_cpus, **kwargs)
+            ray.init(**kwargs)  # RAY_ADDRESS names the cluster
 
     def ensure(self) -> None:
         """Ray starts with the first piece of work (a finished study resumes instantly)."""
@@ -108,6 +256,6 @@ class RaySession:
           more Python process per run).
         """
         env = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60"}
-        if not (self.address or os.environ.get("RAY_ADDRESS")):
+        if self.local:
             env.update({"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "0"})
         return {k: os.environ.get(k, v) for k, v in env.items()}

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
+
+from ptcore.fileio import atomic_write, write_json_atomic  # standard library only: reading the ledger needs no torch
 
 COLUMNS = [
     "study", "cell", "backbone", "model", "layers", "total_params", "task", "method", "method_label",
@@ -102,17 +102,9 @@ class ResultsTable:
     def write(self) -> None:
         import pandas as pd
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         df = pd.DataFrame(self.rows, columns=self.columns())
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                df.to_csv(f, index=False)
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(self.path, "w", newline="") as f:
+            df.to_csv(f, index=False)
 
 
 # ---------------------------------------------------------------- building rows
@@ -123,8 +115,6 @@ PREDICTIONS_DIR = "predictions"
 
 def write_predictions(output_dir: Path, cell: str, trial_id: str, run_index: int, predictions: dict[str, Any]) -> str:
     """Store a run's per-item metric inputs; returns the path relative to ``output_dir``."""
-    from ptcore.checkpoint import write_json_atomic  # here: reading the ledger needs no torch
-
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cell}-{trial_id}-{run_index}")
     rel = f"{PREDICTIONS_DIR}/{name}.json"
     write_json_atomic(Path(output_dir) / rel, predictions, indent=None)

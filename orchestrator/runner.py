@@ -12,7 +12,7 @@ configuration of every cell re-run with each final seed; tracked in MLflow and r
   ledgers ``--resume`` is built on, ``results.csv`` and ``optuna.db`` (not Tune's
   experiment snapshots, which lag behind after ``kill -9`` and would re-run finished trials).
 * :mod:`orchestrator.raysession`: Ray started with the first piece of work and shut down at
-  the end; SIGTERM ends a study like Ctrl-C.
+  the end; SIGTERM ends a study like Ctrl-C; one study with a local Ray per machine.
 * :mod:`orchestrator.phases`: the two phases, one Tuner each, and the Tune plumbing
   (stable experiment and Train run names); :mod:`orchestrator.search`: per-cell Optuna + ASHA.
 * :mod:`orchestrator.summary`: what a cell's rows say; :mod:`orchestrator.recorder` and
@@ -82,7 +82,9 @@ class StudyRunner:
 
     def run(self) -> list[dict[str, Any]]:
         self.ledger.check(self.resume)
-        with self.ledger.lock():
+        # before anything is written or started: another study's local Ray on this machine
+        # (refused, unless --address local), then another driver on this output dir
+        with self.ray.machine_lock(), self.ledger.lock():
             self.ledger.check(self.resume)
             return self._run_locked()
 

@@ -7,44 +7,27 @@ from its id and restores the prompts and head, giving identical predictions.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from safetensors.torch import load_file, save_file
 
 from .backbones import Backbone, load_backbone
 from .config import RunConfig
 from .errors import DataError
+from .fileio import atomic_path, write_json_atomic  # write_json_atomic: also imported from here (ptcore.train)
 from .model import TaskModel
 
 WEIGHTS = "trainable.safetensors"
 CONFIG = "run_config.json"
 
 
-def write_json_atomic(path: Path, obj: Any, indent: Optional[int] = 2) -> None:
-    """Write JSON via a temp file + rename, so a crash never leaves half a file (nor, on an
-    error while writing, a stray temp file). ``indent=None``: compact, for large files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent, separators=None if indent is not None else (",", ":"), default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(model: TaskModel, cfg: RunConfig, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
-    tmp = directory / f".{WEIGHTS}.tmp"
-    save_file(state, str(tmp), metadata={"method": cfg.method, "task": cfg.task, "model": cfg.model})
-    os.replace(tmp, directory / WEIGHTS)
+    with atomic_path(directory / WEIGHTS) as tmp:  # atomic, with the umask's mode (as every output file)
+        save_file(state, str(tmp), metadata={"method": cfg.method, "task": cfg.task, "model": cfg.model})
     write_json_atomic(directory / CONFIG, cfg.model_dump())
     return directory
 

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch.utils.data import DataLoader
 
+from .fileio import atomic_write
 from .tasks.base import TaskSpec
 from .tasks.io import take_units, units
 from .tasks.kinds import Kind
@@ -57,11 +58,8 @@ def encode_split(
                 return pickle.load(f)
     features = kind.encode(examples, tokenizer, max_length)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
+        with atomic_write(path, "wb") as f:  # atomic: concurrent trials never read half a file
             pickle.dump(features, f, protocol=4)
-        os.replace(tmp, path)  # atomic: concurrent trials never read half a file
     return features
 
 

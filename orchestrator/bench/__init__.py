@@ -204,7 +204,7 @@ def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, devic
     )  # fmt: skip
     result = _clean(result)
     if output:
-        from ptcore.checkpoint import write_json_atomic
+        from ptcore.fileio import write_json_atomic
 
         write_json_atomic(Path(output), result)
     return result

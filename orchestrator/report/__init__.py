@@ -27,6 +27,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ptcore.fileio import write_bytes_atomic
+
 from .build import Report, build_report
 from .latex import render_fragments, render_latex
 from .load import StudyResults, load_study
@@ -36,17 +38,6 @@ __all__ = ["Report", "StudyResults", "build_report", "load_study", "render_markd
            "write_files", "render", "render_fragments", "add_report_args", "handle_report", "register_cli", "OUTPUTS"]
 
 FIGURES = ("scale.png", "scale.pdf")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)  # atomic: a reader never sees half a report
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def render(rep: Report) -> dict[str, bytes]:
@@ -87,7 +78,7 @@ def write_files(rep: Report, out: Path) -> Path:
         if stale not in files and (out / stale).is_file():  # a table this study no longer has
             (out / stale).unlink()
     for name in sorted(files):
-        _atomic_write(out / name, files[name])
+        write_bytes_atomic(out / name, files[name])  # atomic: a reader never sees half a report
     return out
 
 
