@@ -12,11 +12,26 @@ import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 from typing import Callable
 
 from ptcore.errors import PtcoreError
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+class UsageError(PtcoreError):
+    """Bad command-line arguments: argparse's complaint, on one line like every other error."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse prints its usage and the error on two lines and exits; ours raises a
+    :class:`UsageError` (the usage folded into the message), so :func:`main` prints one
+    ``error:`` line and returns 2 like for any other bad input. Subparsers inherit it."""
+
+    def error(self, message: str):
+        usage = " ".join(self.format_usage().split())
+        raise UsageError(f"{self.prog}: {message}; {usage} (more: {self.prog} --help)")
 
 
 def command(name: str, help: str):
@@ -73,6 +88,12 @@ def handle_run(args: argparse.Namespace) -> int:
     cfg = run_config_from_args(args)
     if args.output and os.path.exists(os.path.join(args.output, "result.json")):
         raise PtcoreError(f"{args.output}/result.json exists; choose another --output or delete it")
+    if args.output:
+        from .study import unwritable
+
+        why = unwritable(Path(args.output).expanduser().absolute())
+        if why:  # found now, not after the training
+            raise PtcoreError(f"--output {args.output}: {why}; choose another --output (a directory you can write)")
     log = None if not args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
     result = train(cfg, output=args.output, progress=not args.no_progress, log=log)
     summary = {
@@ -150,7 +171,7 @@ def _load_plugins() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="orchestrate",
         description="Prompt-tuning research at cluster scale: P-Tuning v2, dynamic prompting and fine-tuning.",
     )
@@ -169,9 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return COMMANDS[args.command][2](args)
     except PtcoreError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any, Optional
 from ptcore.errors import PtcoreError
 
 from .cli import command
-from .study import LoadedStudy, check_data, load_study
+from .study import LoadedStudy, load_study, preflight
 
 # measured on this 2-core CPU machine: CPU-s a Ray Train worker-group trial spends before it
 # trains (a controller and a worker process importing torch and transformers)
@@ -132,15 +132,17 @@ def _write_report(study_dir: Path) -> Optional[Any]:
 
 
 def handle_study(args: argparse.Namespace) -> int:
+    if args.retry_failed and not args.resume:
+        raise PtcoreError("--retry-failed continues a study: use it with --resume")
     ls = load_study(args.file, output_dir=args.output_dir)
-    data = check_data(ls)  # every task's files exist and parse: before any directory, Ray or model
+    # the output dir can be written, the backbones load, every task's files exist and parse:
+    # before any directory, Ray or model
+    data, notes = preflight(ls, starting=not args.dry_run)
     if args.dry_run:
-        print("\n".join(plan_lines(ls) + [f"  data check   {line}" for line in data]))
+        print("\n".join(plan_lines(ls) + [f"  data check   {line}" for line in data] + [f"  warning      {n}" for n in notes]))
         return 0
     from .runner import run_study
 
-    if args.retry_failed and not args.resume:
-        raise PtcoreError("--retry-failed continues a study: use it with --resume")
     summary = run_study(ls, resume=args.resume, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
     print()
     print(summary_table(summary))
@@ -172,11 +174,12 @@ def add_validate_args(p: argparse.ArgumentParser) -> None:
 def handle_validate(args: argparse.Namespace) -> int:
     for f in args.file:
         ls = load_study(f)
-        data = check_data(ls)
+        data, notes = preflight(ls)
         plan = ls.plan()
         print(
             f"ok: {f}: study {ls.name!r}, {plan['cells']} cells, {plan['search_trials']} search trials, "
             f"{plan['final_runs']} final runs, output {plan['output_dir']}; data: {'; '.join(data)}"
+            + "".join(f"; warning: {n}" for n in notes)
         )
     return 0
 
@@ -191,7 +194,7 @@ command("validate", "check a study file (schema, tasks, methods, search keys and
 
 def add_ui_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", default=None, help="study file or its output dir (default: the only study under studies_out/)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000); a busy one is refused before anything starts")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
 
 
@@ -230,12 +233,20 @@ def handle_ui(args: argparse.Namespace) -> int:
         return 0
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
         raise PtcoreError(f"{uri[len('sqlite:///'):]} does not exist yet: run the study first")
+    from .processes import check_port, run_process_tree
+
+    check_port(args.host, args.port, "the MLflow UI")  # before anything starts: one line, exit 2
     cmd = ui_command(uri, args.host, args.port)
     print(f"MLflow UI on http://{args.host}:{args.port}  ({uri}); Ctrl-C to stop", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
+    # its own process group; Ctrl-C / SIGTERM stop MLflow's whole process tree (~15 processes)
+    rc, stopped = run_process_tree(cmd)
+    if stopped is not None:
+        print(f"MLflow UI stopped ({signal.Signals(stopped).name})", file=sys.stderr)
         return 0
+    if rc != 0:
+        print(f"error: the MLflow UI exited with status {rc} (its messages are above)", file=sys.stderr)
+        return rc if rc > 0 else 128 - rc  # killed by a signal: 128 + its number, as a shell reports it
+    return 0
 
 
 command("ui", "serve the MLflow UI of a study (bound to 127.0.0.1 unless --host)")((add_ui_args, handle_ui))

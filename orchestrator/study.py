@@ -12,7 +12,10 @@ Structure and types are checked by pydantic (``extra="forbid"`` everywhere); nam
 keys are then checked against ptcore's registries (tasks, methods, run settings, method
 options), and every method's fixed settings and the ends of its search ranges are built
 into real :class:`ptcore.config.RunConfig` objects so a bad value fails here, not in
-trial 17 an hour later.
+trial 17 an hour later. Each backbone's config (no weights) gives its layer count, against
+which ``layers`` and every ``depth`` (fixed, range ends, choices) are checked.
+:func:`preflight` then checks what the file points at before a study starts: the output
+directory can be written, the backbones can load, every task's data exist and parse.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -38,10 +41,20 @@ STUDY_KEYS = {"data_dir"}  # top-level `data_dir`, one for the whole study
 FINAL_KEYS = {"seed"}  # search trials use train.seed (default 0); finals use final.seeds
 
 SCALAR = (type(None), bool, int, float, str)
+SEED_MAX = 2**32 - 1  # numpy's seeds: 0 .. 2**32 - 1
 
 
 class StudyError(PtcoreError):
     """A study file is invalid (message: ``file: path: what is wrong``)."""
+
+
+class FieldError(ValueError):
+    """A validator's error about one key inside the model it checks (``field``): the path
+    of the message names it, ``search.lr.low`` rather than ``search.lr``."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 class Strict(BaseModel):
@@ -69,24 +82,35 @@ class SearchParam(Strict):
     @model_validator(mode="after")
     def _check(self) -> "SearchParam":
         if self.type == "choice":
+            if self.values is None:
+                raise ValueError("type 'choice' needs a non-empty `values` list; list the values to try, e.g. values: [8, 16]")
             if not self.values:
-                raise ValueError("type 'choice' needs a non-empty `values` list")
-            if self.low is not None or self.high is not None:
-                raise ValueError("type 'choice' takes `values`, not `low`/`high`")
+                raise FieldError("values", "is empty: type 'choice' needs at least one value; list the values to try, e.g. [8, 16]")
+            for f in ("low", "high"):
+                if getattr(self, f) is not None:
+                    raise FieldError(f, "type 'choice' takes `values`, not `low`/`high`; drop low/high, or use type int, float or loguniform")
             bad = [v for v in self.values if not isinstance(v, SCALAR)]
             if bad:
-                raise ValueError(f"choice values must be scalars (number, string, bool, null); got {bad[0]!r}")
+                raise FieldError("values", f"choice values must be scalars (number, string, bool, null); got {bad[0]!r}; "
+                                           "put a list-valued setting in `fixed`")
             return self
         if self.values is not None:
-            raise ValueError(f"type {self.type!r} takes `low` and `high`, not `values` (use type: choice)")
-        if self.low is None or self.high is None:
-            raise ValueError(f"type {self.type!r} needs both `low` and `high`")
+            raise FieldError("values", f"type {self.type!r} takes `low` and `high`, not `values`; use type: choice, or drop values")
+        for f in ("low", "high"):
+            if getattr(self, f) is None:
+                raise FieldError(f, f"required key is missing: type {self.type!r} needs both `low` and `high`; add {f}")
         if self.low > self.high:
-            raise ValueError(f"low ({self.low:g}) must not exceed high ({self.high:g})")
-        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
-            raise ValueError(f"type 'int' needs integer bounds (got {self.low:g}..{self.high:g})")
+            raise ValueError(f"low ({self.low:g}) must not exceed high ({self.high:g}); swap them")
+        if self.type == "int":
+            for f in ("low", "high"):
+                v = getattr(self, f)
+                if v != int(v):
+                    raise FieldError(f, f"type 'int' needs integer bounds (got {self.low:g}..{self.high:g}); "
+                                        f"set {f} to a whole number, or use type: float")
         if self.type == "loguniform" and self.low <= 0:
-            raise ValueError(f"type 'loguniform' needs low > 0 (got {self.low:g})")
+            hint = f"{self.high / 1000:g}" if self.high > 0 else "1e-5"
+            raise FieldError("low", f"type 'loguniform' needs low > 0 for a log scale (got {self.low:g}); set low to e.g. {hint}, "
+                                    "or use type: float")
         return self
 
     def ends(self) -> list[Any]:
@@ -120,11 +144,11 @@ class Budget(Strict):
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1/reduction_factor at each rung")
     time_budget_s: Optional[float] = Field(None, gt=0, description="search phase: start no new trial after this many seconds")
-    seed: int = Field(0, description="seed of the TPE sampler")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the TPE sampler")
 
 
 class Final(Strict):
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=SEED_MAX)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     runs_per_trial: Optional[int] = Field(
         None, ge=1,
         description="final runs one trial trains one after another, packed from cells sharing a backbone "
@@ -223,6 +247,7 @@ class LoadedStudy:
     output_dir: Path
     data_dir: Optional[str]  # absolute, or None (ptcore then uses the hub)
     data_source: str  # for the plan: where data_dir came from
+    output_source: str = "output_dir"  # what set output_dir, for errors: the study key or --output-dir
 
     @property
     def name(self) -> str:
@@ -418,20 +443,63 @@ def _did_you_mean(key: str, known) -> str:
     return f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
 
 
+# what a missing required key looks like, for the fix
+MISSING_EXAMPLES = {
+    "name": "name: my-study",
+    "backbones": "backbones: [{id: sentence-transformers/all-MiniLM-L6-v2}]",
+    "tasks": "tasks: [superglue/cb]  (orchestrate ls tasks)",
+    "methods": "methods: [{name: finetune}]  (orchestrate ls methods)",
+    "id": "id: sentence-transformers/all-MiniLM-L6-v2",
+    "type": "type: loguniform  (int, float, loguniform or choice)",
+}
+
+# the fix for a value of the wrong type (pydantic error type -> what to write)
+TYPE_FIXES = {
+    "list_type": "write a YAML list: [a, b] or one `- item` per line",
+    "dict_type": "write a mapping (key: value lines or {key: value})",
+    "int_parsing": "use a whole number",
+    "int_type": "use a whole number",
+    "int_from_float": "use a whole number",
+    "float_parsing": "use a number, e.g. 0.5 or 1.0e-3",
+    "float_type": "use a number, e.g. 0.5 or 1.0e-3",
+    "bool_parsing": "use true or false",
+    "bool_type": "use true or false",
+    "string_type": "use a string (quote it if it looks like a number)",
+    "too_short": "list at least one",
+}
+
+
+def _type_fix(err: dict, loc: tuple) -> str:
+    kind = err["type"]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        model = _model_at(loc)
+        if model is SearchParam:
+            return "write a range, e.g. {type: loguniform, low: 1.0e-5, high: 1.0e-3}, or put a single value in `fixed`"
+        if model is not None:
+            return f"write a mapping with keys from: {', '.join(model.model_fields)}"
+        return TYPE_FIXES["dict_type"]
+    return TYPE_FIXES.get(kind, "")
+
+
 def _pydantic_message(err: dict) -> tuple[str, str]:
     loc = tuple(err["loc"])
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         known = sorted(parent.model_fields) if parent else []
         return _fmt_loc(loc), f"unknown key {loc[-1]!r}; {_did_you_mean(loc[-1], known)}valid keys: {', '.join(known)}"
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):  # a validator's error about one key of its model
+        return _fmt_loc(loc + (cause.field,)), str(cause)
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if err["type"] == "missing":
-        return _fmt_loc(loc), "required key is missing"
+        example = MISSING_EXAMPLES.get(str(loc[-1]))
+        return _fmt_loc(loc), "required key is missing; add it" + (f", e.g. {example}" if example else "")
     got = err.get("input")
     suffix = "" if err["type"].startswith("value_error") or isinstance(got, (dict, list)) else f" (got {got!r})"
-    return _fmt_loc(loc), f"{msg}{suffix}"
+    fix = _type_fix(err, loc)
+    return _fmt_loc(loc), f"{msg}{suffix}" + (f"; {fix}" if fix else "")
 
 
 def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]]:
@@ -453,7 +521,7 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         if mlabels.index(lab) != i:
             errors.append((f"methods.{i}", f"method {lab!r} is listed twice; give one a distinct `label`"))
     if len(set(t.strip().lower() for t in study.tasks)) != len(study.tasks):
-        errors.append(("tasks", "a task is listed twice"))
+        errors.append(("tasks", "a task is listed twice; list each task once"))
 
     train_ok = set(run_fields()) - CELL_KEYS - STUDY_KEYS
     for key in study.train:
@@ -477,6 +545,22 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         bad = next((k for k in study.train if repr(k) in str(e)), None)
         return [(f"train.{bad}" if bad else "train", str(e))]
 
+    # each backbone's layer count, from its config (no weights, no download)
+    base_dir = path.parent.resolve() if path is not None else None
+    kept: list[tuple[int, str, Optional[int], bool]] = []  # (index, label, layers a run keeps, truncated)
+    for i, bb in enumerate(study.backbones):
+        try:
+            n, _ = backbone_layers(bb.id, _resolve_model(bb.id, base_dir))
+        except ConfigError as e:
+            errors.append((f"backbones.{i}.id", str(e)))
+            n = None
+        if n is not None and bb.layers is not None and bb.layers > n:
+            errors.append(
+                (f"backbones.{i}.layers", f"layers={bb.layers} is out of range: {bb.id} has {n} layers; use 1..{n} (or drop layers to keep them all)")
+            )
+            n = None
+        kept.append((i, bb.display(), bb.layers if bb.layers is not None else n, bb.layers is not None))
+
     run_keys = set(run_fields()) - CELL_KEYS - STUDY_KEYS - FINAL_KEYS
     for i, m in enumerate(study.methods):
         where = f"methods.{i}"
@@ -488,10 +572,16 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         for section, keys in (("fixed", m.fixed), ("search", m.search)):
             for key in keys:
                 if key not in valid:
+                    others = [n for n in METHODS.names() if n != m.name and key in method_fields(n)]
+                    hint = (
+                        f"{key!r} is an option of {' and '.join(others)}, not of {m.name}: drop it here; "
+                        if others
+                        else _did_you_mean(key, valid)
+                    )
                     errors.append(
                         (
                             f"{where}.{section}.{key}",
-                            f"unknown key for method {m.name!r}; {_did_you_mean(key, valid)}"
+                            f"unknown key for method {m.name!r}; {hint}"
                             f"valid: run settings ({', '.join(sorted(run_keys))}) or its options ({', '.join(sorted(opts)) or 'none'})",
                         )
                     )
@@ -511,7 +601,8 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
             errors.append((f"{where}.fixed.{key}" if key else f"{where}.fixed", str(e)))
             continue
         for key, sp in m.search.items():
-            for v in sp.ends():
+            fixes = ["drop it from values"] * len(sp.ends()) if sp.type == "choice" else ["change low", "change high"]
+            for v, fix in zip(sp.ends(), fixes):
                 probe = {**values, "method_args": dict(values["method_args"])}
                 if key in run_fields():
                     probe[key] = v
@@ -520,9 +611,105 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
                 try:
                     make_run_config(probe)
                 except ConfigError as e:
-                    errors.append((f"{where}.search.{key}", f"value {v!r}: {e}"))
+                    errors.append((f"{where}.search.{key}", f"value {v!r}: {e}; {fix}"))
                     break
+        if "depth" in opts and not errors:
+            errors.extend(_depth_errors(where, m, kept))
     return errors
+
+
+def _depth_errors(where: str, m: MethodSpec, kept: list[tuple[int, str, Optional[int], bool]]) -> list[tuple[str, str]]:
+    """``depth`` (fixed, or either end / every value of its search) against the layers each
+    backbone keeps: a study that keeps the first k layers can prompt at most k."""
+    from ptcore.methods.common import resolve_layers
+
+    def problem(depth: Any, n: int) -> Optional[str]:
+        if depth is None or isinstance(depth, bool):
+            return None
+        if isinstance(depth, float) and depth.is_integer():
+            depth = int(depth)
+        try:
+            resolve_layers(depth, n)
+        except ConfigError as e:
+            return str(e)
+        except (TypeError, ValueError):
+            return None  # not a depth at all: the method's own config check names it
+        return None
+
+    for i, label, n, truncated in kept:
+        if n is None:
+            continue
+        has = f"backbones.{i} ({label}) keeps its first {n} layers" if truncated else f"backbones.{i} ({label}) has {n} layers"
+        use = f"1..{n} (top k layers), layer indices 0..{n - 1}, or null (every layer)"
+        if "depth" in m.fixed:
+            e = problem(m.fixed["depth"], n)
+            if e:
+                return [(f"{where}.fixed.depth", f"{e}: {has}; set depth to {use}")]
+        sp = m.search.get("depth")
+        if sp is None:
+            continue
+        if sp.type == "choice":
+            for v in sp.values or []:
+                e = problem(v, n)
+                if e:
+                    return [(f"{where}.search.depth.values", f"{e}: {has}; drop {v!r} from values (depth takes {use})")]
+        else:
+            for end, v in (("low", sp.low), ("high", sp.high)):
+                e = problem(v, n)
+                if e:
+                    bound = f"at most {n}" if v > n else "at least 1"
+                    return [(f"{where}.search.depth.{end}", f"{e}: {has}; set {end} to {bound}")]
+    return []
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def backbone_layers(model_id: str, model: str) -> tuple[Optional[int], Optional[str]]:
+    """The layer count of a backbone, read from its config alone (no weights, no download):
+    ``(layers, None)``; ``(None, why)`` where it cannot be checked here (a hub id not in the
+    local cache: downloaded by the runs, or refused offline by :func:`preflight`). Raises
+    :class:`ConfigError` where the backbone can never load: a local path that is no model
+    directory, an unsupported family, or (offline) a near miss of a packaged model's name.
+    ``model``: the id with a relative path resolved (:func:`_resolve_model`)."""
+    from ptcore.backbones import ALIASES, PACKAGED, SUPPORTED_MODEL_TYPES, resolve
+
+    if model_id.startswith((".", "/", "~")) and not os.path.isdir(model):
+        raise ConfigError(
+            f"{model} is not a directory (relative paths are resolved against the study file's directory); point id at a "
+            f"directory holding the backbone's config.json, or use a hub id or packaged model (orchestrate ls backbones)"
+        )
+    source = resolve(model)
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError) as e:
+        if os.path.isdir(source):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"{source} holds no readable model config ({first[:160]}); point id at a directory holding the backbone's "
+                f"config.json, weights and tokenizer (save_pretrained's layout)"
+            ) from None
+        if not _offline():
+            return None, f"{model_id}: from the Hugging Face hub (not checked before the runs)"
+        close = difflib.get_close_matches(model_id, [*PACKAGED, *ALIASES], n=3, cutoff=0.8)
+        if close:
+            raise ConfigError(
+                f"unknown backbone {model_id!r}: no such local directory or packaged model, and not in the Hugging Face "
+                f"cache (HF_HUB_OFFLINE=1); did you mean {' or '.join(repr(c) for c in close)}? (orchestrate ls backbones)"
+            ) from None
+        return None, (
+            f"{model_id}: not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first "
+            f"(unset HF_HUB_OFFLINE) or point id at a local directory"
+        )
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            f"{model_id!r} is a {config.model_type!r} model; supported encoder families: {', '.join(SUPPORTED_MODEL_TYPES)} "
+            f"(see README, 'Backbones')"
+        )
+    return getattr(config, "num_hidden_layers", None), None
 
 
 def study_error(path: Optional[Path], loc: str, msg: str) -> StudyError:
@@ -532,8 +719,13 @@ def study_error(path: Optional[Path], loc: str, msg: str) -> StudyError:
 
 def parse_study(raw: Any, path: Optional[Path] = None) -> Study:
     """Validate a raw mapping (the YAML) into a Study; the first error, on one line."""
+    if raw is None:
+        raise study_error(path, "(top level)", "the study is empty; write its keys: name, backbones, tasks, methods (see studies/smoke.yaml)")
     if not isinstance(raw, dict):
-        raise study_error(path, "(top level)", f"expected a mapping of keys (name, backbones, tasks, ...), got {type(raw).__name__}")
+        raise study_error(
+            path, "(top level)",
+            f"expected a mapping of keys (name, backbones, tasks, ...), got a {type(raw).__name__}; write `key: value` lines (see studies/smoke.yaml)",
+        )
     try:
         study = Study.model_validate(raw)
     except ValidationError as e:
@@ -547,17 +739,113 @@ def parse_study(raw: Any, path: Optional[Path] = None) -> Study:
     return study
 
 
-def read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise StudyError(f"{path}: no such study file")
-    text = path.read_text(encoding="utf-8")
+def _yaml_fix(e: yaml.YAMLError) -> str:
+    """What to do about a YAML syntax error, from PyYAML's problem and context."""
+    problem = getattr(e, "problem", None) or ""
+    context = getattr(e, "context", None) or ""
+    cmark = getattr(e, "context_mark", None)
+    opened = f" at line {cmark.line + 1}, column {cmark.column + 1}" if cmark is not None else ""
+    if "'\\t'" in problem or "\t" in problem:
+        return "indent with spaces, not tabs"
+    if "flow sequence" in context:
+        return f"close the '[' opened{opened} with ']' (and separate items with commas)"
+    if "flow mapping" in context:
+        return f"close the '{{' opened{opened} with '}}' (and separate entries with commas)"
+    if "quoted scalar" in context:
+        return f"close the quote opened{opened}"
+    if "mapping values are not allowed" in problem:
+        return "a value holding ': ' needs quotes, or the key is indented wrongly"
+    if "block end" in problem or "expected key" in problem or "block mapping" in context:
+        return "line up the keys of one mapping at the same indentation"
+    return "fix the YAML syntax there"
+
+
+def _yaml_path(text: str) -> str:
+    """The key path (``methods.0.search``) where parsing ``text`` stops at a syntax error."""
+    frames: list[list] = []  # [kind ("map"/"seq"), current key or index, a map's value is in progress]
+
+    def child_started() -> None:
+        if frames and frames[-1][0] == "seq":
+            frames[-1][1] += 1
+
     try:
-        return yaml.safe_load(text)
+        for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+            top = frames[-1] if frames else None
+            if isinstance(ev, (yaml.ScalarEvent, yaml.AliasEvent)):
+                if top is not None and top[0] == "map":
+                    if not top[2]:
+                        top[1], top[2] = getattr(ev, "value", None), True
+                    else:
+                        top[2] = False
+                else:
+                    child_started()
+            elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                child_started()
+                frames.append(["map", None, False] if isinstance(ev, yaml.MappingStartEvent) else ["seq", -1, False])
+            elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                frames.pop()
+                if frames and frames[-1][0] == "map":
+                    frames[-1][2] = False
+    except yaml.YAMLError:
+        pass
+    parts = []
+    for k, frame in enumerate(frames):
+        inner = k == len(frames) - 1
+        if frame[0] == "map" and frame[1] is not None and (frame[2] or not inner):
+            parts.append(str(frame[1]))
+        elif frame[0] == "seq" and frame[1] >= 0 and not inner:
+            parts.append(str(frame[1]))
+    return ".".join(parts)
+
+
+def _duplicate_key(node, loc: tuple = ()) -> Optional[tuple[str, int, int]]:
+    """The first key written twice in one mapping: (its path, first line, second line).
+    PyYAML keeps the last silently; a study file must say one thing."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            k = key.value if isinstance(key, yaml.ScalarNode) else None
+            if k is not None and k != "<<":
+                if k in seen:
+                    return _fmt_loc(loc + (k,)), seen[k], key.start_mark.line + 1
+                seen[k] = key.start_mark.line + 1
+            found = _duplicate_key(value, loc + ((k,) if k is not None else ()))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, loc + (i,))
+            if found:
+                return found
+    return None
+
+
+def read_yaml(path: Path) -> Any:
+    if path.is_dir():
+        raise StudyError(f"{path}: is a directory, not a study file; pass the YAML file (e.g. studies/smoke.yaml)")
+    if not path.is_file():
+        raise StudyError(f"{path}: no such study file; check the path (the shipped studies are studies/*.yaml)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise StudyError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the study file as UTF-8") from None
+    except OSError as e:
+        raise StudyError(f"{path}: cannot be read ({e.strerror}); check its permissions") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
+        column = f", column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise StudyError(f"{path}: {where}invalid YAML ({problem})") from None
+        key = _yaml_path(text)
+        at = f" in {key}" if key else ""
+        raise StudyError(f"{path}: {where}invalid YAML{at} ({problem}{column}); {_yaml_fix(e)}") from None
+    dup = _duplicate_key(yaml.compose(text, Loader=yaml.SafeLoader))
+    if dup:
+        loc, first, second = dup
+        raise StudyError(f"{path}: {loc}: the key is written twice (lines {first} and {second}); keep one")
+    return raw
 
 
 def file_hash(raw: Any) -> str:
@@ -586,14 +874,88 @@ def load_study(
             d = (p.parent if p is not None else cwd) / d
         data_dir, source = str(d.resolve()), "study file data_dir"
         if not Path(data_dir).is_dir():
-            raise study_error(p, "data_dir", f"{data_dir} does not exist (relative paths are resolved against the study file's directory)")
+            what = "is not a directory" if Path(data_dir).exists() else "does not exist"
+            raise study_error(
+                p, "data_dir", f"{data_dir} {what} (relative paths are resolved against the study file's directory); {DATA_DIR_FIX}"
+            )
     elif os.environ.get("PTCORE_DATA_DIR"):
         data_dir, source = str(Path(os.environ["PTCORE_DATA_DIR"]).expanduser().resolve()), "$PTCORE_DATA_DIR"
         if not Path(data_dir).is_dir():
-            raise StudyError(f"PTCORE_DATA_DIR={os.environ['PTCORE_DATA_DIR']!r} does not exist")
+            what = "is not a directory" if Path(data_dir).exists() else "does not exist"
+            raise study_error(
+                p, "data_dir", f"not set, and PTCORE_DATA_DIR={os.environ['PTCORE_DATA_DIR']!r} {what}; "
+                f"set PTCORE_DATA_DIR or the study's data_dir to the directory holding the official files"
+            )
     else:
         data_dir, source = None, "Hugging Face hub (no data_dir and PTCORE_DATA_DIR unset)"
-    return LoadedStudy(study, p, file_hash(raw), out, data_dir, source)
+    return LoadedStudy(study, p, file_hash(raw), out, data_dir, source, "--output-dir" if output_dir else "output_dir")
+
+
+DATA_DIR_FIX = "point data_dir at the directory holding the official files (superglue/, glue/, ner/, squad/; see README)"
+
+
+def unwritable(path: Path) -> Optional[str]:
+    """Why a directory cannot be made or written at ``path``, without creating anything
+    (None: it can): the path or an ancestor is a file, or the nearest existing directory is
+    not writable."""
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} exists and is not a directory"
+        return None if os.access(path, os.W_OK | os.X_OK) else f"{path} is not writable"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{path} cannot be created: {parent} is a file, not a directory"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{path} cannot be created: {parent} is not writable"
+            return None
+    return None
+
+
+def check_output(ls: LoadedStudy) -> None:
+    """The output directory (and a local MLflow store or Ray storage elsewhere) can be
+    created and written, checked before anything is: one line naming the key and the fix."""
+    fix = "pass --output-dir DIR" if ls.output_source == "--output-dir" else "set output_dir (or pass --output-dir DIR)"
+    why = unwritable(ls.output_dir)
+    if why:
+        raise study_error(ls.path, ls.output_source, f"{why}; {fix} to a directory you can write")
+    uri = ls.mlflow_uri
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :])
+        why = unwritable(db.parent)
+        if why:
+            raise study_error(ls.path, "tracking.mlflow_uri", f"{why}; point the sqlite store at a directory you can write (or drop mlflow_uri)")
+    sp = ls.study.ray.storage_path
+    if sp and "://" not in sp:
+        why = unwritable(Path(ls.storage_path))
+        if why:
+            raise study_error(ls.path, "ray.storage_path", f"{why}; point storage_path at a directory you can write (or drop it)")
+
+
+def check_backbones(ls: LoadedStudy, starting: bool) -> list[str]:
+    """Backbones whose config could not be read here (hub ids not in the local cache):
+    a line each. ``starting`` (a real study, not a plan): refused where HF_HUB_OFFLINE=1
+    makes them impossible to load, before anything starts."""
+    notes = []
+    base = ls.path.parent.resolve() if ls.path is not None else None
+    for i, bb in enumerate(ls.study.backbones):
+        n, why = backbone_layers(bb.id, _resolve_model(bb.id, base))
+        if why is None:
+            continue
+        if starting and _offline():
+            raise study_error(ls.path, f"backbones.{i}.id", why)
+        notes.append(why)
+    return notes
+
+
+def preflight(ls: LoadedStudy, starting: bool = False) -> tuple[list[str], list[str]]:
+    """Everything checked before a study starts (after the file itself, :func:`load_study`):
+    the output directory can be written, the backbones can load, every task's data exist and
+    parse. Returns (data lines, backbone notes); raises :class:`StudyError` on one line."""
+    check_output(ls)
+    notes = check_backbones(ls, starting)
+    return check_data(ls), notes
 
 
 def check_data(ls: LoadedStudy) -> list[str]:
@@ -617,6 +979,13 @@ def check_data(ls: LoadedStudy) -> list[str]:
             splits, _ = load_splits(get_task(t), ls.data_dir)
         except PtcoreError as e:
             raise study_error(ls.path, f"tasks: {t}", f"{e} (data directory {ls.data_dir}, from {ls.data_source})") from None
+        if not {"val", "test"} & set(splits):  # nothing to report on: the runs would select and stop
+            spec = get_task(t)
+            expected = ", ".join(str(Path(ls.data_dir) / spec.local.path / spec.local.files[r]) for r in ("val", "test") if r in spec.local.files)
+            raise study_error(
+                ls.path, f"tasks: {t}", f"task {t}: the official file the study reports on is missing (expected {expected}); "
+                f"put it there (data directory {ls.data_dir}, from {ls.data_source})",
+            )
         lines.append(f"{t}: " + ", ".join(f"{s} {len(x):,}" for s, x in splits.items()))
     return lines
 

@@ -24,7 +24,7 @@ class RunConfig(BaseModel):
     layers: Optional[int] = Field(None, ge=1, description="keep only the first k backbone layers")
     method_args: dict[str, Any] = Field(default_factory=dict, description="options of the method (see `orchestrate ls methods`)")
     data_dir: Optional[str] = Field(None, description="data directory (default $PTCORE_DATA_DIR, else the hub)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (numpy's range: 0 .. 2**32 - 1)")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1)
     eval_batch_size: int = Field(64, ge=1, description="batch size of dev/val/test evaluation (no backward pass, so larger than batch_size)")

@@ -82,7 +82,7 @@ def _read_yaml(path: Path) -> dict:
 
     data = read_yaml(path) or {}
     if not isinstance(data, dict):
-        raise PtcoreError(f"study file {path} is not a mapping")
+        raise PtcoreError(f"{path}: (top level): a study file is a mapping of keys (name, output_dir, ...), got a {type(data).__name__}; pass a study file or its output directory")
     return data
 
 
@@ -97,12 +97,12 @@ def load_study(study: str | os.PathLike) -> StudyResults:
         config = _read_yaml(path)
         name = config.get("name")
         if not name:
-            raise PtcoreError(f"study file {path} has no `name`")
+            raise PtcoreError(f"{path}: name: required key is missing; add it (`name: my-study`), or pass the study's output directory")
         out = Path(config.get("output_dir") or f"studies_out/{name}")
         if not out.is_absolute() and not out.is_dir() and (path.parent / out).is_dir():
             out = path.parent / out
     else:
-        raise PtcoreError(f"{study}: no such study file or study output directory")
+        raise PtcoreError(f"{study}: no such study file or study output directory; pass a study file (studies/*.yaml) or its output directory (studies_out/<name>)")
     csv_path = out / "results.csv"
     if not csv_path.is_file():
         raise PtcoreError(f"no results at {csv_path}; run `orchestrate study` first (or pass the study output directory)")

@@ -59,9 +59,12 @@ def read_jsonl(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{lineno}: a JSON {type(record).__name__}, not an object; expected one JSON object per line")
+            records.append(record)
     return records
 
 
@@ -84,6 +87,13 @@ def read_tsv(path: Path, header: bool) -> list[dict]:
 
 
 def read_records(path: Path, spec: TaskSpec) -> list[dict]:
+    try:
+        return _read_records(path, spec)
+    except UnicodeDecodeError as e:  # every reader opens its file as UTF-8
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); the official files are UTF-8") from None
+
+
+def _read_records(path: Path, spec: TaskSpec) -> list[dict]:
     fmt = spec.local.format
     if fmt == "jsonl":
         return read_jsonl(path)

@@ -4,6 +4,7 @@ the plan, ``orchestrate validate`` / ``study --dry-run`` on the shipped studies,
 from __future__ import annotations
 
 import copy
+import socket
 from pathlib import Path
 
 import pytest
@@ -218,10 +219,13 @@ def test_ui_resolves_the_study_store(tmp_path, monkeypatch):
     assert tracking_uri_for(None) == uri  # the only study under studies_out/
     cmd = ui_command(uri, "127.0.0.1", 5000)
     assert cmd[1:4] == ["-m", "mlflow", "ui"] and cmd[cmd.index("--host") + 1] == "127.0.0.1"
-    calls = []
-    monkeypatch.setattr("subprocess.call", lambda c: calls.append(c) or 0)
-    assert main(["ui", str(path), "--port", "5123"]) == 0
-    assert calls and calls[0][calls[0].index("--port") + 1] == "5123" and calls[0][calls[0].index("--host") + 1] == "127.0.0.1"
+    calls = []  # no real server: orchestrate ui's process handling is tested in test_processes.py
+    monkeypatch.setattr("orchestrator.processes.run_process_tree", lambda c: calls.append(c) or (0, None))
+    with socket.socket() as s:  # a port free now (the UI checks it before starting)
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    assert main(["ui", str(path), "--port", port]) == 0
+    assert calls and calls[0][calls[0].index("--port") + 1] == port and calls[0][calls[0].index("--host") + 1] == "127.0.0.1"
 
 
 def test_output_dir_of_another_study_is_refused(tmp_path):
