@@ -10,7 +10,7 @@ kernel for the math path (plus a "safe" softmax: three more passes over the scor
 ``kernels="fast"`` (the default; :func:`install`) swaps in:
 
 * :class:`FastDropout`: a mask of 16-bit random numbers, four from each 64-bit draw, kept
-  where ``r >= p·2^16``, applied as one ``where(keep, x·s, 0)`` with ``s = 1/(1 - p')``.
+  where ``r >= p·2^16``, applied as ``x · (keep · s)`` with ``s = 1/(1 - p')``.
   ``p' = round(p·2^16)/2^16`` is the drop rate actually used (|p' - p| <= 2^-17; 0.1 -> 0.100006),
   and ``s`` divides by its keep rate, so the output's expectation is the input exactly, as
   with torch's dropout. The mask is a bool tensor, one byte per element (torch's too).
@@ -56,17 +56,21 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.
 
 
 class _Dropout(torch.autograd.Function):
+    """``x · m`` with ``m = keep · scale`` made in ``x``'s dtype: on the CPU a bool-to-float
+    conversion and two multiplies take ~half the time of one ``where(keep, x·s, 0)``. The bool
+    mask (one byte an element) is what is kept for the backward."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
         keep, scale = keep_mask(x.shape, p, x.device)
         ctx.scale = scale
         ctx.save_for_backward(keep)
-        return torch.where(keep, x * scale, 0.0)
+        return x * keep.to(x.dtype).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0.0), None
+        return grad * keep.to(grad.dtype).mul_(ctx.scale), None
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
