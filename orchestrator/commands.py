@@ -79,8 +79,9 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
         f"  resources    {res.workers_per_trial} worker/trial x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU",
         f"  train        {', '.join(f'{k}={v}' for k, v in s.train.items()) or '(ptcore defaults)'}",
         f"  data         {plan['data_dir'] or '-'}  [{plan['data_source']}]",
-        f"  output       {plan['output_dir']}  (results.csv, optuna.db, cache/, state/)",
+        f"  output       {plan['output_dir']}  (results.csv, cache/, state/)",
         f"  tracking     {plan['mlflow_uri']}  experiment {ls.experiment_name!r}",
+        f"  optuna       {plan['optuna_storage']}  studies {ls.name}/<cell>",
         f"  ray          {plan['ray_address']}; storage {plan['storage_path']}",
     ]
     if ls.data_dir is None:
@@ -202,11 +203,11 @@ def tracking_uri_for(target: Optional[str]) -> str:
     """The MLflow URI of a study given its file or output dir."""
     if target is None:
         root = Path("studies_out")
-        found = sorted(p.parent for p in root.glob("*/mlflow.db")) if root.is_dir() else []
+        found = sorted({p.parent for pattern in ("*/mlflow.db", "*/study.yaml") for p in root.glob(pattern)}) if root.is_dir() else []
         if len(found) != 1:
             raise PtcoreError(
                 "name the study: orchestrate ui STUDY_FILE_OR_DIR"
-                + (f" (found {', '.join(map(str, found))})" if found else " (no studies_out/*/mlflow.db here)")
+                + (f" (found {', '.join(map(str, found))})" if found else " (no study output directory in studies_out/ here)")
             )
         target = str(found[0])
     p = Path(target)
@@ -227,9 +228,18 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
 
 
 def handle_ui(args: argparse.Namespace) -> int:
+    from .stores import is_postgres, postgres_problem, redact, split_password
+
     uri = tracking_uri_for(args.target)
-    if not uri.startswith("sqlite:") and not uri.startswith("file:"):
-        print(f"this study tracks to {uri}: open it there (nothing to serve locally)")
+    env = None
+    if is_postgres(uri):  # a database: served from here like a sqlite file, once it answers
+        why = postgres_problem(uri)
+        if why:
+            raise PtcoreError(f"{args.target or 'studies_out'}: tracking.mlflow_uri: {why}")
+        uri, password = split_password(uri)
+        env = {**os.environ, "PGPASSWORD": password} if password is not None else None
+    elif not uri.startswith("sqlite:") and not uri.startswith("file:"):
+        print(f"this study tracks to {redact(uri)}: open it there (nothing to serve locally)")
         return 0
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
         raise PtcoreError(f"{uri[len('sqlite:///'):]} does not exist yet: run the study first")
@@ -237,9 +247,9 @@ def handle_ui(args: argparse.Namespace) -> int:
 
     check_port(args.host, args.port, "the MLflow UI")  # before anything starts: one line, exit 2
     cmd = ui_command(uri, args.host, args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port}  ({uri}); Ctrl-C to stop", flush=True)
+    print(f"MLflow UI on http://{args.host}:{args.port}  ({redact(uri)}); Ctrl-C to stop", flush=True)
     # its own process group; Ctrl-C / SIGTERM stop MLflow's whole process tree (~15 processes)
-    rc, stopped = run_process_tree(cmd)
+    rc, stopped = run_process_tree(cmd, env=env)
     if stopped is not None:
         print(f"MLflow UI stopped ({signal.Signals(stopped).name})", file=sys.stderr)
         return 0

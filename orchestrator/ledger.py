@@ -6,18 +6,20 @@ snapshots (which lag behind after ``kill -9`` and would re-run finished trials):
 * ``results.csv``: a row is written the moment a run finishes. A cell's search needs
   ``trials_per_cell`` rows, its final one row per seed (for the currently best config).
   Whatever has a row is never run again; what is missing is run now.
-* ``optuna.db``: each cell's Optuna study (``<study>/<cell>``). A resumed search loads it,
-  so TPE conditions on every trial told so far; trials left RUNNING by a crash are marked
-  FAIL first (:func:`close_stale_optuna`), and the sampler is re-seeded with ``seed +
-  number of trials so far`` so a resumed search draws new points rather than replaying the
-  first ones. Raising ``trials_per_cell`` (or adding seeds, backbones, tasks, methods) and
-  resuming *extends* a study the same way.
+* ``optuna.db`` (or ``tracking.optuna_storage``, e.g. a PostgreSQL database): each cell's
+  Optuna study (``<study>/<cell>``). A resumed search loads it, so TPE conditions on every
+  trial told so far; trials left RUNNING by a crash are marked FAIL first
+  (:func:`close_stale_optuna`), and the sampler is re-seeded with ``seed + number of trials
+  so far`` so a resumed search draws new points rather than replaying the first ones.
+  Raising ``trials_per_cell`` (or adding seeds, backbones, tasks, methods) and resuming
+  *extends* a study the same way.
 
 Beside them (:class:`OutputDir`): ``.lock`` (one driver per output dir), ``study.json``
-(the study's name and every invocation), ``plan.json`` and ``study.yaml`` (the plan and
-the study file as run), and ``state/``: ``<cell>.json`` per cell (search attempts, the
-selection, done) and ``_study.json`` (attempt counters that keep the Tune experiment names
-stable across resumes).
+(the study's name, its id and every invocation; the id marks the MLflow experiment and the
+Optuna studies as this directory's, so two output dirs never share them in one database),
+``plan.json`` and ``study.yaml`` (the plan and the study file as run), and ``state/``:
+``<cell>.json`` per cell (search attempts, the selection, done) and ``_study.json`` (attempt
+counters that keep the Tune experiment names stable across resumes).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ptcore.fileio import write_json_atomic, write_text_atomic
 from . import results as R
 from .raysession import output_dir_busy
 from .study import StudyError
+from .tracking import OWNER, OWNER_DIR
 
 if TYPE_CHECKING:
     from .study import Cell, LoadedStudy
@@ -102,11 +105,15 @@ class OutputDir:
                 f"pass --resume to continue it, or set another output_dir (or delete that directory)"
             )
 
-    def snapshot(self, resume: bool, say: Callable[[str], None]) -> None:
-        """The study file and plan as run, plus a history of invocations."""
+    def snapshot(self, resume: bool, say: Callable[[str], None]) -> str:
+        """The study file and plan as run, plus a history of invocations. Returns the output
+        dir's study id (:meth:`uid`), made on its first run."""
+        import uuid
+
         self.path.mkdir(parents=True, exist_ok=True)
         manifest_path = self.path / "study.json"
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"name": self.ls.name, "invocations": []}
+        manifest.setdefault("uid", uuid.uuid4().hex)
         prev = manifest["invocations"][-1]["file_hash"] if manifest["invocations"] else None
         if prev and prev != self.ls.file_hash:
             say(f"note: the study file changed since the last run ({prev} -> {self.ls.file_hash}); finished runs are kept")
@@ -117,6 +124,7 @@ class OutputDir:
         write_json_atomic(self.path / "plan.json", self.ls.plan())
         if self.ls.path is not None and self.ls.path.is_file():
             write_text_atomic(self.path / "study.yaml", self.ls.path.read_text())
+        return manifest["uid"]
 
     # ------------------------------------------------------------------ the ledgers
 
@@ -124,20 +132,82 @@ class OutputDir:
         return R.ResultsTable(self.path / "results.csv")
 
     def optuna_storage(self):
-        """The cells' Optuna studies (``optuna.db``), Optuna's own logging quieted."""
+        """The cells' Optuna studies (``tracking.optuna_storage``: ``optuna.db`` here by
+        default, or a PostgreSQL database), Optuna's own logging quieted."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return optuna.storages.RDBStorage(f"sqlite:///{self.path / 'optuna.db'}")
+        # pre-ping: a study outlives idle connections a database server or a proxy closes
+        return optuna.storages.RDBStorage(self.ls.optuna_storage, engine_kwargs={"pool_pre_ping": True})
+
+    def optuna_exists(self) -> bool:
+        """Whether the Optuna storage may hold studies (a sqlite file not yet made holds none)."""
+        url = self.ls.optuna_storage
+        return not url.startswith("sqlite:///") or Path(url[len("sqlite:///") :]).is_file()
 
     def reconcile_optuna(self, cells: list[Cell], results: R.ResultsTable) -> None:
         """After a crash or Ctrl-C, Optuna trials left RUNNING: COMPLETE if results.csv has
         the run (the row was written, Tune had not told Optuna yet), else FAIL."""
-        if not (self.path / "optuna.db").is_file():
+        if not self.optuna_exists():
             return
         storage = self.optuna_storage()
         for cell in cells:
-            close_stale_optuna(storage, f"{self.ls.name}/{cell.id}", results.select(cell=cell.id))
+            close_stale_optuna(storage, self.ls.optuna_study_name(cell), results.select(cell=cell.id))
+
+    # ------------------------------------------------------------------ a shared database: whose studies these are
+
+    def uid(self) -> Optional[str]:
+        """This output directory's study id (``study.json``; None before its first run). The
+        MLflow experiment and the Optuna studies it writes carry it (:data:`OWNER`), so a
+        second output directory of a study with the same name never writes into them."""
+        manifest = self.path / "study.json"
+        return json.loads(manifest.read_text()).get("uid") if manifest.is_file() else None
+
+    def owner(self, uid: str) -> dict[str, str]:
+        return {OWNER: uid, OWNER_DIR: str(self.path)}
+
+    def check_owner(self, cells: list[Cell]) -> None:
+        """Refuse stores (a shared database) whose experiment or Optuna studies of this name
+        belong to another output directory, before anything is written or started: resuming
+        from here would close that study's running MLflow runs and fail its running Optuna
+        trials, and TPE would learn from its trials."""
+        from .stores import redact
+
+        uid = self.uid()
+        uri = self.ls.mlflow_uri
+        if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).is_file():
+            from .tracking import experiment_owner
+
+            theirs = experiment_owner(uri, self.ls.experiment_name)
+            if theirs and theirs[0] != uid:
+                raise StudyError(
+                    f"{self.ls.path or self.path}: tracking.experiment: MLflow experiment {self.ls.experiment_name!r} in "
+                    f"{redact(uri)} belongs to the study in {theirs[1]}; resume that one (--output-dir {theirs[1]} --resume), "
+                    f"or give this one an experiment of its own (tracking.experiment)"
+                )
+        if self.optuna_exists():
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            names = {self.ls.optuna_study_name(c) for c in cells}
+            for s in optuna.get_all_study_summaries(self.optuna_storage(), include_best_trial=False):
+                theirs = s.user_attrs.get(OWNER)
+                if s.study_name in names and theirs and theirs != uid:
+                    raise StudyError(
+                        f"{self.ls.path or self.path}: name: the Optuna storage {redact(self.ls.optuna_storage)} holds study "
+                        f"{s.study_name!r} of the study in {s.user_attrs.get(OWNER_DIR)}; resume that one "
+                        f"(--output-dir {s.user_attrs.get(OWNER_DIR)} --resume), or rename this study (name) or point "
+                        f"tracking.optuna_storage at another database"
+                    )
+
+    def claim_optuna(self, storage, study_name: str, uid: str) -> None:
+        """Create a cell's Optuna study (as Tune's OptunaSearch would: maximize) and mark it ours."""
+        import optuna
+
+        study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True)
+        for k, v in self.owner(uid).items():
+            if study.user_attrs.get(k) != v:
+                study.set_user_attr(k, v)
 
     # ------------------------------------------------------------------ state/
 

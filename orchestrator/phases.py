@@ -1,7 +1,7 @@
 """The study's two phases, each one Tuner for all cells, and the Tune plumbing they share.
 
     phase 1, one Tuner for all cells (backbones x tasks x methods):
-        trial_fn over per-cell OptunaSearch (TPE, seeded, sqlite storage) + per-cell ASHA on dev_primary
+        trial_fn over per-cell OptunaSearch (TPE, seeded, RDB storage) + per-cell ASHA on dev_primary
         selection: the search run with the highest dev_primary (dev only: val/test never used)
     phase 2, one Tuner for all cells: trial_fn over packs of (cell's best config, seed) runs
 
@@ -118,7 +118,7 @@ class Phases:
     and the cells' summaries (:attr:`summary`, in finishing order)."""
 
     def __init__(self, ls: LoadedStudy, cells: list[Cell], *, ledger: OutputDir, ray: RaySession, results: R.ResultsTable,
-                 tracker, tags: dict[str, str], git: dict, study_run: str, progress: Progress, resume: bool):
+                 tracker, tags: dict[str, str], git: dict, study_run: str, progress: Progress, resume: bool, uid: str = ""):
         self.ls = ls
         self.cells = cells
         self.ledger = ledger
@@ -130,6 +130,7 @@ class Phases:
         self.study_run = study_run
         self.progress = progress
         self.resume = resume
+        self.uid = uid  # the output dir's study id: marks the cells' Optuna studies as ours
         self.recorder = None
         self.cell_runs: dict[str, str] = {}  # cell id -> its open MLflow run
         self.summary: list[dict[str, Any]] = []
@@ -231,8 +232,10 @@ class Phases:
             spec["cells"][index] = {"base": base, "run_prefix": f"{self.ls.name}__{cell.id}__search-a{attempt}"}
             epochs = search_epochs(cell, base)
             epochs_max = max(epochs_max, epochs)
-            study_name = f"{self.ls.name}/{cell.id}"
+            study_name = self.ls.optuna_study_name(cell)
             n_before = close_stale_optuna(storage, study_name, self.results.select(cell=cell.id))
+            if self.uid:
+                self.ledger.claim_optuna(storage, study_name, self.uid)
             searchers[index], schedulers[index] = cell_search(
                 cell, storage=storage, study_name=study_name, seed=cell_seed(b.seed, cell.id, n_before), epochs=epochs, budget=b
             )

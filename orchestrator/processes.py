@@ -201,9 +201,10 @@ def _prctl() -> Any:
         return None
 
 
-def run_process_tree(cmd: Sequence[str], grace_s: float = GRACE_S) -> tuple[int, Optional[int]]:
-    """Run ``cmd`` in a session of its own until it exits or this process gets SIGINT or
-    SIGTERM; either way nothing of its tree is left running when this returns.
+def run_process_tree(cmd: Sequence[str], grace_s: float = GRACE_S, env: Optional[dict[str, str]] = None) -> tuple[int, Optional[int]]:
+    """Run ``cmd`` (in ``env``: default this process's environment) in a session of its own
+    until it exits or this process gets SIGINT or SIGTERM; either way nothing of its tree is
+    left running when this returns.
 
     Returns ``(returncode, signum)``: ``signum`` is the signal that stopped it (None: the
     command exited by itself with ``returncode``)."""
@@ -219,7 +220,7 @@ def run_process_tree(cmd: Sequence[str], grace_s: float = GRACE_S) -> tuple[int,
         # blocked while starting: a signal now is taken once `proc` is known (the child unblocks them)
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            proc = subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=_child_setup(os.getpid(), _prctl()))
+            proc = subprocess.Popen(list(cmd), env=env, start_new_session=True, preexec_fn=_child_setup(os.getpid(), _prctl()))
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         proc.wait()

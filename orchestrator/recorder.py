@@ -11,6 +11,8 @@ training run: a search trial has one, a final trial one per seed it trains.
 * trial complete   -> runs that never sent a final result were stopped by ASHA: row
                       status pruned (dev only), run FINISHED with tag ptcore.status=pruned
 * trial error      -> row status error + one-line reason, run FAILED
+* trial ended      -> its Ray Train run (checkpoints) deleted from the Ray storage: nothing
+                      reads it now (final checkpoints are MLflow artifacts; see orchestrator.disk)
 * interrupted      -> :meth:`abort`: every open run ends KILLED (no row: resume re-runs it)
 """
 
@@ -261,12 +263,24 @@ class Recorder(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         ts = self._trial(trial)
         self._close_unfinished(ts, "pruned")
+        self._prune(trial.trial_id)
         self.progress.trial_end(trial.trial_id)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         ts = self._trial(trial)
         self._close_unfinished(ts, "error", error_line(trial_error(trial)))
+        self._prune(trial.trial_id)
         self.progress.trial_end(trial.trial_id)
+
+    def _prune(self, trial_id: str) -> None:
+        """The ended trial's Ray Train run: its rows are written and its final checkpoints
+        logged to MLflow, so nothing reads its checkpoints any more."""
+        from .disk import prune_train_runs
+
+        try:
+            prune_train_runs(self.ls, trial_id)
+        except OSError:  # pragma: no cover - best effort; the end-of-study sweep tries again
+            pass
 
     def on_step_end(self, iteration, trials, **info):
         self.progress.heartbeat()

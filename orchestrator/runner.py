@@ -2,14 +2,14 @@
 configuration of every cell re-run with each final seed; tracked in MLflow and results.csv.
 
     phase 1, one Tuner for all cells (backbones x tasks x methods):
-        trial_fn over per-cell OptunaSearch (TPE, seeded, sqlite storage) + per-cell ASHA on dev_primary
+        trial_fn over per-cell OptunaSearch (TPE, seeded, RDB storage) + per-cell ASHA on dev_primary
         selection: the search run with the highest dev_primary (dev only: val/test never used)
     phase 2, one Tuner for all cells: trial_fn over packs of (cell's best config, seed) runs
 
 :class:`StudyRunner` conducts; each piece lives in its own module:
 
 * :mod:`orchestrator.ledger`: the output dir (lock, snapshot, ``state/``) and the two
-  ledgers ``--resume`` is built on, ``results.csv`` and ``optuna.db`` (not Tune's
+  ledgers ``--resume`` is built on, ``results.csv`` and the Optuna storage (not Tune's
   experiment snapshots, which lag behind after ``kill -9`` and would re-run finished trials).
 * :mod:`orchestrator.raysession`: Ray started with the first piece of work and shut down at
   the end; SIGTERM ends a study like Ctrl-C; one study with a local Ray per machine.
@@ -33,6 +33,7 @@ from .ledger import OutputDir, existing_work
 from .phases import Phases, local_trials, run_spec, trainable
 from .progress import Progress
 from .raysession import RaySession, restore_sigterm, sigterm_handler, trap_sigterm, tune_env_defaults
+from .stores import is_sqlite, redact
 from .study import LoadedStudy
 from .summary import cell_summary
 
@@ -82,6 +83,8 @@ class StudyRunner:
 
     def run(self) -> list[dict[str, Any]]:
         self.ledger.check(self.resume)
+        # a shared database: its experiment and Optuna studies of this name are not another output dir's
+        self.ledger.check_owner(self.cells)
         # before anything is written or started: another study's local Ray on this machine
         # (refused, unless --address local), then another driver on this output dir
         with self.ray.machine_lock(), self.ledger.lock():
@@ -90,7 +93,7 @@ class StudyRunner:
 
     def _run_locked(self) -> list[dict[str, Any]]:
         tune_env_defaults()
-        self.ledger.snapshot(self.resume, self.progress.say)
+        self.uid = self.ledger.snapshot(self.resume, self.progress.say)
         from .tracking import KIND, Tracker
 
         self.results = self.ledger.results()
@@ -98,7 +101,7 @@ class StudyRunner:
             n = self.results.drop(status="error")
             if n:
                 self.progress.say(f"--retry-failed: {n} failed run(s) will run again")
-        self.tracker = Tracker(self.ls.mlflow_uri, self.ls.experiment_name, self.out / "mlartifacts")
+        self.tracker = Tracker(self.ls.mlflow_uri, self.ls.experiment_name, self.out / "mlartifacts", owner=self.ledger.owner(self.uid))
         stale = self.tracker.close_stale(self.results.done_keys())
         if stale:
             self.progress.say(f"resume: closed {stale} MLflow run(s) left RUNNING by an interrupted run")
@@ -110,11 +113,13 @@ class StudyRunner:
         plan = self.ls.plan()
         self.progress.say(
             f"study {self.ls.name}: {plan['cells']} cells, {plan['search_trials']} search trials + {plan['final_runs']} final runs "
-            f"-> {self.out}  (MLflow {self.ls.mlflow_uri})"
+            f"-> {self.out}  (MLflow {redact(self.ls.mlflow_uri)}"
+            + ("" if is_sqlite(self.ls.optuna_storage) else f", Optuna {redact(self.ls.optuna_storage)}")
+            + ")"
         )
         self.phases = Phases(
             self.ls, self.cells, ledger=self.ledger, ray=self.ray, results=self.results, tracker=self.tracker, tags=self.tags,
-            git=self.git, study_run=self.study_run, progress=self.progress, resume=self.resume,
+            git=self.git, study_run=self.study_run, progress=self.progress, resume=self.resume, uid=self.uid,
         )
         old_term = sigterm_handler()
         status = "FAILED"
@@ -132,7 +137,22 @@ class StudyRunner:
             restore_sigterm(old_term)
             self._close(status)
             self.ray.shutdown()
+            self._prune()
+        if status == "FINISHED":
+            from .disk import usage_line
+
+            self.progress.say(usage_line(self.out, self.ls.storage_path))
         return self.summary
+
+    def _prune(self) -> None:
+        """Every Ray Train run of the study left in its storage (an attempt cut short by
+        ``kill -9``, a trial Tune never reported ended): nothing reads them (see orchestrator.disk)."""
+        from .disk import prune_train_runs
+
+        try:
+            prune_train_runs(self.ls)
+        except OSError as e:  # pragma: no cover - never hide the original error
+            log.warning("pruning Ray Train runs failed: %s", e)
 
     def _close(self, status: str) -> None:
         try:

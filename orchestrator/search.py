@@ -1,7 +1,8 @@
 """One Tune search over many cells: a searcher and a scheduler that keep each cell apart.
 
 Every cell (backbone x task x method) has its own Optuna study (TPE, seeded, persisted in
-``optuna.db``) and its own ASHA brackets: a cell's trials are compared only with each
+the study's Optuna storage: ``optuna.db`` or a PostgreSQL database, ``tracking.optuna_storage``;
+named ``<study name>/<cell id>``) and its own ASHA brackets: a cell's trials are compared only with each
 other (an RTE trial is never stopped because a CB trial scored higher). They still share
 *one* Tuner, so the ``max_concurrent`` lanes stay busy across cell boundaries (a Tuner
 per cell idles lanes at every boundary and pays a Tuner start-up per cell).

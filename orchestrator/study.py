@@ -15,7 +15,8 @@ into real :class:`ptcore.config.RunConfig` objects so a bad value fails here, no
 trial 17 an hour later. Each backbone's config (no weights) gives its layer count, against
 which ``layers`` and every ``depth`` (fixed, range ends, choices) are checked.
 :func:`preflight` then checks what the file points at before a study starts: the output
-directory can be written, the backbones can load, every task's data exist and parse.
+directory can be written, the tracking stores answer, the backbones can load, every task's
+data exist and parse.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ptcore.errors import ConfigError, PtcoreError
 
 # run settings a cell decides (backbone, task, method) or the study decides elsewhere
-CELL_KEYS = {"task", "method", "model", "layers", "method_args"}
+CELL_KEYS = {"task", "method", "model", "layers", "trust_remote_code", "method_args"}
 STUDY_KEYS = {"data_dir"}  # top-level `data_dir`, one for the whole study
 FINAL_KEYS = {"seed"}  # search trials use train.seed (default 0); finals use final.seeds
 
@@ -65,6 +66,10 @@ class BackboneSpec(Strict):
     id: str = Field(description="hub id, packaged alias or local directory (relative to the study file)")
     layers: Optional[int] = Field(None, ge=1, description="keep the first k transformer layers")
     label: Optional[str] = Field(None, min_length=1, description="short name in cell ids (default: from id + layers)")
+    trust_remote_code: bool = Field(
+        False, description="let transformers run Python code that the model's repository ships (custom architectures); "
+        "off unless set here"
+    )
 
     def display(self) -> str:
         if self.label:
@@ -169,9 +174,50 @@ class Resources(Strict):
     gpus_per_worker: float = Field(0.0, ge=0)
 
 
+PG_EXAMPLE = "postgresql://ptcore@db.example.internal:5432/{db}"
+
+
 class Tracking(Strict):
-    mlflow_uri: Optional[str] = Field(None, description="default sqlite:///<output_dir>/mlflow.db")
+    mlflow_uri: Optional[str] = Field(
+        None,
+        description="MLflow tracking store: default sqlite:///<output_dir>/mlflow.db; a PostgreSQL database "
+        "(postgresql://user@host:5432/mlflow) shared by studies and machines; or an MLflow server (http://host:5000)",
+    )
     experiment: Optional[str] = Field(None, description="MLflow experiment name (default: the study name)")
+    optuna_storage: Optional[str] = Field(
+        None,
+        description="Optuna RDB storage of the cells' TPE studies (<study name>/<cell id>): default "
+        "sqlite:///<output_dir>/optuna.db; or a PostgreSQL database of its own (postgresql://user@host:5432/optuna)",
+    )
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _mlflow_uri(cls, v: Optional[str]) -> Optional[str]:
+        from .stores import is_postgres, url_problem
+
+        if v is not None and is_postgres(v):
+            why = url_problem(v, PG_EXAMPLE.format(db="mlflow"))
+            if why:
+                raise ValueError(why)
+        return v
+
+    @field_validator("optuna_storage")
+    @classmethod
+    def _optuna_storage(cls, v: Optional[str]) -> Optional[str]:
+        from .stores import is_postgres, redact, url_problem
+
+        if v is None:
+            return v
+        if is_postgres(v):
+            why = url_problem(v, PG_EXAMPLE.format(db="optuna"))
+            if why:
+                raise ValueError(why)
+        elif not v.startswith("sqlite:///"):
+            raise ValueError(
+                f"{redact(v)!r} is not an Optuna RDB storage URL; write sqlite:///optuna.db (a file; relative: in the output "
+                f"directory) or {PG_EXAMPLE.format(db='optuna')} (or drop optuna_storage for the default)"
+            )
+        return v
 
 
 class RaySettings(Strict):
@@ -253,16 +299,32 @@ class LoadedStudy:
     def name(self) -> str:
         return self.study.name
 
-    @property
-    def mlflow_uri(self) -> str:
-        uri = self.study.tracking.mlflow_uri
+    def _store(self, uri: Optional[str], default: str) -> str:
+        """A store URL as MLflow / Optuna get it: relative sqlite paths against the output
+        dir, PostgreSQL with its driver named (:func:`orchestrator.stores.normalize`)."""
+        from .stores import normalize
+
         if uri:
             if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
                 rel = uri[len("sqlite:///") :]
                 if not os.path.isabs(rel):  # relative sqlite paths: against the output dir
                     return f"sqlite:///{(self.output_dir / rel).resolve()}"
-            return uri
-        return f"sqlite:///{self.output_dir / 'mlflow.db'}"
+            return normalize(uri)
+        return f"sqlite:///{self.output_dir / default}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return self._store(self.study.tracking.mlflow_uri, "mlflow.db")
+
+    @property
+    def optuna_storage(self) -> str:
+        """The Optuna storage URL of the cells' studies (default: ``optuna.db`` in the output dir)."""
+        return self._store(self.study.tracking.optuna_storage, "optuna.db")
+
+    def optuna_study_name(self, cell: "Cell") -> str:
+        """A cell's Optuna study: ``<study name>/<cell id>``, so the studies of many study
+        files share one database without colliding."""
+        return f"{self.name}/{cell.id}"
 
     @property
     def experiment_name(self) -> str:
@@ -322,6 +384,8 @@ def compose_run(ls: "LoadedStudy", cell: Cell, params: Optional[dict[str, Any]] 
     values: dict[str, Any] = {"task": cell.task, "method": cell.method.name, "model": cell.model}
     if cell.backbone.layers is not None:
         values["layers"] = cell.backbone.layers
+    if cell.backbone.trust_remote_code:  # only where the study says so (RunConfig's default: off)
+        values["trust_remote_code"] = True
     values.update(study.train)
     fixed_run, fixed_opts = split_settings(cell.method.name, cell.method.fixed)
     p_run, p_opts = split_settings(cell.method.name, params or {})
@@ -377,6 +441,8 @@ def final_packs(ls: "LoadedStudy") -> list[list]:
 
 
 def make_plan(ls: LoadedStudy) -> dict[str, Any]:
+    from .stores import redact
+
     cells = ls.cells()
     s = ls.study
     n_search = sum(s.budget.trials_per_cell if c.method.search else 0 for c in cells)
@@ -400,7 +466,8 @@ def make_plan(ls: LoadedStudy) -> dict[str, Any]:
         "output_dir": str(ls.output_dir),
         "data_dir": ls.data_dir,
         "data_source": ls.data_source,
-        "mlflow_uri": ls.mlflow_uri,
+        "mlflow_uri": redact(ls.mlflow_uri),
+        "optuna_storage": redact(ls.optuna_storage),
         "ray_address": s.ray.address or os.environ.get("RAY_ADDRESS") or "local",
         "storage_path": ls.storage_path,
     }
@@ -920,17 +987,37 @@ def check_output(ls: LoadedStudy) -> None:
     why = unwritable(ls.output_dir)
     if why:
         raise study_error(ls.path, ls.output_source, f"{why}; {fix} to a directory you can write")
-    uri = ls.mlflow_uri
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
-        why = unwritable(db.parent)
-        if why:
-            raise study_error(ls.path, "tracking.mlflow_uri", f"{why}; point the sqlite store at a directory you can write (or drop mlflow_uri)")
+    for key, uri in (("mlflow_uri", ls.mlflow_uri), ("optuna_storage", ls.optuna_storage)):
+        if uri.startswith("sqlite:///"):
+            db = Path(uri[len("sqlite:///") :])
+            why = unwritable(db.parent)
+            if why:
+                raise study_error(ls.path, f"tracking.{key}", f"{why}; point the sqlite store at a directory you can write (or drop {key})")
     sp = ls.study.ray.storage_path
     if sp and "://" not in sp:
         why = unwritable(Path(ls.storage_path))
         if why:
             raise study_error(ls.path, "ray.storage_path", f"{why}; point storage_path at a directory you can write (or drop it)")
+
+
+def check_stores(ls: LoadedStudy) -> None:
+    """The tracking stores can be used from here, before anything starts: MLflow and Optuna
+    each have a database of their own, and a PostgreSQL one has its driver installed, its
+    server answering and its database there (one line naming the key and the fix)."""
+    from .stores import is_postgres, postgres_problem, same_database
+
+    if same_database(ls.mlflow_uri, ls.optuna_storage):
+        raise study_error(
+            ls.path, "tracking.optuna_storage",
+            "is the database of tracking.mlflow_uri: MLflow and Optuna each keep their schema version in a table "
+            "alembic_version and cannot share one database; give Optuna its own (CREATE DATABASE optuna; "
+            f"{PG_EXAMPLE.format(db='optuna')}), or drop optuna_storage for the sqlite file in the output directory",
+        )
+    for key, uri in (("mlflow_uri", ls.mlflow_uri), ("optuna_storage", ls.optuna_storage)):
+        if is_postgres(uri):
+            why = postgres_problem(uri)
+            if why:
+                raise study_error(ls.path, f"tracking.{key}", why)
 
 
 def check_backbones(ls: LoadedStudy, starting: bool) -> list[str]:
@@ -951,9 +1038,11 @@ def check_backbones(ls: LoadedStudy, starting: bool) -> list[str]:
 
 def preflight(ls: LoadedStudy, starting: bool = False) -> tuple[list[str], list[str]]:
     """Everything checked before a study starts (after the file itself, :func:`load_study`):
-    the output directory can be written, the backbones can load, every task's data exist and
-    parse. Returns (data lines, backbone notes); raises :class:`StudyError` on one line."""
+    the output directory can be written, the tracking stores answer (:func:`check_stores`),
+    the backbones can load, every task's data exist and parse. Returns (data lines, backbone
+    notes); raises :class:`StudyError` on one line."""
     check_output(ls)
+    check_stores(ls)
     notes = check_backbones(ls, starting)
     return check_data(ls), notes
 

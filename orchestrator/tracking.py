@@ -10,9 +10,10 @@ never calls ``mlflow.set_experiment`` or touches the fluent API's global state):
 
 Why the driver: Ray Tune already ships every epoch's metrics from the Train worker to the
 driver (``TuneReportCallback``), so a Tune ``Callback`` in the driver logs them with one
-``MlflowClient`` over one SQLite file: no worker needs MLflow credentials or network access
-to the tracking store, there is a single writer (no SQLite lock contention), and run
-status is decided where the outcome is known (finished / failed / interrupted).
+``MlflowClient`` over one store (a SQLite file, a PostgreSQL database or an MLflow server): no
+worker needs MLflow credentials or network access to the tracking store, there is a single
+writer per study (no SQLite lock contention), and run status is decided where the outcome is
+known (finished / failed / interrupted).
 
 Every run ends FINISHED, FAILED or KILLED: on Ctrl-C the driver ends its open runs as
 KILLED; after ``kill -9`` the next ``--resume`` marks the stale RUNNING runs KILLED (or
@@ -36,6 +37,9 @@ KIND, CELL, PHASE, TRIAL, RUN_INDEX, SEED = (
     "ptcore.run_index",
     "ptcore.seed",
 )
+# on the MLflow experiment (a tag) and each cell's Optuna study (a user attribute): the output
+# directory whose study they are (its id, orchestrator.ledger.OutputDir.uid) and its path
+OWNER, OWNER_DIR = "ptcore.study_uid", "ptcore.output_dir"
 
 
 def flatten_config(resolved: dict[str, Any]) -> dict[str, str]:
@@ -72,10 +76,32 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def local_artifacts(uri: str) -> bool:
+    """Whether a tracking store keeps no artifacts of its own (a database or a directory):
+    the study then puts them in its output directory. An MLflow server has its own."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    return scheme in ("", "file") or scheme.startswith(("sqlite", "postgresql", "mysql", "mssql"))
+
+
+def experiment_owner(uri: str, experiment: str) -> Optional[tuple[str, str]]:
+    """(study id, output directory) that an existing experiment is marked with, or None."""
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    if exp is None or not exp.tags.get(OWNER):
+        return None
+    return exp.tags[OWNER], exp.tags.get(OWNER_DIR, "?")
+
+
 class Tracker:
     """Thin wrapper over :class:`mlflow.MlflowClient` for one study's experiment."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Optional[Path] = None):
+    def __init__(self, uri: str, experiment: str, artifact_root: Optional[Path] = None, owner: Optional[dict[str, str]] = None):
+        """``artifact_root``: where a store without an artifact server of its own (sqlite,
+        file, a PostgreSQL database) keeps the experiment's artifacts (MLflow's default
+        would be ``./mlruns`` under the working directory). ``owner``: tags that mark the
+        experiment as one output directory's (:meth:`orchestrator.ledger.OutputDir.check_owner`)."""
         _quiet_mlflow()
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         from mlflow.tracking import MlflowClient
@@ -85,14 +111,17 @@ class Tracker:
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = None
-            if artifact_root is not None and (uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri):
+            if artifact_root is not None and local_artifacts(uri):
                 artifact_root.mkdir(parents=True, exist_ok=True)
                 location = artifact_root.resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location, tags=owner)
         else:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
+            for k, v in (owner or {}).items():
+                if exp.tags.get(k) != v:
+                    self.client.set_experiment_tag(self.experiment_id, k, v)
         self.experiment = experiment
 
     # ---------------------------------------------------------------- finding runs

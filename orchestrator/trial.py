@@ -150,15 +150,15 @@ class ProcessCache:
     Small LRUs: a study touches a handful of (backbone, task) pairs."""
 
     def __init__(self, max_backbones: int = 3, max_data: int = 8):
-        self.backbones = LRU(max_backbones)  # (model, layers) -> Backbone
+        self.backbones = LRU(max_backbones)  # (model, layers, trust_remote_code) -> Backbone
         self.data = LRU(max_data)  # ptcore.train.data_key -> Prepared (filled by train(data_cache=))
 
-    def backbone(self, model: str, layers: Optional[int]):
+    def backbone(self, model: str, layers: Optional[int], trust_remote_code: bool = False):
         from ptcore.backbones import load_backbone
 
-        key = (model, layers)
+        key = (model, layers, trust_remote_code)
         if key not in self.backbones:
-            self.backbones[key] = load_backbone(model, layers)
+            self.backbones[key] = load_backbone(model, layers, trust_remote_code=trust_remote_code)
         return self.backbones[key]
 
 
@@ -183,7 +183,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(threads)  # the CPUs this trial was given, not every core
     for i, values in enumerate(config["runs"]):
         cfg = make_run_config(values)
-        backbone = PROCESS_CACHE.backbone(cfg.model, cfg.layers).copy()  # no run touches the pristine one
+        backbone = PROCESS_CACHE.backbone(cfg.model, cfg.layers, cfg.trust_remote_code).copy()  # no run touches the pristine one
         cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False), local=bool(config.get("local")))
         with tempfile.TemporaryDirectory() as out:
             # search runs are selected on dev alone: no val/test evaluation (time, and no temptation)

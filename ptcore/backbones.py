@@ -121,17 +121,21 @@ def truncate_layers(model: nn.Module, layers: int) -> None:
     model.config.num_hidden_layers = layers
 
 
-def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool = False) -> Backbone:
+def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool = False, trust_remote_code: bool = False) -> Backbone:
     """Load a pretrained encoder and its tokenizer.
 
     ``config_only`` builds the architecture with random weights (tests, dry runs).
+    Weights are read from safetensors only: a ``.bin`` checkpoint is a pickle, which can run
+    code when it is read, so a model that ships nothing else is refused (:func:`_load_weights`).
+    ``trust_remote_code`` (off unless a run or study sets it) lets transformers run Python
+    code that a hub repository ships with its config, tokenizer or model.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     source = resolve(model_id)
     try:
-        config = AutoConfig.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(
@@ -143,17 +147,18 @@ def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool
             f"model {model_id!r} is a {config.model_type!r} model; supported encoder families: "
             f"{', '.join(SUPPORTED_MODEL_TYPES)} (see README, 'Backbones')"
         )
-    model = AutoModel.from_config(config) if config_only else _load_weights(AutoModel, model_id, source)
+    if config_only:
+        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    else:
+        model = _load_weights(AutoModel, model_id, source, trust_remote_code)
     if layers is not None:
         truncate_layers(model, layers)
     return Backbone(model=model, tokenizer=tokenizer, name=model_id, source=source)
 
 
 def _weight_errors() -> tuple[type[BaseException], ...]:
-    """What reading a missing, truncated or corrupt weights file raises (safetensors and torch)."""
-    import pickle
-
-    errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError)
+    """What reading a missing, truncated or corrupt safetensors weights file raises."""
+    errors: tuple[type[BaseException], ...] = (OSError, ValueError, RuntimeError, EOFError)
     try:
         from safetensors import SafetensorError
     except ImportError:  # pragma: no cover - safetensors always comes with transformers
@@ -161,13 +166,35 @@ def _weight_errors() -> tuple[type[BaseException], ...]:
     return errors + (SafetensorError,)
 
 
-def _load_weights(auto_model, model_id: str, source: str):
-    """``AutoModel.from_pretrained(source)``; a weights file that cannot be read (its config
-    could: ``validate`` passed) becomes one line naming the model and the file's error."""
+PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")  # torch.save: a pickle
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+CONVERT = "convert it once where you trust it: AutoModel.from_pretrained(dir).save_pretrained(dir) writes model.safetensors"
+
+
+def _pickle_only(model_id: str, source: str) -> ConfigError:
+    return ConfigError(
+        f"model {model_id!r}: {source} has no safetensors weights (model.safetensors), only a pickled checkpoint "
+        f"(pytorch_model.bin), which ptcore never loads (unpickling can run code); {CONVERT}"
+    )
+
+
+def _load_weights(auto_model, model_id: str, source: str, trust_remote_code: bool = False):
+    """``AutoModel.from_pretrained(source, use_safetensors=True)``: a ``.bin`` (pickle) weights
+    file is never unpickled; a model that has only one becomes one line saying how to convert
+    it. A weights file that cannot be read (its config could: ``validate`` passed) becomes one
+    line naming the model and the file's error."""
+    if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in SAFE_WEIGHTS):
+        if any(os.path.isfile(os.path.join(source, f)) for f in PICKLED_WEIGHTS):
+            raise _pickle_only(model_id, source)
     try:
-        return auto_model.from_pretrained(source)
+        return auto_model.from_pretrained(source, use_safetensors=True, trust_remote_code=trust_remote_code)
     except _weight_errors() as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if not os.path.isdir(source) and ".safetensors" in first:  # a hub repository (or its cached copy) without them
+            raise ConfigError(
+                f"model {model_id!r}: no safetensors weights (model.safetensors) for it ({first[:160]}); ptcore never "
+                f"loads pickled .bin weights (unpickling can run code): pick a revision that has model.safetensors, or {CONVERT}"
+            ) from None
         raise ConfigError(
             f"model {model_id!r}: its weights could not be loaded from {source} ({type(e).__name__}: {first[:200]}); "
             f"the weights file is missing or corrupt: save or download the model again"

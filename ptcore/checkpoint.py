@@ -40,7 +40,7 @@ def load_checkpoint(directory: str | Path, backbone: Optional[Backbone] = None) 
     if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
         raise DataError(f"{directory} is not a ptcore checkpoint (needs {WEIGHTS} and {CONFIG})")
     cfg = RunConfig(**json.loads((directory / CONFIG).read_text()))
-    backbone = backbone or load_backbone(cfg.model, cfg.layers)
+    backbone = backbone or load_backbone(cfg.model, cfg.layers, trust_remote_code=cfg.trust_remote_code)
     model = build_model(cfg, backbone)
     state = load_file(str(directory / WEIGHTS))
     expected = set(model.trainable_state_dict())

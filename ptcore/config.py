@@ -22,6 +22,9 @@ class RunConfig(BaseModel):
     method: str = Field("ptuning_v2", description="registered method")
     model: str = Field(DEFAULT_MODEL, description="hub id or local directory of the backbone")
     layers: Optional[int] = Field(None, ge=1, description="keep only the first k backbone layers")
+    trust_remote_code: bool = Field(
+        False, description="let transformers run Python code shipped with the model (hub custom architectures); off unless set"
+    )
     method_args: dict[str, Any] = Field(default_factory=dict, description="options of the method (see `orchestrate ls methods`)")
     data_dir: Optional[str] = Field(None, description="data directory (default $PTCORE_DATA_DIR, else the hub)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (numpy's range: 0 .. 2**32 - 1)")
@@ -68,8 +71,8 @@ class RunConfig(BaseModel):
         return d
 
     def config_hash(self) -> str:
-        """Stable hash of the resolved config minus where things live (not what they are)."""
-        d = {k: v for k, v in self.resolved().items() if k not in ("data_dir", "device")}
+        """Stable hash of the resolved config minus where things live and what code may run (not what they are)."""
+        d = {k: v for k, v in self.resolved().items() if k not in ("data_dir", "device", "trust_remote_code")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+import glob
 import hashlib
 import json
 import os
-import pickle
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -37,11 +39,68 @@ def subsample(examples: list[dict], limit: Optional[int], seed: int = 0) -> list
     return [examples[i] for i in take_units(members, order, limit)]
 
 
+# The feature cache is JSON: features are plain python values (dicts of ints, floats, None,
+# strings and nested lists of them), and reading JSON can never run code, as unpickling can.
+# Version 1 was a pickle (``*.pkl``): those files are never read, and are deleted when the
+# split's new cache file is written.
+CACHE_FORMAT = "ptcore-features/2"
+CACHE_SUFFIX = ".features.json"
+
+
+def _jsonable(value):
+    """Examples that are not plain JSON (a set, an exotic scalar) still hash the same in every process."""
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return repr(value)
+
+
 def _cache_key(spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict]) -> str:
+    """A stable hash of what the features depend on (the same in every process and run: JSON,
+    not pickle, whose bytes may differ between Python versions for equal data)."""
     h = hashlib.sha256()
-    h.update(json.dumps([spec.name, getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length, split]).encode())
-    h.update(pickle.dumps(examples, protocol=4))
+    h.update(json.dumps([CACHE_FORMAT, spec.name, getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length, split]).encode())
+    h.update(json.dumps(examples, sort_keys=True, default=_jsonable).encode())
     return h.hexdigest()[:20]
+
+
+def cache_path(cache_dir: str | os.PathLike, spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict]) -> Path:
+    """Where :func:`encode_split` keeps the features of a split."""
+    stem = f"{spec.name.replace('/', '_')}-{split}"
+    return Path(cache_dir) / f"{stem}-{_cache_key(spec, tokenizer, max_length, split, examples)}{CACHE_SUFFIX}"
+
+
+def read_cache(path: Path) -> Optional[list[dict]]:
+    """The features stored at ``path``, or None where the file is missing, unreadable, not
+    JSON or not a ptcore feature cache (the split is then tokenized again and the file
+    rewritten). JSON only: nothing here can run code, whatever the file holds."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    enabled = gc.isenabled()
+    gc.disable()  # ~1M small lists: the cyclic GC would otherwise triple the load time, finding nothing
+    try:
+        obj = json.loads(data)
+    except ValueError:  # not JSON (UnicodeDecodeError is a ValueError too)
+        return None
+    finally:
+        if enabled:
+            gc.enable()
+    if not isinstance(obj, dict) or obj.get("format") != CACHE_FORMAT or not isinstance(obj.get("features"), list):
+        return None
+    return obj["features"]
+
+
+def write_cache(path: Path, features: list[dict]) -> None:
+    """Atomically (concurrent trials never read half a file), with the umask's mode; the
+    split's version-1 pickle caches beside it are deleted (they are never read)."""
+    with atomic_write(path, "wb") as f:
+        f.write(json.dumps({"format": CACHE_FORMAT, "features": features}, separators=(",", ":")).encode())
+    stem = path.name[: -len(CACHE_SUFFIX)].rsplit("-", 1)[0]  # <task>-<split>
+    old = re.compile(re.escape(stem) + r"-[0-9a-f]{20}\.pkl")
+    for p in path.parent.glob(f"{glob.escape(stem)}-*.pkl"):
+        if old.fullmatch(p.name):
+            p.unlink(missing_ok=True)
 
 
 def encode_split(
@@ -52,14 +111,13 @@ def encode_split(
     cache_dir = cache_dir or os.environ.get(CACHE_ENV)
     path = None
     if cache_dir:
-        path = Path(cache_dir) / f"{spec.name.replace('/', '_')}-{split}-{_cache_key(spec, tokenizer, max_length, split, examples)}.pkl"
-        if path.is_file():
-            with open(path, "rb") as f:
-                return pickle.load(f)
+        path = cache_path(cache_dir, spec, tokenizer, max_length, split, examples)
+        cached = read_cache(path)
+        if cached is not None:
+            return cached
     features = kind.encode(examples, tokenizer, max_length)
     if path is not None:
-        with atomic_write(path, "wb") as f:  # atomic: concurrent trials never read half a file
-            pickle.dump(features, f, protocol=4)
+        write_cache(path, features)
     return features
 
 

@@ -264,7 +264,7 @@ def train(
 
     # ---- model: backbone (frozen unless fine-tuning) + method + head
     with timer("load_s"):
-        backbone = backbone or load_backbone(cfg.model, cfg.layers)
+        backbone = backbone or load_backbone(cfg.model, cfg.layers, trust_remote_code=cfg.trust_remote_code)
         model = build_model(cfg, backbone).to(device)
         trainable, total = model.param_counts()
 

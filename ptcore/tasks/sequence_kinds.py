@@ -4,7 +4,7 @@ Both read the encoder's hidden states at every input token. Methods strip their 
 positions before returning them (see :mod:`ptcore.methods.base`), so the heads, labels and
 answer offsets below are the same for every method: position t is input token t.
 
-Features carry python lists only (they are pickled by the feature cache); batches carry
+Features carry python lists only (the feature cache stores them as JSON); batches carry
 tensors plus, for QA, the offset mappings as plain lists (``train.py`` moves tensors only).
 Neither ``encode`` nor ``decode`` sees the spec: what ``encode`` needs from it travels
 with the examples (``tag_ids`` from :func:`ptcore.tasks.ner.ner_example`; ``doc_stride``

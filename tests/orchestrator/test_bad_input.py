@@ -170,6 +170,11 @@ def read_only(tmp: Path, mp: pytest.MonkeyPatch) -> None:
 PT2_DEPTH_SEARCH = {"name": "ptuning_v2", "fixed": {"prompt_length": 4}}
 
 
+def no_psycopg2(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """As on a machine without the PostgreSQL driver: ``import psycopg2`` fails."""
+    mp.setitem(sys.modules, "psycopg2", None)
+
+
 # ------------------------------------------------------------------ the corpus: study files
 
 STUDY_CASES = [
@@ -315,6 +320,23 @@ STUDY_CASES = [
          "tracking.mlflow_uri: {tmp}/afile exists and is not a directory", "point the sqlite store at a directory", setup=a_file),
     Case("ray-storage-under-a-file", at("ray", storage_path="{tmp}/afile/ray"), "ray.storage_path: {tmp}/afile/ray cannot be created",
          "point storage_path at a directory", setup=a_file),
+    Case("optuna-store-under-a-file", at("tracking", optuna_storage="sqlite:///{tmp}/afile/optuna.db"),
+         "tracking.optuna_storage: {tmp}/afile exists and is not a directory", "point the sqlite store at a directory", setup=a_file),
+    # ---- tracking stores on PostgreSQL (orchestrator.stores): the URL, the driver, the server
+    Case("postgres-scheme", at("tracking", mlflow_uri="postgres://postgres@127.0.0.1/mlflow"),
+         "tracking.mlflow_uri: 'postgres://postgres@127.0.0.1/mlflow': the PostgreSQL URL must start postgresql://", "write e.g. postgresql://"),
+    Case("postgres-no-database", at("tracking", optuna_storage="postgresql://postgres@127.0.0.1:5432"),
+         "tracking.optuna_storage: 'postgresql://postgres@127.0.0.1:5432' names no database", "add it after the host"),
+    Case("optuna-storage-not-rdb", at("tracking", optuna_storage="redis://localhost:6379"),
+         "tracking.optuna_storage: 'redis://localhost:6379' is not an Optuna RDB storage URL", "write sqlite:///optuna.db"),
+    Case("postgres-one-database-for-both", at("tracking", mlflow_uri="postgresql://postgres@127.0.0.1:1/ptcore",
+                                              optuna_storage="postgresql://postgres@localhost:1/ptcore"),
+         "tracking.optuna_storage: is the database of tracking.mlflow_uri", "give Optuna its own"),
+    Case("postgres-no-server", at("tracking", mlflow_uri="postgresql://postgres@127.0.0.1:1/mlflow"),
+         "tracking.mlflow_uri: no PostgreSQL server answers at 127.0.0.1:1", "start it, or fix the host and port in the URL"),
+    Case("postgres-no-driver", at("tracking", optuna_storage="postgresql://postgres@127.0.0.1:1/optuna"),
+         "tracking.optuna_storage: postgresql+psycopg2://postgres@127.0.0.1:1/optuna needs the PostgreSQL driver psycopg2",
+         "pip install 'psycopg2-binary>=2.9'", setup=no_psycopg2),
     Case("output-read-only", at("", output_dir="{tmp}/ro/out"), "output_dir: {tmp}/ro/out cannot be created: {tmp}/ro is not writable",
          "set output_dir", setup=read_only, skip="root writes into read-only directories" if os.geteuid() == 0 else None),
 ]
@@ -359,6 +381,8 @@ CLI_CASES = [
     Cli("ui-dir-without-store", ["ui", "{tmp}/empty"], "{tmp}/empty: no mlflow.db here", "pass the study file or its output dir",
         setup=lambda tmp, mp: (tmp / "empty").mkdir()),
     Cli("ui-study-never-run", ["ui", "{study}"], "{tmp}/out/mlflow.db does not exist yet", "run the study first"),
+    Cli("ui-postgres-no-server", ["ui", "{study}"], "{study}: tracking.mlflow_uri: no PostgreSQL server answers at 127.0.0.1:1",
+        "start it, or fix the host and port", study=at("tracking", mlflow_uri="postgresql://postgres@127.0.0.1:1/mlflow")),
     Cli("ui-port-a-word", ["ui", "{study}", "--port", "http"], "orchestrate ui: argument --port: invalid int value: 'http'", USAGE),
     Cli("ls-unknown", ["ls", "models"], "orchestrate ls: argument what: invalid choice: 'models'", "choose from 'tasks', 'methods', 'backbones'"),
 ]

@@ -4,6 +4,8 @@ the tests read what it left behind."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import time
@@ -11,10 +13,19 @@ import time
 import pandas as pd
 import pytest
 
-from orch_study_helpers import mlflow_runs, tiny_bert, tiny_study, write_study  # noqa: F401  (tiny_bert: fixture)
+from orch_study_helpers import (  # noqa: F401  (tiny_bert: fixture)
+    IDS,
+    assert_metrics_logged,
+    assert_mlflow_complete,
+    assert_optuna_complete,
+    assert_results_complete,
+    mlflow_runs,
+    read_results,
+    tiny_bert,
+    tiny_study,
+    write_study,
+)
 from orchestrator.cli import main
-
-IDS = {"trial_id": str, "source_trial": str}  # ids like 01234567 stay strings
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +39,14 @@ def finished(tiny_bert, tmp_path_factory):  # noqa: F811
     os.chdir(root)  # the optional report module writes reports/<name> under the working directory
     try:
         t0 = time.time()
-        rc = main(["study", str(path)])
+        with contextlib.redirect_stdout(io.StringIO()) as stdout:
+            rc = main(["study", str(path)])
         elapsed = time.time() - t0
     finally:
         os.chdir(cwd)
+    print(stdout.getvalue())
     assert rc == 0
-    return {"path": path, "out": out, "root": root, "elapsed": elapsed}
+    return {"path": path, "out": out, "root": root, "elapsed": elapsed, "stdout": stdout.getvalue()}
 
 
 def test_results_table(finished):
@@ -45,63 +58,23 @@ def test_results_table(finished):
     ]  # fmt: skip
     assert set(required) <= set(df.columns)
     assert "val_macro_f1" in df.columns  # CB's second metric
-    assert len(df) == 8  # 2 cells x (2 search trials + 2 final seeds)
-    for cell, g in df.groupby("cell"):
-        search, final = g[g.phase == "search"], g[g.phase == "final"]
-        assert len(search) == 2 and search.trial_id.is_unique
-        assert set(search.status) <= {"ok", "pruned"}
-        assert sorted(final.seed) == [0, 1] and set(final.status) == {"ok"}
-        best = search.loc[search.dev_primary.idxmax()]
-        assert set(final.source_trial) == {best.trial_id}  # finals re-run the best search config
-        assert final.val_primary.notna().all() and (final.layers == 2).all()
-        cfg = json.loads(final.iloc[0].config_json)
-        assert cfg["lr"] == pytest.approx(json.loads(best.params_json)["lr"])
-        assert cfg["method_args"]["prompt_length"] == 4 and cfg["seed"] in (0, 1)
-        assert (final.trainable_params < final.total_params).all()
-        # the ledger's report inputs: each final run's data budget and per-item val predictions
-        from ptcore.metrics import METRICS
-
-        for _, row in final.iterrows():
-            budget = json.loads(row.data_json)
-            assert budget["sizes"]["val"] > 0 and budget["epochs"] == cfg["epochs"] and budget["train_label_counts"]
-            stored = json.loads((finished["out"] / row.predictions).read_text())["val"]
-            recomputed = METRICS.get(row.primary_metric)(stored["predictions"], stored["references"], groups=stored["groups"])
-            assert recomputed == pytest.approx(row.val_primary)
-        assert search.predictions.isna().all()  # search runs report no val
-    assert set(df.task) == {"superglue/cb", "superglue/rte"}
+    assert_results_complete(df, finished["out"])  # shared with the PostgreSQL study (test_postgres.py)
     assert not list(finished["out"].glob(".results.csv.*"))  # atomic writes leave no temp files
 
 
 def test_mlflow_hierarchy(finished):
     uri = f"sqlite:///{finished['out'] / 'mlflow.db'}"
+    df = read_results(finished["out"])
+    assert_mlflow_complete(uri, "tiny", df)  # shared with the PostgreSQL study (test_postgres.py)
     runs = mlflow_runs(uri, "tiny")
-    assert all(r.info.status == "FINISHED" for r in runs), {r.info.run_name: r.info.status for r in runs}
-    by_kind: dict[str, list] = {}
-    for r in runs:
-        by_kind.setdefault(r.data.tags.get("ptcore.kind"), []).append(r)
-    (study,) = by_kind["study"]
-    cells = by_kind["cell"]
-    assert len(cells) == 2 and all(c.data.tags["mlflow.parentRunId"] == study.info.run_id for c in cells)
-    cell_ids = {c.info.run_id: c.data.tags["ptcore.cell"] for c in cells}
-    trials = by_kind["run"]
-    assert len(trials) == 8
-    for r in trials:
-        t = r.data.tags
-        assert cell_ids[t["mlflow.parentRunId"]] == t["ptcore.cell"]
-        assert t["ptcore.phase"] in ("search", "final")
-        assert "ptcore.git_commit" in t and "ptcore.version.torch" in t and t["ptcore.study_hash"]
-        assert r.data.params["method.prompt_length"] == "4" and "lr" in r.data.params and r.data.params["model"]
-        assert "dev_primary" in r.data.metrics
-    final = [r for r in trials if r.data.tags["ptcore.phase"] == "final"]
-    assert len(final) == 4 and all("val_primary" in r.data.metrics and "trainable_params" in r.data.metrics for r in final)
-    # per-epoch metrics at step = epoch; the final run's checkpoint is an artifact
-    from mlflow.tracking import MlflowClient
+    assert len(runs) == 11 and all(r.info.status == "FINISHED" for r in runs), {r.info.run_name: r.info.status for r in runs}
 
-    client = MlflowClient(tracking_uri=uri)
-    steps = [m.step for m in client.get_metric_history(final[0].info.run_id, "dev_primary") if m.step > 0]
-    assert steps[:2] == [1, 2]
-    arts = {a.path for a in client.list_artifacts(final[0].info.run_id, "checkpoint")}
-    assert {"checkpoint/trainable.safetensors", "checkpoint/run_config.json"} <= arts
+
+def test_every_metric_value_in_the_store(finished):
+    """Two trials at a time logged their epochs through the driver: the store holds every
+    value once (the same check runs on PostgreSQL, test_postgres.py)."""
+    n = assert_metrics_logged(f"sqlite:///{finished['out'] / 'mlflow.db'}", "tiny", read_results(finished["out"]))
+    assert n > 0
 
 
 def test_optuna_storage_and_state(finished):
@@ -112,12 +85,34 @@ def test_optuna_storage_and_state(finished):
     assert names == {"tiny/tiny__superglue-cb__ptuning_v2", "tiny/tiny__superglue-rte__ptuning_v2"}
     for name in names:
         assert len(optuna.load_study(study_name=name, storage=storage).trials) == 2
+    assert_optuna_complete(storage, "tiny", read_results(finished["out"]))
     state = json.loads((finished["out"] / "state" / "tiny__superglue-cb__ptuning_v2.json").read_text())
     assert state["done"] and state["search_attempts"] == 1 and state["best_trial"]
     assert json.loads((finished["out"] / "state" / "_study.json").read_text())["final_attempts"] == 1
     # Ray Train's checkpoint copies of finished cells are removed (the finals are MLflow artifacts)
     assert not [d for d in (finished["out"] / "ray").iterdir() if re.search(r"__(search|final)-a\d+__", d.name)]
-    assert list((finished["out"] / "cache").glob("*.pkl"))  # tokenized once, shared by the trials
+    cached = list((finished["out"] / "cache").iterdir())  # tokenized once, shared by the trials: JSON, never a pickle
+    assert cached and all(p.name.endswith(".features.json") for p in cached)
+
+
+def _stale_checkpoints(out) -> list:
+    """Checkpoints left in the Ray storage, and Ray Train run directories."""
+    ray = out / "ray"
+    return sorted(str(p.relative_to(ray)) for p in ray.rglob("*") if p.name.startswith("checkpoint_") or p.suffix == ".safetensors"
+                  or (p.parent == ray and re.search(r"__(search|final)-a\d+__", p.name)))
+
+
+def test_output_dir_holds_no_stale_checkpoints(finished):
+    """After the study: no checkpoint in the Ray storage (Tune's experiment dirs alone stay),
+    while every final run's checkpoint is an MLflow artifact; the last line sizes the dir by part."""
+    out = finished["out"]
+    assert _stale_checkpoints(out) == []
+    assert sorted(d.name for d in (out / "ray").iterdir()) == ["tiny__final-a1", "tiny__search-a1"]
+    finals = [r for r in mlflow_runs(f"sqlite:///{out / 'mlflow.db'}", "tiny") if r.data.tags.get("ptcore.phase") == "final"]
+    ckpts = list((out / "mlartifacts").rglob("trainable.safetensors"))
+    assert len(finals) == 4 and len(ckpts) == 4
+    line = next((ln for ln in finished["stdout"].splitlines() if "] output dir " in ln), "")
+    assert re.search(r"output dir .*out: [\d.]+ [KM]B \(", line) and all(f"{p} " in line for p in ("ray", "cache", "mlflow.db")), line
 
 
 def test_rerun_needs_resume_and_resume_of_done_study_runs_nothing(finished, capsys):
@@ -140,6 +135,29 @@ def test_rerun_needs_resume_and_resume_of_done_study_runs_nothing(finished, caps
     assert (out / "results.csv").read_text() == before
     runs = mlflow_runs(f"sqlite:///{out / 'mlflow.db'}", "tiny")
     assert len(runs) == 11 and all(r.info.status == "FINISHED" for r in runs)  # 1 study + 2 cells + 8 runs, reused
+
+
+def test_resume_prunes_train_runs_a_killed_attempt_left(finished, capsys):
+    """Checkpoints of an attempt cut short (as kill -9 leaves them): gone after a --resume of
+    the finished study, which still runs nothing; the final checkpoints in MLflow stay."""
+    import os
+
+    out, ray = finished["out"], finished["out"] / "ray"
+    cell = "tiny__superglue-cb__ptuning_v2"
+    for name in (f"tiny__{cell}__search-a7__dead0001", "tiny__final-a7__p000__dead0002_00000"):
+        (ray / name / "checkpoint_000000").mkdir(parents=True)
+        (ray / name / "checkpoint_000000" / "trainable.safetensors").write_bytes(b"\0" * 4096)
+    assert len(_stale_checkpoints(out)) == 6
+    before = (out / "results.csv").read_text()
+    cwd = os.getcwd()
+    os.chdir(finished["root"])
+    try:
+        assert main(["study", str(finished["path"]), "--resume"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert _stale_checkpoints(out) == [] and (out / "results.csv").read_text() == before
+    assert len(list((out / "mlartifacts").rglob("trainable.safetensors"))) == 4
+    assert "output dir " in capsys.readouterr().out
 
 
 def test_timing(finished):

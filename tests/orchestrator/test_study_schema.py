@@ -220,7 +220,7 @@ def test_ui_resolves_the_study_store(tmp_path, monkeypatch):
     cmd = ui_command(uri, "127.0.0.1", 5000)
     assert cmd[1:4] == ["-m", "mlflow", "ui"] and cmd[cmd.index("--host") + 1] == "127.0.0.1"
     calls = []  # no real server: orchestrate ui's process handling is tested in test_processes.py
-    monkeypatch.setattr("orchestrator.processes.run_process_tree", lambda c: calls.append(c) or (0, None))
+    monkeypatch.setattr("orchestrator.processes.run_process_tree", lambda c, **kw: calls.append(c) or (0, None))
     with socket.socket() as s:  # a port free now (the UI checks it before starting)
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
