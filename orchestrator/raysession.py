@@ -4,8 +4,10 @@ work and shut down at the end, and SIGTERM kept as an interrupt.
 * Ray starts lazily (:meth:`RaySession.ensure`), so a finished study resumes instantly.
 * Ctrl-C and ``kill`` both end a study as a ``KeyboardInterrupt`` (MLflow runs end KILLED,
   no row is written: resume re-runs them). Tune's own SIGINT handler is turned off, and
-  SIGTERM raises :class:`StudyInterrupted`; ``ray.init`` installs a C++ handler that
-  aborts the driver on SIGTERM (MLflow runs left RUNNING), so ours goes back after it.
+  SIGTERM and SIGINT raise :class:`StudyInterrupted`; ``ray.init`` installs a C++ handler that
+  aborts the driver on SIGTERM (MLflow runs left RUNNING), so ours goes back after it. A
+  signal is also remembered, and :func:`check_interrupt` raises it again at safe points: one
+  that lands in a ``__del__`` would otherwise be dropped and the study run on.
 * :meth:`RaySession.train_env`: the Ray Train V2 settings every trial sets.
 * :class:`LocalRayLock`: one study with a local Ray per machine. A second local Ray beside a
   running one is what Ray 2.60 does when asked (``ray.init(num_cpus=...)`` with no address
@@ -37,8 +39,21 @@ class StudyInterrupted(KeyboardInterrupt):
     pass
 
 
+_pending: list[int] = []  # signals received and not yet acted on
+
+
 def _raise_interrupt(signum, frame):
+    _pending.append(signum)
     raise StudyInterrupted(f"signal {signum}")
+
+
+def check_interrupt() -> None:
+    """Raise the interrupt again if a signal's was lost: one that lands in a ``__del__`` (Ray's
+    actor handles have them) is printed as "Exception ignored" and dropped, and the study
+    would run on to exit 0. Called at safe points: every step of the Tuner loop, between
+    phases."""
+    if _pending:
+        raise StudyInterrupted(f"signal {_pending[0]}")
 
 
 def tune_env_defaults() -> None:
@@ -48,18 +63,25 @@ def tune_env_defaults() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def sigterm_handler() -> Any:
-    """The SIGTERM handler now installed (to put back with :func:`restore_sigterm`)."""
-    return signal.getsignal(signal.SIGTERM)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def trap_sigterm() -> None:
-    """SIGTERM raises :class:`StudyInterrupted`, so ``kill`` ends the study like Ctrl-C does."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+def signal_handlers() -> dict:
+    """The SIGTERM and SIGINT handlers now installed (to put back with :func:`restore_signals`)."""
+    return {sig: signal.getsignal(sig) for sig in SIGNALS}
 
 
-def restore_sigterm(handler: Any) -> None:
-    signal.signal(signal.SIGTERM, handler)
+def trap_signals() -> None:
+    """SIGTERM and SIGINT raise :class:`StudyInterrupted` and are remembered (see
+    :func:`check_interrupt`), so ``kill`` ends the study as Ctrl-C does, and neither is lost."""
+    _pending.clear()
+    for sig in SIGNALS:
+        signal.signal(sig, _raise_interrupt)
+
+
+def restore_signals(handlers: dict) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
 
 
 LOCAL = "local"  # --address local: a local Ray of this study's own, even beside another study's
@@ -233,7 +255,8 @@ class RaySession:
             self.started = True
             # ray.init installs a C++ handler that aborts the driver on SIGTERM (MLflow runs
             # left RUNNING): ours again, so `kill` ends the study like Ctrl-C does
-            trap_sigterm()
+            for sig in SIGNALS:  # not trap_signals(): a signal already received stays pending
+                signal.signal(sig, _raise_interrupt)
 
     def shutdown(self) -> None:
         if self.started:

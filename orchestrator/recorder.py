@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional
 from ray.tune import Callback
 
 from . import results as R
+from .raysession import check_interrupt
 from .tracking import CELL, KIND, PHASE, RUN_INDEX, SEED, TRIAL, flatten_config, provenance_tags
 from .trial import BOOKKEEPING, CELL_KEY, error_line, searched_values, trial_error
 
@@ -283,6 +284,7 @@ class Recorder(Callback):
             pass
 
     def on_step_end(self, iteration, trials, **info):
+        check_interrupt()  # a Ctrl-C / kill that a __del__ swallowed still ends the study
         self.progress.heartbeat()
 
     def abort(self) -> None:

@@ -32,7 +32,7 @@ from ptcore.errors import PtcoreError
 from .ledger import OutputDir, existing_work
 from .phases import Phases, local_trials, run_spec, trainable
 from .progress import Progress
-from .raysession import RaySession, restore_sigterm, sigterm_handler, trap_sigterm, tune_env_defaults
+from .raysession import RaySession, check_interrupt, restore_signals, signal_handlers, trap_signals, tune_env_defaults
 from .stores import is_sqlite, redact
 from .study import LoadedStudy
 from .summary import cell_summary
@@ -121,12 +121,14 @@ class StudyRunner:
             self.ls, self.cells, ledger=self.ledger, ray=self.ray, results=self.results, tracker=self.tracker, tags=self.tags,
             git=self.git, study_run=self.study_run, progress=self.progress, resume=self.resume, uid=self.uid,
         )
-        old_term = sigterm_handler()
+        old_handlers = signal_handlers()
         status = "FAILED"
         try:
-            trap_sigterm()
+            trap_signals()
             self.phases.search_phase()  # phase 1: every cell searched, one Tuner
+            check_interrupt()
             self.phases.finals()  # phase 2: every cell's best config x final seeds, one Tuner
+            check_interrupt()
             status = "FINISHED"
             order = {c.id: c.index for c in self.cells}
             self.phases.summary.sort(key=lambda s: order.get(s["cell"], len(order)))  # study order, not finishing order
@@ -134,7 +136,7 @@ class StudyRunner:
             status = "KILLED"
             raise
         finally:
-            restore_sigterm(old_term)
+            restore_signals(old_handlers)
             self._close(status)
             self.ray.shutdown()
             self._prune()
