@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import results as R
@@ -94,19 +93,6 @@ def tune_run_config(ls: LoadedStudy, name: str, recorder):
         verbose=0,
         failure_config=ray.tune.FailureConfig(max_failures=0),
     )
-
-
-def clean_train_runs(ls: LoadedStudy, pattern: str) -> None:
-    """Ray Train's copies of finished runs' checkpoints (final ones are MLflow artifacts
-    now); ``pattern`` globs Train run names ``<prefix>__<trial id>``."""
-    if ls.study.ray.keep_train_checkpoints or "://" in ls.storage_path:
-        return
-    import shutil
-
-    root = Path(ls.storage_path)
-    for d in root.glob(pattern):
-        if d.is_dir():
-            shutil.rmtree(d, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ the two phases
@@ -187,7 +173,6 @@ class Phases:
             self.tracker.log_metrics(run, summary_metrics(summ))
             self.tracker.end(run, "FINISHED" if summ["done"] else "FAILED")
             self.ledger.save_state(cell, done=summ["done"], finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-            clean_train_runs(self.ls, f"{self.ls.name}__{cell.id}__*__*")
         if announce:
             self.progress.cell_done(cell.id, done_line(cell, summ))
         else:
@@ -326,7 +311,6 @@ class Phases:
         )
         tuner.fit()
         self.recorder = None
-        clean_train_runs(self.ls, f"{name}__p*__*")
         for cell in todo:
             if cell.id in self.cell_runs:  # not finished by the callback: a seed failed
                 self._finish_cell(cell, announce=True)

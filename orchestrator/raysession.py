@@ -75,6 +75,10 @@ def trap_signals() -> None:
     """SIGTERM and SIGINT raise :class:`StudyInterrupted` and are remembered (see
     :func:`check_interrupt`), so ``kill`` ends the study as Ctrl-C does, and neither is lost."""
     _pending.clear()
+    _install_handlers()
+
+
+def _install_handlers() -> None:
     for sig in SIGNALS:
         signal.signal(sig, _raise_interrupt)
 
@@ -255,8 +259,7 @@ class RaySession:
             self.started = True
             # ray.init installs a C++ handler that aborts the driver on SIGTERM (MLflow runs
             # left RUNNING): ours again, so `kill` ends the study like Ctrl-C does
-            for sig in SIGNALS:  # not trap_signals(): a signal already received stays pending
-                signal.signal(sig, _raise_interrupt)
+            _install_handlers()  # not trap_signals(): a signal already received stays pending
 
     def shutdown(self) -> None:
         if self.started:

@@ -740,7 +740,7 @@ def backbone_layers(model_id: str, model: str) -> tuple[Optional[int], Optional[
     :class:`ConfigError` where the backbone can never load: a local path that is no model
     directory, an unsupported family, or (offline) a near miss of a packaged model's name.
     ``model``: the id with a relative path resolved (:func:`_resolve_model`)."""
-    from ptcore.backbones import ALIASES, PACKAGED, SUPPORTED_MODEL_TYPES, resolve
+    from ptcore.backbones import ALIASES, PACKAGED, family_problem, resolve
 
     if model_id.startswith((".", "/", "~")) and not os.path.isdir(model):
         raise ConfigError(
@@ -771,11 +771,9 @@ def backbone_layers(model_id: str, model: str) -> tuple[Optional[int], Optional[
             f"{model_id}: not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids downloading it; download it first "
             f"(unset HF_HUB_OFFLINE) or point id at a local directory"
         )
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(
-            f"{model_id!r} is a {config.model_type!r} model; supported encoder families: {', '.join(SUPPORTED_MODEL_TYPES)} "
-            f"(see README, 'Backbones')"
-        )
+    why = family_problem(config)
+    if why:
+        raise ConfigError(f"{model_id!r} {why}")
     return getattr(config, "num_hidden_layers", None), None
 
 

@@ -142,11 +142,9 @@ def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool
             f"model {model_id!r} could not be found ({first[:160]}); offline, pass a local directory holding "
             f"config.json, the weights and the tokenizer (e.g. --model /path/to/bert-base-uncased)"
         ) from None
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(
-            f"model {model_id!r} is a {config.model_type!r} model; supported encoder families: "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)} (see README, 'Backbones')"
-        )
+    why = family_problem(config)
+    if why:
+        raise ConfigError(f"model {model_id!r} {why}")
     if config_only:
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     else:
@@ -199,6 +197,13 @@ def _load_weights(auto_model, model_id: str, source: str, trust_remote_code: boo
             f"model {model_id!r}: its weights could not be loaded from {source} ({type(e).__name__}: {first[:200]}); "
             f"the weights file is missing or corrupt: save or download the model again"
         ) from e
+
+
+def family_problem(config) -> Optional[str]:
+    """Why a backbone of this config cannot be used (its family), or None."""
+    if config.model_type in SUPPORTED_MODEL_TYPES:
+        return None
+    return f"is a {config.model_type!r} model; supported encoder families: {', '.join(SUPPORTED_MODEL_TYPES)} (see README, 'Backbones')"
 
 
 def backbone_from_model(model: nn.Module, tokenizer, name: str = "custom") -> Backbone:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from .backbones import Backbone, load_backbone
 from .config import RunConfig
 from .errors import DataError
-from .fileio import atomic_path, write_json_atomic  # write_json_atomic: also imported from here (ptcore.train)
+from .fileio import atomic_path, write_json_atomic
 from .model import TaskModel
 
 WEIGHTS = "trainable.safetensors"

@@ -32,10 +32,12 @@ gradients.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.nn as nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 KERNELS = ("fast", "reference")
 Kernels = Literal["fast", "reference"]
@@ -45,9 +47,7 @@ _BITS = 16
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
     """A keep mask of ``shape`` (bool) for drop rate ``p``, and the scale 1/(1 - p') of the kept."""
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     words = (n + 3) // 4  # four 16-bit numbers per 64-bit draw
     r = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, device=device)
     r = r.view(torch.int16)[:n].view(shape)  # uniform in [-2^15, 2^15)
@@ -93,8 +93,6 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     """transformers attention-interface function: (N, heads, T, d), (N, heads, S, d) x2 ->
     ((N, T, heads, d), None). Training with dropout on the CPU: eager maths + FastDropout;
     anything else: transformers' SDPA attention."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if not (module.training and dropout > 0.0 and query.device.type == "cpu") or kwargs.get("output_attentions"):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if scaling is None:

@@ -387,7 +387,7 @@ def train(
     # train_tokens / train_s is the training throughput in real tokens per second
     result["timing"] = {**timer.record(), "train_tokens": int(train_tokens)}
     if out is not None:
-        from .checkpoint import write_json_atomic
+        from .fileio import write_json_atomic
 
         write_json_atomic(out / "result.json", result)
     return result
