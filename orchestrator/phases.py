@@ -59,6 +59,7 @@ def run_spec(ls: LoadedStudy, phase: str, train_env: dict[str, str]) -> dict[str
         "checkpoint_epochs": ls.study.ray.checkpoint_every_epoch,
         "train_env": train_env,
         "trial_mode": ls.study.ray.trial_mode,
+        "max_failures": ls.study.ray.max_failures,
     }
 
 
@@ -91,7 +92,9 @@ def tune_run_config(ls: LoadedStudy, name: str, recorder):
         storage_path=ls.storage_path,
         callbacks=[recorder],
         verbose=0,
-        failure_config=ray.tune.FailureConfig(max_failures=0),
+        # local mode: the trial process trains, so Tune retries it (it continues from its last
+        # epoch, orchestrator.trial.resume_point); worker groups: Ray Train restarts the workers
+        failure_config=ray.tune.FailureConfig(max_failures=ls.study.ray.max_failures if local_trials(ls) else 0),
     )
 
 

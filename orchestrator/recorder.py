@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
+from . import failpoints
 from . import results as R
 from .raysession import check_interrupt
 from .tracking import CELL, KIND, PHASE, RUN_INDEX, SEED, TRIAL, flatten_config, provenance_tags
@@ -186,6 +187,8 @@ class Recorder(Callback):
         run_id = self._open(ts, rs)
         rs.node_id = str(result.get("node_id") or rs.node_id)
         if not result.get("final"):
+            if rs.history and int(result.get("epoch", 0)) <= int(rs.history[-1].get("epoch") or 0):
+                return  # a retried worker reports the epoch it continues from again: logged once
             rec = {
                 k: v
                 for k, v in result.items()
@@ -208,12 +211,16 @@ class Recorder(Callback):
         summary.update({k: row[k] for k in ("trainable_params", "total_params", "trainable_pct", "checkpoint_bytes", "best_epoch", "epochs_run", "wall_s", "train_s") if row.get(k) is not None})
         self.tracker.log_metrics(run_id, summary, step=int(res.get("epochs_run") or 0))
         tags = {"ptcore.status": "ok", **provenance_tags(res.get("git"), res.get("versions"))}
+        if res.get("resumed_at"):  # the run's process died and a retry continued it after these epochs
+            tags["ptcore.resumed_at"] = ",".join(str(e) for e in res["resumed_at"])
         if res.get("data_notes"):
             tags["ptcore.data_notes"] = "; ".join(res["data_notes"])
         self.tracker.set_tags(run_id, tags)
         if self.phase == "final" and result.get("checkpoint_path"):
             self._log_checkpoint(run_id, result["checkpoint_path"], res)
+        failpoints.hit(f"record.{self.phase}.before_row")
         self.results.add(row)  # the ledger first: a crash now leaves a stale RUNNING run that resume marks FINISHED
+        failpoints.hit(f"record.{self.phase}.after_row")
         self.tracker.end(run_id, "FINISHED")
         rs.done = True
         self.finished += 1
@@ -282,6 +289,11 @@ class Recorder(Callback):
             prune_train_runs(self.ls, trial_id)
         except OSError:  # pragma: no cover - best effort; the end-of-study sweep tries again
             pass
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        """The trial failed and Tune starts it again (``ray.max_failures``): its runs stay
+        open; the retried process continues from the last reported epoch."""
+        self.progress.say(f"{self.phase}  trial {trial.trial_id} failed, retrying from its last epoch: {error_line(trial_error(trial))}")
 
     def on_step_end(self, iteration, trials, **info):
         check_interrupt()  # a Ctrl-C / kill that a __del__ swallowed still ends the study

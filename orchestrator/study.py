@@ -234,6 +234,13 @@ class RaySettings(Strict):
     keep_train_checkpoints: bool = Field(
         False, description="keep Ray Train's checkpoints after a cell is done (final checkpoints are in MLflow either way)"
     )
+    max_failures: int = Field(
+        0,
+        ge=0,
+        description="times a trial whose process dies (a killed worker, a lost node) is retried; each retry continues "
+        "the interrupted run after its last reported epoch (every epoch then saves a checkpoint with the optimizer "
+        "and RNG state: ~3x the trainable weights). Errors raised by training (a NaN loss) are retried too, and fail again",
+    )
     trial_mode: Literal["auto", "local", "worker_group"] = Field(
         "auto",
         description="auto: single-worker CPU trials train inside reused Tune trial processes (Ray Train local mode; "

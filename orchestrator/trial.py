@@ -24,9 +24,13 @@ import copy
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Optional
+
+from . import failpoints
 
 # Train V2 is the default in Ray 2.60; say so explicitly for older 2.5x installs.
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -85,17 +89,34 @@ def train_report(local: bool):
     return getattr(ray.train.report, "__wrapped__", ray.train.report) if local else ray.train.report
 
 
-class ReportEpochs:
-    """ptcore callback: every epoch -> ``ray.train.report(metrics, checkpoint=trainable weights)``."""
+POSITION = "position.json"  # in a reported checkpoint: which run and epoch it ends, and the report itself
 
-    def __init__(self, cfg, run_index: int, checkpoint: bool = True, local: bool = False):
+
+def write_position(directory: str, run_index: int, epoch: int, metrics: dict[str, Any], final: bool) -> None:
+    from ptcore.fileio import write_json_atomic
+
+    write_json_atomic(os.path.join(directory, POSITION),
+                      {"run_index": run_index, "epoch": epoch, "final": final, "metrics": metrics}, indent=None)
+
+
+class ReportEpochs:
+    """ptcore callback: every epoch -> ``ray.train.report(metrics, checkpoint=trainable weights)``.
+
+    ``resumable`` (study ``ray.max_failures`` > 0): every epoch's checkpoint also holds the
+    run's training state (:mod:`ptcore.trainstate`) and its position in the trial, so a
+    retried process continues after the last reported epoch (:func:`resume_point`)."""
+
+    def __init__(self, cfg, run_index: int, checkpoint: bool = True, local: bool = False, resumable: bool = False,
+                 phase: str = ""):
         self.report = train_report(local)
+        self.phase = phase
         self.cfg = cfg
         self.run_index = run_index
-        self.checkpoint = checkpoint
+        self.checkpoint = checkpoint or resumable
+        self.resumable = resumable
         self.node = _node_id()
 
-    def on_epoch_end(self, epoch: int, record: dict[str, Any], model) -> bool:
+    def on_epoch_end(self, epoch: int, record: dict[str, Any], model, state) -> bool:
         import ray.train
         from ptcore.checkpoint import save_checkpoint
 
@@ -114,10 +135,14 @@ class ReportEpochs:
         }
         if not self.checkpoint:
             self.report(metrics)
-            return False
-        with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(model, self.cfg, d)
-            self.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                save_checkpoint(model, self.cfg, d)
+                if self.resumable:
+                    state.save(d)
+                    write_position(d, self.run_index, epoch, metrics, final=False)
+                self.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        failpoints.hit(f"worker.{self.phase}.run{self.run_index}.epoch{epoch}")
         return False
 
 
@@ -165,15 +190,48 @@ class ProcessCache:
 PROCESS_CACHE = ProcessCache()  # per process: a reused trial actor keeps it across trials
 
 
+@dataclass
+class ResumePoint:
+    """Where a retried trial process picks up: the last checkpoint the trial reported."""
+
+    run_index: int
+    epoch: int
+    final: bool  # the run's final report: the run is done, the next one starts
+    directory: str  # a local copy of the checkpoint (training state inside unless final)
+
+
+def resume_point(local: bool, workdir: str) -> Optional[ResumePoint]:
+    """The trial's last reported checkpoint (``ray.train.get_checkpoint()``: Ray Train hands a
+    restarted worker group the latest one; in local mode :func:`_local_controller_class`
+    finds it in storage), delivered again so that nothing the dead process reported is lost
+    (the Recorder logs each epoch once), and copied locally for ``train(resume=)``."""
+    import ray.train
+
+    get = getattr(ray.train.get_checkpoint, "__wrapped__", ray.train.get_checkpoint) if local else ray.train.get_checkpoint
+    ckpt = get()
+    if ckpt is None:
+        return None
+    src = os.path.join(workdir, "resume")
+    ckpt.to_directory(src)
+    position = os.path.join(src, POSITION)
+    if not os.path.isfile(position):
+        return None  # a checkpoint without a position (an older study's): start the trial over
+    with open(position) as f:
+        pos = json.load(f)
+    again = os.path.join(workdir, "again")
+    shutil.copytree(src, again)
+    train_report(local)(pos["metrics"], checkpoint=ray.train.Checkpoint.from_directory(again))
+    return ResumePoint(int(pos["run_index"]), int(pos["epoch"]), bool(pos["final"]), src)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train worker (or, in local mode, the reused Tune trial process): run each ptcore
-    run of the trial, reporting every epoch and a final record through ``ray.train.report``."""
-    import ray.train
+    run of the trial, reporting every epoch and a final record through ``ray.train.report``.
+    A retried process (``max_failures``) skips the runs the trial finished and continues the
+    interrupted one after its last reported epoch."""
     import torch
 
-    from ptcore.config import make_run_config
     from ptcore.data import CACHE_ENV
-    from ptcore.train import train
 
     cache_dir = config.get("cache_dir")
     if cache_dir:
@@ -181,28 +239,51 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     threads = int(config.get("threads") or 0)
     if threads > 0:
         torch.set_num_threads(threads)  # the CPUs this trial was given, not every core
-    for i, values in enumerate(config["runs"]):
-        cfg = make_run_config(values)
-        backbone = PROCESS_CACHE.backbone(cfg.model, cfg.layers, cfg.trust_remote_code).copy()  # no run touches the pristine one
-        cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False), local=bool(config.get("local")))
-        with tempfile.TemporaryDirectory() as out:
-            # search runs are selected on dev alone: no val/test evaluation (time, and no temptation)
-            result = train(cfg, backbone=backbone, callbacks=(cb,), output=out, progress=False, cache_dir=cache_dir,
-                           data_cache=PROCESS_CACHE.data, report=config.get("phase") != "search")
-            result.pop("checkpoint", None)  # a temp path; the reported checkpoint replaces it
-            metrics = {
-                "final": 1,
-                "run_index": i,
-                "seed": cfg.seed,
-                "epoch": result["epochs_run"],
-                "dev_primary": float(result["dev"]["primary"]),
-                "node_id": cb.node,
-                KEEP: FINAL_KEEP + i,
-                "result_json": json.dumps(result, default=str),
-            }
-            cb.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
-        del backbone, cb, result
-        release_memory()
+    local, resumable = bool(config.get("local")), bool(config.get("resumable"))
+    workdir = tempfile.mkdtemp(prefix="ptcore-resume-")
+    try:
+        resume = resume_point(local, workdir) if resumable else None
+        for i, values in enumerate(config["runs"]):
+            if resume is not None and (i < resume.run_index or (i == resume.run_index and resume.final)):
+                continue  # reported in full before the process died
+            state = resume.directory if resume is not None and i == resume.run_index else None
+            _train_one(i, values, config, cache_dir, local, resumable, state)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _train_one(i: int, values: dict[str, Any], config: dict[str, Any], cache_dir: Optional[str], local: bool,
+               resumable: bool, state: Optional[str]) -> None:
+    """One ptcore run of the trial: every epoch reported, then the final record."""
+    import ray.train
+
+    from ptcore.config import make_run_config
+    from ptcore.train import train
+
+    cfg = make_run_config(values)
+    backbone = PROCESS_CACHE.backbone(cfg.model, cfg.layers, cfg.trust_remote_code).copy()  # no run touches the pristine one
+    cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False), local=local, resumable=resumable,
+                      phase=config.get("phase", ""))
+    with tempfile.TemporaryDirectory() as out:
+        # search runs are selected on dev alone: no val/test evaluation (time, and no temptation)
+        result = train(cfg, backbone=backbone, callbacks=(cb,), output=out, progress=False, cache_dir=cache_dir,
+                       data_cache=PROCESS_CACHE.data, report=config.get("phase") != "search", resume=state)
+        result.pop("checkpoint", None)  # a temp path; the reported checkpoint replaces it
+        metrics = {
+            "final": 1,
+            "run_index": i,
+            "seed": cfg.seed,
+            "epoch": result["epochs_run"],
+            "dev_primary": float(result["dev"]["primary"]),
+            "node_id": cb.node,
+            KEEP: FINAL_KEEP + i,
+            "result_json": json.dumps(result, default=str),
+        }
+        if resumable:
+            write_position(out, i, result["epochs_run"], metrics, final=True)
+        cb.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
+    del backbone, cb, result
+    release_memory()
 
 
 def release_memory() -> None:
@@ -271,8 +352,13 @@ def _local_controller_class():
     class TuneForwarding(LocalTrainFnUtils):
         def __init__(self, storage_path: str, persist: bool, **kwargs):
             super().__init__(**kwargs)
-            self.storage_path, self.persist, self.reports = storage_path, persist, 0
+            self.storage_path, self.persist = storage_path, persist
             self.run_name = kwargs["experiment_name"]
+            # a retried trial: what its dead process persisted, and where new checkpoints go
+            self.latest, self.reports = latest_checkpoint(storage_path, self.run_name) if persist else (None, 0)
+
+        def get_checkpoint(self):
+            return self.latest
 
         def report(self, metrics, checkpoint=None, *args, **kwargs):
             super().report(metrics, checkpoint, *args, **kwargs)
@@ -299,6 +385,27 @@ def _local_controller_class():
 
 
 CHECKPOINT_PATH = "checkpoint_path"  # the key TuneReportCallback uses for a persisted checkpoint
+
+
+def latest_checkpoint(storage_path: str, run_name: str):
+    """Local mode, the trial started again after its process died: the newest checkpoint it
+    persisted (one with a :data:`POSITION`: written before the checkpoint was moved into
+    storage, so a half-copied one is passed over) and the index the next one gets."""
+    import pyarrow.fs
+    import ray.train
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
+    base = f"{root.rstrip('/')}/{run_name}"
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(base, allow_not_found=True))
+    found = sorted(i.base_name for i in infos if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+    if not found:
+        return None, 0
+    following = int(found[-1].rsplit("_", 1)[1]) + 1
+    for name in reversed(found):
+        if fs.get_file_info(f"{base}/{name}/{POSITION}").type == pyarrow.fs.FileType.File:
+            path = f"{storage_path.rstrip('/')}/{run_name}/{name}" if "://" in storage_path else f"{base}/{name}"
+            return ray.train.Checkpoint(path), following
+    return None, following
 
 
 def _trainer_class():
@@ -354,8 +461,9 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
         runs, prefix = [merge_params(cell["base"], searched_values(config), spec["run_keys"])], cell["run_prefix"]
     res = spec["resources"]
     local = runs_locally(res, spec.get("trial_mode", "auto"))
+    retries = int(spec.get("max_failures", 0))
     loop_config = {"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False),
-                   "phase": spec["phase"]}
+                   "phase": spec["phase"], "resumable": retries > 0}
     if local:
         loop_config.update(local=True, threads=max(1, int(float(res["cpus_per_worker"]))))
         trainer = _trainer_class()(
@@ -365,7 +473,8 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
             run_config=ray.train.RunConfig(name=f"{prefix}__{trial_id}", storage_path=spec["storage_path"]),
         )
         # only final runs' checkpoints have a reader (the Recorder logs them to MLflow)
-        trainer.persist_local_checkpoints = spec["phase"] == "final" or bool(spec.get("checkpoint_epochs"))
+        # (and a retried trial's: it continues from the last one; Tune retries it, see phases.tune_run_config)
+        trainer.persist_local_checkpoints = spec["phase"] == "final" or bool(spec.get("checkpoint_epochs")) or retries > 0
         trainer.fit()
         return
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -390,7 +499,8 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=len(runs), checkpoint_score_attribute=KEEP, checkpoint_score_order="max"
             ),
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            # a dead worker: Ray Train restarts the group, which continues from the latest checkpoint
+            failure_config=ray.train.FailureConfig(max_failures=retries),
         ),
     )
     trainer.fit()

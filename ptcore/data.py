@@ -152,12 +152,14 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         return iter([batches[i] for i in order])
 
 
-def make_loader(features: list[dict], kind: Kind, pad_id: int, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """Training (``shuffle``): seeded length-grouped batches. Evaluation: the given order
-    (callers sort eval features by length, see :func:`sort_by_length`)."""
+def make_loader(features: list[dict], kind: Kind, pad_id: int, batch_size: int, shuffle: bool, seed: int = 0,
+                generator: Optional[torch.Generator] = None) -> DataLoader:
+    """Training (``shuffle``): seeded length-grouped batches, drawn from ``generator`` (default:
+    a new one seeded with ``seed``; the training loop passes its own, to save and restore it).
+    Evaluation: the given order (callers sort eval features by length, see :func:`sort_by_length`)."""
     collate = lambda fs: kind.collate(fs, pad_id)  # noqa: E731
     if shuffle:
-        g = torch.Generator().manual_seed(seed)
+        g = generator if generator is not None else torch.Generator().manual_seed(seed)
         sampler = LengthGroupedBatches([feature_length(f) for f in features], batch_size, g)
         return DataLoader(features, batch_sampler=sampler, collate_fn=collate)
     return DataLoader(features, batch_size=batch_size, shuffle=False, collate_fn=collate)

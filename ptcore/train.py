@@ -34,11 +34,29 @@ from .methods import get_method, make_method_config
 from .model import TaskModel
 from .tasks import get_task, load_splits
 from .tasks.kinds import get_kind
+from .trainstate import LoopState, load_train_state, save_train_state
 
 
 class Callback(Protocol):
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: TaskModel) -> bool:
-        """Called after each epoch's dev evaluation; return True to stop training."""
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], model: TaskModel, state: "Resumable") -> bool:
+        """Called after each epoch's dev evaluation; return True to stop training.
+        ``state.save(directory)`` writes what ``train(cfg, resume=directory)`` continues from."""
+
+
+@dataclass
+class Resumable:
+    """The run's state at the end of an epoch, saved on demand (see :mod:`ptcore.trainstate`)."""
+
+    model: TaskModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loader_generator: torch.Generator
+    loop: LoopState
+    config_hash: str
+
+    def save(self, directory: str | Path) -> Path:
+        return save_train_state(directory, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                loader_generator=self.loader_generator, loop=self.loop, config_hash=self.config_hash)
 
 
 def seed_everything(seed: int) -> None:
@@ -249,13 +267,16 @@ def train(
     log: Optional[Callable[[str], None]] = None,
     data_cache: Optional[MutableMapping[tuple, Prepared]] = None,
     report: bool = True,
+    resume: Optional[str | Path] = None,
 ) -> dict[str, Any]:
     """Train ``cfg``; return the result record (and write it + the checkpoint to ``output``).
 
     ``data_cache``: a mapping that keeps prepared splits between runs in one process (a
     reused trial process passes the same dict every run; see :func:`prepared`).
     ``report=False``: skip the official val/test evaluation (a search run is selected on dev
-    alone, so its val/test scores would only cost time, and tempt a reader)."""
+    alone, so its val/test scores would only cost time, and tempt a reader).
+    ``resume``: a directory a callback saved with ``state.save`` after some epoch; the run
+    goes on from the next epoch exactly as it would have without the stop."""
     t_start = time.time()
     timer = PhaseTimer()
     spec = get_task(cfg.task)
@@ -274,7 +295,8 @@ def train(
             data = prepared(cfg, backbone, model.encoder.extra_tokens, cache_dir, data_cache)
         pad_id = backbone.tokenizer.pad_token_id
         kind = model.kind
-        train_loader = make_loader(data.features["train"], kind, pad_id, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        loader_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling (saved with the state)
+        train_loader = make_loader(data.features["train"], kind, pad_id, cfg.batch_size, shuffle=True, generator=loader_generator)
         eval_features = {s: sort_by_length(f) for s, f in data.features.items() if s != "train"}
         eval_loaders = {s: make_loader(f, kind, pad_id, cfg.eval_batch_size, shuffle=False) for s, f in eval_features.items()}
 
@@ -282,25 +304,29 @@ def train(
     total_steps = cfg.epochs * len(train_loader)
     params, optimizer, scheduler = make_optimizer(model, resolved["lr"], cfg.weight_decay, cfg.warmup_ratio, total_steps)
 
-    # ---- loop
-    best = {"score": -math.inf, "epoch": -1, "state": None, "dev": None}
-    history: list[dict[str, float]] = []
-    step, bad_epochs = 0, 0
-    train_tokens = torch.zeros((), dtype=torch.long)  # real (non-padding) tokens the steps saw; on the CPU: no device sync
-    bar = tqdm(total=total_steps, disable=not progress, desc=f"{cfg.method} {cfg.task}", unit="step", leave=False)
-    for epoch in range(cfg.epochs):
+    # ---- loop state: fresh, or continued from a saved epoch boundary (weights, AdamW, schedule, RNG)
+    loop = LoopState()
+    if resume is not None:
+        loop = load_train_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
+                                loader_generator=loader_generator, config_hash=cfg.config_hash())
+        loop.resumed_at.append(loop.epoch)
+    state = Resumable(model, optimizer, scheduler, loader_generator, loop, cfg.config_hash())
+    train_tokens = torch.tensor(loop.train_tokens, dtype=torch.long)  # real (non-padding) tokens; on the CPU: no device sync
+    bar = tqdm(total=total_steps, initial=loop.step, disable=not progress, desc=f"{cfg.method} {cfg.task}", unit="step", leave=False)
+    stopped = cfg.patience is not None and loop.bad_epochs >= cfg.patience
+    for epoch in range(loop.epoch, cfg.epochs if not stopped else loop.epoch):
         model.train()
         t0, losses = time.time(), []
         with timer("train_s"):
             for batch in train_loader:
                 train_tokens += batch["attention_mask"].sum()
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                aux = model.encoder.on_train_step(step, total_steps)  # e.g. Gumbel temperature
+                aux = model.encoder.on_train_step(loop.step, total_steps)  # e.g. Gumbel temperature
                 logits = model(batch)  # (B,C) / (B,) / (B,T,C) / (B,T,2) by task kind
                 loss = kind.loss(logits, batch)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"loss is {loss.item()} at epoch {epoch + 1} step {step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
+                        f"loss is {loss.item()} at epoch {epoch + 1} step {loop.step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
                         f"lower the learning rate (--set lr=...) or raise warmup_ratio"
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -309,7 +335,7 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 losses.append(loss.item())
-                step += 1
+                loop.step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", **{k: f"{v:.3g}" for k, v in aux.items()})
 
@@ -318,23 +344,26 @@ def train(
             dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], **aux}
         record.update({f"dev_{k}": v for k, v in dev.items()})
-        history.append(record)
+        loop.history.append(record)
         if log is not None:
             log(
                 f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} dev {spec.primary} {dev['primary']:.4f} "
                 f"({time.time() - t0:.0f}s)"
             )
-        if dev["primary"] > best["score"]:
+        if dev["primary"] > loop.best_score:
             with timer("checkpoint_s"):
-                state = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
-            best = {"score": dev["primary"], "epoch": epoch + 1, "state": state, "dev": dev}
-            bad_epochs = 0
+                loop.best_state = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
+            loop.best_score, loop.best_epoch, loop.best_dev = dev["primary"], epoch + 1, dev
+            loop.bad_epochs = 0
         else:
-            bad_epochs += 1
-        stop = any([cb.on_epoch_end(epoch + 1, record, model) for cb in callbacks])
-        if stop or (cfg.patience is not None and bad_epochs >= cfg.patience):
+            loop.bad_epochs += 1
+        loop.epoch, loop.train_tokens = epoch + 1, int(train_tokens)
+        stop = any([cb.on_epoch_end(epoch + 1, record, model, state) for cb in callbacks])
+        if stop or (cfg.patience is not None and loop.bad_epochs >= cfg.patience):
             break
     bar.close()
+    history = loop.history
+    best = {"score": loop.best_score, "epoch": loop.best_epoch, "state": loop.best_state, "dev": loop.best_dev}
 
     # ---- restore the best epoch and report the official splits (never selected on)
     with timer("checkpoint_s"):
@@ -365,6 +394,7 @@ def train(
         "wall_s": time.time() - t_start,
         "train_s": timer.spent["train_s"],  # optimizer steps only
         "history": history,
+        "resumed_at": loop.resumed_at,  # epochs after which this run was continued from a saved state
         "data_notes": data.notes,
         "config": resolved,
         "config_hash": cfg.config_hash(),

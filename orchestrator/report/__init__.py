@@ -29,6 +29,8 @@ from typing import Any, Mapping, Optional
 
 from ptcore.fileio import write_bytes_atomic
 
+from .. import failpoints
+
 from .build import Report, build_report
 from .latex import render_fragments, render_latex
 from .load import StudyResults, load_study
@@ -77,8 +79,10 @@ def write_files(rep: Report, out: Path) -> Path:
     for stale in OUTPUTS:
         if stale not in files and (out / stale).is_file():  # a table this study no longer has
             (out / stale).unlink()
-    for name in sorted(files):
-        write_bytes_atomic(out / name, files[name])  # atomic: a reader never sees half a report
+    for i, name in enumerate(sorted(files)):
+        write_bytes_atomic(out / name, files[name])  # atomic: a reader never sees half a file
+        if i == 0:
+            failpoints.hit("report.mid")
     return out
 
 

@@ -134,8 +134,8 @@ def instrumented_run(task: str, tmp: Path, monkeypatch) -> Run:
 
     real_make_loader = train_mod.make_loader
 
-    def logged_make_loader(features, kind, pad_id, batch_size, shuffle, seed=0):
-        loader = real_make_loader(features, kind, pad_id, batch_size, shuffle, seed)
+    def logged_make_loader(features, kind, pad_id, batch_size, shuffle, seed=0, generator=None):
+        loader = real_make_loader(features, kind, pad_id, batch_size, shuffle, seed, generator)
         split = owner[id(features[0])]
         rec.batches[split] = len(loader)
         return LoggedLoader(loader, split, rec.log)
@@ -165,7 +165,7 @@ def instrumented_run(task: str, tmp: Path, monkeypatch) -> Run:
         return scores
 
     class Snapshots:
-        def on_epoch_end(self, epoch, metrics, model):
+        def on_epoch_end(self, epoch, metrics, model, state):
             rec.snapshots[epoch] = fingerprint(model.trainable_state_dict())
             rec.log.append(("epoch_end", epoch))
             rec.model = model

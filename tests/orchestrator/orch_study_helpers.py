@@ -485,3 +485,87 @@ def kill_resume_scenario(model_dir: Path, tmp_path: Path, backend: Backend) -> d
     assert_optuna_complete(storage, "tiny", after)
     assert_metrics_logged(uri, "tiny", after, exact=False)  # killed runs logged epochs too
     return times
+
+
+# ------------------------------------------------------------------ kill -9 at named points of the study (any backend)
+
+KILL_POINTS = ("record.search.after_row", "record.final.before_row", "report.mid")
+
+
+def kill_points_scenario(model_dir: Path, tmp_path: Path, backend: Backend) -> dict[str, float]:
+    """``kill -9`` of ``orchestrate study`` at three points, each followed by ``--resume``
+    (:mod:`orchestrator.failpoints`; the driver sends itself SIGKILL there):
+
+    1. during the search, just after a trial's results row was written and before its MLflow
+       run ended (and before Tune told Optuna);
+    2. during the final seeds, after a run's metrics, tags and checkpoint went to MLflow and
+       before its results row was written;
+    3. while the report is written: one file of it new, the rest not yet.
+
+    The driver's process group (the local Ray it started) empties by itself after each kill.
+    The last ``--resume`` completes the study: no finished run trained again, each run once in
+    results.csv and once FINISHED in MLflow, nothing left RUNNING, Optuna learned from every
+    search row, and the report whole. Returns the wall time of each leg."""
+    import pandas as pd
+
+    out = tmp_path / "out"
+    path = write_study(tmp_path / "tiny.yaml", backend.study(model_dir, out))
+    uri, storage = backend.mlflow_uri(out), backend.optuna_url(out)
+    cmd = [sys.executable, "-m", "orchestrator", "study", str(path)]
+    results, report = out / "results.csv", tmp_path / "reports" / "tiny"
+    times: dict[str, float] = {}
+    legs: list = []
+    killed: list[tuple[str, int]] = []  # (point, process group of the killed study)
+    for i, point in enumerate((*KILL_POINTS, None)):
+        env = {**os.environ, "PTCORE_FAILPOINTS_DIR": str(tmp_path / "fired")}
+        if point:
+            env["PTCORE_FAILPOINTS"] = point
+        t0 = time.time()
+        proc = subprocess.Popen([*cmd, *(["--resume"] if i else [])], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            log = proc.communicate(timeout=900)[0]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        times[f"until {point}" if point else "resume to the end"] = time.time() - t0
+        if point is None:
+            assert proc.returncode == 0, log[-4000:]
+            break
+        assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode}\n{log[-4000:]}"
+        assert (tmp_path / "fired" / f"{point}.fired").is_file()
+        killed.append((point, proc.pid))
+        rows = pd.read_csv(results, dtype=IDS)
+        legs.append(rows)
+        running = [r for r in mlflow_runs(uri, "tiny") if r.info.status == "RUNNING" and r.data.tags.get("ptcore.kind") == "run"]
+        if point == "record.search.after_row":  # the row is there, its MLflow run still RUNNING
+            assert 1 <= len(rows) < 4 and set(rows.phase) == {"search"}
+            assert set(rows.mlflow_run_id) & {r.info.run_id for r in running}
+        elif point == "record.final.before_row":  # MLflow has the final run's checkpoint, results.csv no row
+            assert len(rows[rows.phase == "search"]) == 4 and len(rows) < 8
+            final_open = [r for r in running if r.data.tags["ptcore.phase"] == "final"]
+            assert [r for r in final_open if "val_primary" in r.data.metrics and r.info.run_id not in set(rows.mlflow_run_id)]
+        else:  # the study is complete; of the report, one file is written
+            assert len(rows) == 8 and not running
+            assert len([p for p in report.iterdir() if not p.name.startswith(".")]) == 1
+
+    # the local Ray of a killed study goes with it: raylet and GCS at once (they share the
+    # driver's fate), Ray's dashboard and runtime-env agents once they miss the raylet (~60 s here)
+    for point, pgid in killed:
+        assert _group_gone(pgid, 120), f"{point}: processes of the killed study still run"
+    after = pd.read_csv(results, dtype=IDS)
+    assert_results_complete(after, out)
+    for earlier in legs:  # what had finished before each kill is still there, unchanged, not run again
+        kept = after.merge(earlier[["trial_id", "run_index", "dev_primary", "mlflow_run_id"]], on=["trial_id", "run_index"], suffixes=("", "_e"))
+        assert len(kept) == len(earlier)
+        assert (kept.mlflow_run_id == kept.mlflow_run_id_e).all() and (kept.dev_primary == kept.dev_primary_e).all()
+    assert_mlflow_complete(uri, "tiny", after)
+    assert_optuna_complete(storage, "tiny", after)
+    assert_metrics_logged(uri, "tiny", after, exact=False)
+    from orchestrator.report import OUTPUTS
+
+    written = {p.name for p in report.iterdir() if not p.name.startswith(".")}
+    assert {"results.md", "results.tex"} <= written <= set(OUTPUTS), written
+    text = (report / "results.md").read_text()
+    assert "superglue/cb" in text or "CB" in text
+    return times

@@ -283,6 +283,7 @@ STUDY_CASES = [
     Case("cpus-zero", at("resources", cpus_per_worker=0), "resources.cpus_per_worker: ", "greater than 0"),
     Case("gpus-negative", at("resources", gpus_per_worker=-1), "resources.gpus_per_worker: ", "greater than or equal to 0"),
     Case("ray-cpus-zero", at("ray", num_cpus=0), "ray.num_cpus: ", "greater than or equal to 1"),
+    Case("ray-max-failures-negative", at("ray", max_failures=-1), "ray.max_failures: ", "greater than or equal to 0"),
     # ---- a key the method does not have
     Case("finetune-searches-depth", method({"name": "finetune", "search": {"depth": {"type": "int", "low": 1, "high": 2}}}),
          "methods.0.search.depth: unknown key for method 'finetune'", "'depth' is an option of dynamic and ptuning_v2, not of finetune: drop it"),

@@ -24,6 +24,7 @@ from orch_study_helpers import (  # noqa: F401  (fixtures: tiny_bert, pg_server,
     assert_mlflow_complete,
     assert_optuna_complete,
     assert_results_complete,
+    kill_points_scenario,
     kill_resume_scenario,
     mlflow_runs,
     pg_backend,
@@ -297,3 +298,10 @@ def test_kill9_mid_study_then_resume_on_postgresql(tiny_bert, tmp_path, pg_backe
     trial again, and ends with each run once in results.csv and once FINISHED in MLflow."""
     times = kill_resume_scenario(tiny_bert, tmp_path, pg_backend)
     print("kill -9 / resume on PostgreSQL:", ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+
+
+@pytest.mark.slow
+def test_kill9_at_named_points_then_resume_on_postgresql(tiny_bert, tmp_path, pg_backend):  # noqa: F811
+    """The named kill points of test_study_resume.py (search, final seeds, report), on PostgreSQL."""
+    times = kill_points_scenario(tiny_bert, tmp_path, pg_backend)
+    print("kill -9 at points / resume on PostgreSQL:", ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))

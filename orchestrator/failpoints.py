@@ -1,0 +1,54 @@
+"""Named places where a test can ``kill -9`` a process, to prove the study survives it.
+
+A kill from outside lands wherever the process happens to be. The windows that matter most
+(between logging a run to MLflow and writing its results row, half-way through the report
+files, right after a worker reported an epoch) last milliseconds, so the reliability tests
+name them instead::
+
+    PTCORE_FAILPOINTS=record.final.before_row,report.mid   (which points are armed)
+    PTCORE_FAILPOINTS_DIR=/tmp/x                           (where each point notes it fired)
+
+An armed point fires once per ``PTCORE_FAILPOINTS_DIR`` (a marker file, created
+exclusively, so a retried worker or a resumed study passes it the second time): the
+process sends itself SIGKILL, exactly what ``kill -9 <pid>`` does. Nothing is armed unless
+both variables are set; then :func:`hit` costs one dictionary lookup.
+
+Points (grep for ``failpoints.hit``):
+
+* ``record.<phase>.before_row``: the driver has logged a run's metrics, tags and checkpoint
+  to MLflow but not written its ``results.csv`` row;
+* ``record.<phase>.after_row``: the row is written, the MLflow run not yet ended;
+* ``report.mid``: the driver has written the first report file of several;
+* ``worker.<phase>.run<i>.epoch<e>``: a training process (a Ray Train worker, or the Tune
+  trial process in local mode) has reported epoch ``e`` of the trial's run ``i``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+ARMED = "PTCORE_FAILPOINTS"
+MARKERS = "PTCORE_FAILPOINTS_DIR"
+
+
+def armed() -> set[str]:
+    spec = os.environ.get(ARMED, "")
+    if not spec or not os.environ.get(MARKERS):
+        return set()
+    return {p.strip() for p in spec.split(",") if p.strip()}
+
+
+def hit(name: str) -> None:
+    """SIGKILL this process if ``name`` is armed and has not fired yet."""
+    if name not in armed():
+        return
+    directory = os.environ[MARKERS]
+    os.makedirs(directory, exist_ok=True)
+    try:
+        fd = os.open(os.path.join(directory, f"{name}.fired"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return  # fired once already
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
