@@ -217,7 +217,13 @@ class Recorder(Callback):
             tags["ptcore.data_notes"] = "; ".join(res["data_notes"])
         self.tracker.set_tags(run_id, tags)
         if self.phase == "final" and result.get("checkpoint_path"):
-            self._log_checkpoint(run_id, result["checkpoint_path"], res)
+            limit = self.ls.study.tracking.max_checkpoint_mb
+            size = float(res.get("checkpoint_bytes") or 0) / 1e6
+            if limit is not None and size > limit:  # result.json still goes to MLflow; the weights do not
+                self.tracker.set_tags(run_id, {"ptcore.checkpoint": f"not logged: {size:.1f} MB > tracking.max_checkpoint_mb {limit:g}"})
+                self.tracker.log_text(run_id, json.dumps(res, indent=2, default=str), "result.json")
+            else:
+                self._log_checkpoint(run_id, result["checkpoint_path"], res)
         failpoints.hit(f"record.{self.phase}.before_row")
         self.results.add(row)  # the ledger first: a crash now leaves a stale RUNNING run that resume marks FINISHED
         failpoints.hit(f"record.{self.phase}.after_row")

@@ -189,6 +189,12 @@ class Tracking(Strict):
         description="Optuna RDB storage of the cells' TPE studies (<study name>/<cell id>): default "
         "sqlite:///<output_dir>/optuna.db; or a PostgreSQL database of its own (postgresql://user@host:5432/optuna)",
     )
+    max_checkpoint_mb: Optional[float] = Field(
+        None,
+        gt=0,
+        description="log a final run's checkpoint to MLflow only if its trainable weights take at most this many MB "
+        "(null: always). Prompt checkpoints are kilobytes; a fine-tuned MiniLM's ~90 MB a seed, most of a study's disk",
+    )
 
     @field_validator("mlflow_uri")
     @classmethod

@@ -30,6 +30,14 @@ class RunConfig(BaseModel):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (numpy's range: 0 .. 2**32 - 1)")
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1)
+    grad_accum_steps: int = Field(
+        1, ge=1, description="split each batch of batch_size into this many micro-batches, one backward each, one optimizer "
+        "step: the same update as one batch (batch_size stays the effective batch), in less memory"
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="autocast dtype: auto = fp32 on the CPU, bf16 on a GPU that supports it; fp16 adds a GradScaler "
+        "(an overflowed step is skipped). Weights stay fp32 (see ptcore.precision)"
+    )
     eval_batch_size: int = Field(64, ge=1, description="batch size of dev/val/test evaluation (no backward pass, so larger than batch_size)")
     lr: Optional[float] = Field(None, gt=0, description="peak learning rate (default: the method's)")
     weight_decay: float = Field(0.01, ge=0)
@@ -73,7 +81,13 @@ class RunConfig(BaseModel):
     def config_hash(self) -> str:
         """Stable hash of the resolved config minus where things live and what code may run (not what they are)."""
         d = {k: v for k, v in self.resolved().items() if k not in ("data_dir", "device", "trust_remote_code")}
+        for k, default in HASH_ONLY_IF_SET.items():  # settings added later: earlier runs keep their hashes
+            if d.get(k) == default:
+                d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+HASH_ONLY_IF_SET = {"grad_accum_steps": 1, "precision": "auto"}
 
 
 def run_fields() -> set[str]:

@@ -32,6 +32,7 @@ from .errors import TrainingError
 from .kernels import install as install_kernels
 from .methods import get_method, make_method_config
 from .model import TaskModel
+from .precision import Amp
 from .tasks import get_task, load_splits
 from .tasks.kinds import get_kind
 from .trainstate import LoopState, load_train_state, save_train_state
@@ -53,10 +54,12 @@ class Resumable:
     loader_generator: torch.Generator
     loop: LoopState
     config_hash: str
+    amp: Amp
 
     def save(self, directory: str | Path) -> Path:
         return save_train_state(directory, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                                loader_generator=self.loader_generator, loop=self.loop, config_hash=self.config_hash)
+                                loader_generator=self.loader_generator, loop=self.loop, config_hash=self.config_hash,
+                                amp=self.amp)
 
 
 def seed_everything(seed: int) -> None:
@@ -231,6 +234,19 @@ def data_budget(cfg: RunConfig, data: Prepared, spec) -> dict[str, Any]:
     }
 
 
+def split_batch(batch: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """``batch`` cut into (up to) ``k`` slices along its first dimension (examples); tensors
+    and per-example lists alike, padding kept (it is masked)."""
+    n = int(batch["example_index"].shape[0])
+    if k <= 1 or n <= 1:
+        return [batch]
+    bounds = [round(i * n / k) for i in range(min(k, n) + 1)]
+    return [
+        {key: v[a:b] if (torch.is_tensor(v) or isinstance(v, list)) and len(v) == n else v for key, v in batch.items()}
+        for a, b in zip(bounds, bounds[1:])
+    ]
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, warmup_ratio: float, total_steps: int):
     """AdamW over the trainable parameters (no weight decay on biases and LayerNorm) with
     linear warmup then linear decay. Returns (trainable params, optimizer, scheduler).
@@ -305,12 +321,13 @@ def train(
     params, optimizer, scheduler = make_optimizer(model, resolved["lr"], cfg.weight_decay, cfg.warmup_ratio, total_steps)
 
     # ---- loop state: fresh, or continued from a saved epoch boundary (weights, AdamW, schedule, RNG)
+    amp = Amp(cfg.precision, device)  # autocast dtype (+ GradScaler for fp16); weights stay fp32
     loop = LoopState()
     if resume is not None:
         loop = load_train_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
-                                loader_generator=loader_generator, config_hash=cfg.config_hash())
+                                loader_generator=loader_generator, config_hash=cfg.config_hash(), amp=amp)
         loop.resumed_at.append(loop.epoch)
-    state = Resumable(model, optimizer, scheduler, loader_generator, loop, cfg.config_hash())
+    state = Resumable(model, optimizer, scheduler, loader_generator, loop, cfg.config_hash(), amp)
     train_tokens = torch.tensor(loop.train_tokens, dtype=torch.long)  # real (non-padding) tokens; on the CPU: no device sync
     bar = tqdm(total=total_steps, initial=loop.step, disable=not progress, desc=f"{cfg.method} {cfg.task}", unit="step", leave=False)
     stopped = cfg.patience is not None and loop.bad_epochs >= cfg.patience
@@ -320,29 +337,46 @@ def train(
         with timer("train_s"):
             for batch in train_loader:
                 train_tokens += batch["attention_mask"].sum()
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
                 aux = model.encoder.on_train_step(loop.step, total_steps)  # e.g. Gumbel temperature
-                logits = model(batch)  # (B,C) / (B,) / (B,T,C) / (B,T,2) by task kind
-                loss = kind.loss(logits, batch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss is {loss.item()} at epoch {epoch + 1} step {loop.step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
-                        f"lower the learning rate (--set lr=...) or raise warmup_ratio"
-                    )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
+                # grad_accum_steps = k: the batch's k slices, one backward each, weighted by what
+                # each one's loss averages over: the gradient of the whole batch's loss
+                micro = split_batch(batch, cfg.grad_accum_steps)
+                units = [kind.loss_units(m) for m in micro] if len(micro) > 1 else [1]
+                step_loss, overflow = 0.0, False
+                for m, u in zip(micro, units):
+                    m = {k: v.to(device) if torch.is_tensor(v) else v for k, v in m.items()}
+                    with amp.autocast():
+                        logits = model(m)  # (B,C) / (B,) / (B,T,C) / (B,T,2) by task kind
+                        loss = kind.loss(logits, m)
+                    if not torch.isfinite(loss):
+                        if amp.scaler is not None:  # fp16 overflow: skip the step, halve the scale
+                            overflow = True
+                            break
+                        raise TrainingError(
+                            f"loss is {loss.item()} at epoch {epoch + 1} step {loop.step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
+                            f"lower the learning rate (--set lr=...) or raise warmup_ratio"
+                        )
+                    if len(micro) > 1:
+                        loss = loss * (u / max(sum(units), 1))
+                    amp.backward(loss)
+                    step_loss += loss.item()
+                if overflow:
+                    optimizer.zero_grad(set_to_none=True)
+                    amp.skip_step()
+                else:
+                    amp.step(optimizer, params, cfg.max_grad_norm)  # (unscale), clip, AdamW
+                    losses.append(step_loss)
                 scheduler.step()
-                losses.append(loss.item())
                 loop.step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", **{k: f"{v:.3g}" for k, v in aux.items()})
+                bar.set_postfix(loss=f"{np.mean(losses[-20:] or [float('nan')]):.4f}", **{k: f"{v:.3g}" for k, v in aux.items()})
 
         # selection happens on dev only
-        with timer("eval_s"):
+        with timer("eval_s"), amp.autocast():
             dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device)
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": scheduler.get_last_lr()[0], **aux}
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  "lr": scheduler.get_last_lr()[0], **aux}
         record.update({f"dev_{k}": v for k, v in dev.items()})
         loop.history.append(record)
         if log is not None:
@@ -368,7 +402,7 @@ def train(
     # ---- restore the best epoch and report the official splits (never selected on)
     with timer("checkpoint_s"):
         model.load_state_dict(best["state"], strict=False)
-    with timer("eval_s"):
+    with timer("eval_s"), amp.autocast():
         reported = {
             s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device)
             for s in ("val", "test")
@@ -401,6 +435,8 @@ def train(
         "versions": runinfo.versions(),
         "git": runinfo.git_info(),
         "device": str(device),
+        "precision": amp.precision,  # what ran (precision: auto resolves per device)
+        "skipped_steps": amp.skipped,  # fp16 steps skipped on overflow
     }
     # the per-item metric inputs of the reported splits: a report's paired bootstrap resamples them
     predictions = {s: v.inputs.as_dict() for s, v in reported.items() if getattr(v, "inputs", None) is not None}

@@ -9,7 +9,7 @@ What is saved (no pickle: tensors in safetensors, everything else in JSON):
 
 * the trainable weights, and the best epoch's copy of them (``model.*``, ``best.*``);
 * AdamW's moments and step counts (``optim.<param index>.<name>``) and its param groups;
-* the LR schedule's position;
+* the LR schedule's position, and fp16's loss scale;
 * every random stream the next epoch reads: torch's global generator (dropout), CUDA's,
   the training loader's shuffling generator, numpy's and Python's;
 * the loop: epochs done, optimizer steps, epochs without improvement, the epoch history,
@@ -82,7 +82,7 @@ def _json_back(v: Any) -> Any:
 
 
 def save_train_state(directory: str | Path, *, model, optimizer, scheduler, loader_generator: torch.Generator,
-                     loop: LoopState, config_hash: str) -> Path:
+                     loop: LoopState, config_hash: str, amp=None) -> Path:
     """Write the state after ``loop.epoch`` epochs into ``directory`` (atomically, file by file;
     the JSON, written last, marks the pair complete)."""
     d = Path(directory)
@@ -117,6 +117,7 @@ def save_train_state(directory: str | Path, *, model, optimizer, scheduler, load
         },
         "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars, "indices": sorted(opt["state"])},
         "scheduler": scheduler.state_dict(),
+        "amp": amp.state_dict() if amp is not None else None,
         "rng": {
             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
@@ -129,7 +130,7 @@ def save_train_state(directory: str | Path, *, model, optimizer, scheduler, load
 
 
 def load_train_state(directory: str | Path, *, model, optimizer, scheduler, loader_generator: torch.Generator,
-                     config_hash: str) -> LoopState:
+                     config_hash: str, amp=None) -> LoopState:
     """Put the saved state back into ``model``/``optimizer``/``scheduler``/the generators;
     return the loop variables. Refuses a state saved by another configuration."""
     d = Path(directory)
@@ -159,6 +160,8 @@ def load_train_state(directory: str | Path, *, model, optimizer, scheduler, load
         state[int(idx)] = st
     optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
+    if amp is not None and meta.get("amp"):
+        amp.load_state_dict(meta["amp"])
 
     torch.set_rng_state(tensors["rng.torch"])
     loader_generator.set_state(tensors["rng.loader"])

@@ -73,6 +73,11 @@ class Kind:
         batch["example_index"] = torch.tensor([f["example_index"] for f in features])
         return batch
 
+    def loss_units(self, batch) -> int:
+        """What :meth:`loss` averages over in ``batch`` (examples; NER: scored words), so that
+        micro-batches weighted by it add up to the loss of their whole batch."""
+        return int(batch["example_index"].shape[0])
+
     def metric_inputs(self, preds, features, examples, spec: TaskSpec) -> M.MetricInputs:
         """Per-item metric arguments for ``preds`` (one per feature, from :meth:`decode`)."""
         raise NotImplementedError(f"task kind {self.name!r} does not define metric_inputs")

@@ -113,6 +113,9 @@ class TokenClassification(Kind):
         h = model.encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B,T,H)
         return model.head(h)  # (B,T,C)
 
+    def loss_units(self, batch) -> int:
+        return int((batch["labels"] != IGNORE).sum())
+
     def loss(self, logits, batch) -> torch.Tensor:
         labels = batch["labels"]  # (B,T)
         if not (labels != IGNORE).any():  # no scored word in the batch: no signal, not NaN

@@ -223,3 +223,42 @@ def test_results_table_roundtrip(tmp_path):
     assert back.drop(status="error") == 1 and len(ResultsTable(tmp_path / "r.csv").rows) == 1
     header = (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["study", "cell", "backbone"] and header[-1] == "val_accuracy"
+
+
+def test_checkpoint_over_the_size_limit_is_not_logged(env, tmp_path):
+    """``tracking.max_checkpoint_mb``: a final run's weights above it stay out of MLflow (a tag
+    says so, result.json is still logged); below it they are logged."""
+    ls, cell = env["ls"], env["cell"]
+    ls.study.tracking.max_checkpoint_mb = 1e-4  # 100 bytes
+    job = Job(cell, env["cell_run"], [compose_run(ls, cell, {"lr": 0.01}, seed=s) for s in (0, 1)], {"lr": 0.01}, source_trial="t")
+    rec = Recorder(phase="final", packs=[[job]], epochs=2, **env["common"])
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "checkpoint").mkdir(parents=True)
+    (ckpt / "checkpoint" / "trainable.safetensors").write_bytes(b"weights")
+    (ckpt / "checkpoint" / "run_config.json").write_text("{}")
+    trial = FakeTrial("f_00000", {"job": 0})
+    rec.on_trial_start(0, [], trial)
+    big, small = _result(0.5, 0.4, seed=0), _result(0.5, 0.4, seed=1)
+    big["checkpoint_bytes"], small["checkpoint_bytes"] = 90_000_000, 40
+    rec.on_trial_result(0, [], trial, _final(big, 0, str(ckpt)))
+    rec.on_trial_result(0, [], trial, _final(small, 1, str(ckpt)))
+    by_seed = {r.data.tags["ptcore.seed"]: r for r in _runs(env)["f_00000"]}
+    client = env["tracker"].client
+    assert by_seed["0"].data.tags["ptcore.checkpoint"] == "not logged: 90.0 MB > tracking.max_checkpoint_mb 0.0001"
+    assert [a.path for a in client.list_artifacts(by_seed["0"].info.run_id)] == ["result.json"]
+    assert "ptcore.checkpoint" not in by_seed["1"].data.tags
+    assert {a.path for a in client.list_artifacts(by_seed["1"].info.run_id, "checkpoint")} == {"checkpoint/trainable.safetensors", "checkpoint/run_config.json"}
+
+
+def test_an_epoch_reported_again_by_a_retried_process_is_logged_once(env):
+    """A retried trial process re-delivers the report it continues from (and a Ray Train
+    worker group may redo an epoch whose report was lost): each epoch is logged once."""
+    rec = _search_recorder(env, ["lr", "epochs", "seed"])
+    t = FakeTrial("t_retry", {"lr": 0.01, CELL_KEY: 0})
+    rec.on_trial_start(0, [], t)
+    for epoch, dev in ((1, 0.5), (2, 0.6), (2, 0.6), (1, 0.5), (3, 0.7)):
+        rec.on_trial_result(0, [], t, _epoch(epoch, dev))
+    (run,) = _runs(env)["t_retry"]
+    steps = [m.step for m in env["tracker"].client.get_metric_history(run.info.run_id, "dev_primary")]
+    assert steps == [1, 2, 3]
+    assert [h["epoch"] for h in rec.trials["t_retry"].runs[0].history] == [1, 2, 3]
