@@ -27,6 +27,7 @@ from . import metrics as M
 from . import runinfo
 from .backbones import Backbone, load_backbone
 from .config import RunConfig
+from .distributed import Dist
 from .data import encode_split, feature_length, make_loader, sort_by_length, subsample
 from .errors import TrainingError
 from .kernels import install as install_kernels
@@ -97,8 +98,11 @@ class Scores(dict):
 
 
 @torch.inference_mode()
-def evaluate(model: TaskModel, loader, features, examples, spec, device) -> Scores:
+def evaluate(model: TaskModel, loader, features, examples, spec, device, dist: Optional[Dist] = None) -> Scores:
     """Predict a whole split and score it with the task's official metrics (+ 'primary').
+
+    Data-parallel (``dist``): ``loader`` holds this rank's contiguous part of the split's
+    ``features``; the ranks' predictions are gathered in order and every rank scores them all.
 
     ``inference_mode`` rather than ``no_grad``: no autograd bookkeeping at all (version
     counters, view tracking); nothing computed here is ever used by a backward.
@@ -108,6 +112,8 @@ def evaluate(model: TaskModel, loader, features, examples, spec, device) -> Scor
     for batch in loader:
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         preds.extend(model.kind.decode(model(batch), batch))
+    if dist is not None:
+        preds = dist.gather(preds)
     inputs = model.kind.metric_inputs(preds, features, examples, spec)
     scores = Scores(M.score_inputs(spec.metrics, inputs))
     scores["primary"] = scores[spec.primary]
@@ -298,6 +304,8 @@ def train(
     spec = get_task(cfg.task)
     resolved = cfg.resolved()
     device = pick_device(cfg.device)
+    dist = Dist.current()  # data-parallel when torch.distributed is initialized (ptcore.distributed)
+    eval_kw = {"dist": dist} if dist.on else {}
 
     # ---- model: backbone (frozen unless fine-tuning) + method + head
     with timer("load_s"):
@@ -314,7 +322,7 @@ def train(
         loader_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling (saved with the state)
         train_loader = make_loader(data.features["train"], kind, pad_id, cfg.batch_size, shuffle=True, generator=loader_generator)
         eval_features = {s: sort_by_length(f) for s, f in data.features.items() if s != "train"}
-        eval_loaders = {s: make_loader(f, kind, pad_id, cfg.eval_batch_size, shuffle=False) for s, f in eval_features.items()}
+        eval_loaders = {s: make_loader(dist.shard(f), kind, pad_id, cfg.eval_batch_size, shuffle=False) for s, f in eval_features.items()}
 
     # ---- optimizer: AdamW, no decay on biases/LayerNorm, linear warmup then linear decay
     total_steps = cfg.epochs * len(train_loader)
@@ -333,39 +341,45 @@ def train(
     stopped = cfg.patience is not None and loop.bad_epochs >= cfg.patience
     for epoch in range(loop.epoch, cfg.epochs if not stopped else loop.epoch):
         model.train()
+        dist.seed_epoch(cfg.seed, epoch)  # data-parallel: each rank's dropout stream (no-op on one worker)
         t0, losses = time.time(), []
         with timer("train_s"):
-            for batch in train_loader:
+            for batch in train_loader:  # a global batch of batch_size (every rank walks the same ones)
                 train_tokens += batch["attention_mask"].sum()
                 aux = model.encoder.on_train_step(loop.step, total_steps)  # e.g. Gumbel temperature
                 optimizer.zero_grad(set_to_none=True)
-                # grad_accum_steps = k: the batch's k slices, one backward each, weighted by what
-                # each one's loss averages over: the gradient of the whole batch's loss
-                micro = split_batch(batch, cfg.grad_accum_steps)
+                # grad_accum_steps = k on N workers: the batch's N*k slices, k per rank, one backward
+                # each, weighted by what each one's loss averages over; summed over slices (and
+                # ranks, all-reduced) that is the gradient of the whole batch's loss
+                micro = split_batch(batch, cfg.grad_accum_steps * dist.world)
                 units = [kind.loss_units(m) for m in micro] if len(micro) > 1 else [1]
-                step_loss, overflow = 0.0, False
-                for m, u in zip(micro, units):
+                mine = dist.my_slices(list(zip(micro, units)), cfg.grad_accum_steps)
+                step_loss, bad = 0.0, None
+                for m, u in mine:
                     m = {k: v.to(device) if torch.is_tensor(v) else v for k, v in m.items()}
                     with amp.autocast():
                         logits = model(m)  # (B,C) / (B,) / (B,T,C) / (B,T,2) by task kind
                         loss = kind.loss(logits, m)
                     if not torch.isfinite(loss):
-                        if amp.scaler is not None:  # fp16 overflow: skip the step, halve the scale
-                            overflow = True
-                            break
-                        raise TrainingError(
-                            f"loss is {loss.item()} at epoch {epoch + 1} step {loop.step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
-                            f"lower the learning rate (--set lr=...) or raise warmup_ratio"
-                        )
+                        bad = loss.item()
+                        break
                     if len(micro) > 1:
                         loss = loss * (u / max(sum(units), 1))
                     amp.backward(loss)
                     step_loss += loss.item()
-                if overflow:
-                    optimizer.zero_grad(set_to_none=True)
+                if dist.on:  # one all-reduce: trainable gradients + the step's loss + "a rank saw inf/NaN"
+                    step_loss, any_bad = dist.all_reduce_grads(params, step_loss, bad is not None)
+                    bad = bad if bad is not None else (float("nan") if any_bad else None)
+                if bad is not None:
+                    if amp.scaler is None:
+                        raise TrainingError(
+                            f"loss is {bad} at epoch {epoch + 1} step {loop.step} ({cfg.method} on {cfg.task}, lr={resolved['lr']}); "
+                            f"lower the learning rate (--set lr=...) or raise warmup_ratio"
+                        )
+                    optimizer.zero_grad(set_to_none=True)  # fp16 overflow: skip the step, halve the scale
                     amp.skip_step()
                 else:
-                    amp.step(optimizer, params, cfg.max_grad_norm)  # (unscale), clip, AdamW
+                    amp.step(optimizer, params, cfg.max_grad_norm)  # (unscale), clip, AdamW: the same on every rank
                     losses.append(step_loss)
                 scheduler.step()
                 loop.step += 1
@@ -374,7 +388,7 @@ def train(
 
         # selection happens on dev only
         with timer("eval_s"), amp.autocast():
-            dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device)
+            dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device, **eval_kw)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                   "lr": scheduler.get_last_lr()[0], **aux}
         record.update({f"dev_{k}": v for k, v in dev.items()})
@@ -404,7 +418,7 @@ def train(
         model.load_state_dict(best["state"], strict=False)
     with timer("eval_s"), amp.autocast():
         reported = {
-            s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device)
+            s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device, **eval_kw)
             for s in ("val", "test")
             if s in eval_loaders and report
         }
@@ -435,6 +449,8 @@ def train(
         "versions": runinfo.versions(),
         "git": runinfo.git_info(),
         "device": str(device),
+        "workers": dist.world,  # data-parallel processes (batch_size is the global batch)
+        "sync_bytes_per_step": dist.sync_bytes,  # gradient bytes all-reduced per step (0 on one worker)
         "precision": amp.precision,  # what ran (precision: auto resolves per device)
         "skipped_steps": amp.skipped,  # fp16 steps skipped on overflow
     }
@@ -442,7 +458,7 @@ def train(
     predictions = {s: v.inputs.as_dict() for s, v in reported.items() if getattr(v, "inputs", None) is not None}
     if predictions:
         result["predictions"] = predictions
-    out = Path(output) if output is not None else None
+    out = Path(output) if output is not None and dist.main else None  # rank 0 alone writes
     if out is not None:
         from .checkpoint import save_checkpoint
 
