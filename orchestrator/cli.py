@@ -13,7 +13,7 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from ptcore.errors import PtcoreError
 
@@ -70,6 +70,21 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run setting or method option")
     p.add_argument("--output", default=None, help="directory for result.json and the checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="data-parallel processes (gloo; batch_size stays the global batch; see ptcore.distributed)")
+
+
+def _train_rank(values: dict, output: Optional[str], progress: bool, log: bool) -> Optional[dict]:
+    """One rank of ``orchestrate run --workers N``: the result from rank 0, None elsewhere."""
+    import torch.distributed as dist
+
+    from ptcore.config import make_run_config
+    from ptcore.train import train
+
+    main = dist.get_rank() == 0
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if log and main else None
+    result = train(make_run_config(values), output=output, progress=progress and main, log=say)
+    return result if main else None
 
 
 def run_config_from_args(args: argparse.Namespace):
@@ -94,8 +109,15 @@ def handle_run(args: argparse.Namespace) -> int:
         why = unwritable(Path(args.output).expanduser().absolute())
         if why:  # found now, not after the training
             raise PtcoreError(f"--output {args.output}: {why}; choose another --output (a directory you can write)")
-    log = None if not args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = train(cfg, output=args.output, progress=not args.no_progress, log=log)
+    if args.workers < 1:
+        raise PtcoreError(f"--workers {args.workers}: give 1 or more processes")
+    if args.workers > 1:
+        from ptcore.distributed import spawn
+
+        result = spawn(args.workers, _train_rank, cfg.model_dump(), args.output, not args.no_progress, args.no_progress)[0]
+    else:
+        log = None if not args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
+        result = train(cfg, output=args.output, progress=not args.no_progress, log=log)
     summary = {
         "task": result["task"],
         "method": result["method"],
@@ -107,6 +129,9 @@ def handle_run(args: argparse.Namespace) -> int:
         "total_params": result["total_params"],
         "trainable_pct": round(result["trainable_pct"], 3),
         "wall_s": round(result["wall_s"], 1),
+        "workers": result["workers"],
+        "sync_bytes_per_step": result["sync_bytes_per_step"] or None,
+        "precision": result["precision"],
     }
     print(json.dumps({k: v for k, v in summary.items() if v is not None}, indent=2))
     if args.output:
@@ -114,7 +139,7 @@ def handle_run(args: argparse.Namespace) -> int:
     return 0
 
 
-command("run", "train one configuration in-process (no Ray)")((add_run_args, handle_run))
+command("run", "train one configuration in-process, or in N local data-parallel processes (no Ray)")((add_run_args, handle_run))
 
 
 # ------------------------------------------------------------------ ls

@@ -56,6 +56,41 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def concurrency_line(ls: LoadedStudy) -> str:
+    """How many trials run at once: ``max_concurrent``, capped by what the cluster's CPUs and
+    GPUs can hold (a trial takes workers x cpus_per_worker CPUs, workers x gpus_per_worker GPUs)."""
+    import math
+
+    s = ls.study
+    res = s.resources
+    cpu = res.workers_per_trial * res.cpus_per_worker
+    gpu = res.workers_per_trial * res.gpus_per_worker
+    need = f"a trial takes {cpu:g} CPU" + (f" and {gpu:g} GPU" if gpu else "")
+    if 0 < res.gpus_per_worker < 1:
+        need += f" ({math.floor(1 / res.gpus_per_worker + 1e-9)} workers share a GPU)"
+    if ls.study.ray.address is not None:
+        caps = [f"{s.budget.max_concurrent} (max_concurrent)", "cluster CPUs / " + f"{cpu:g}"] + ([f"cluster GPUs / {gpu:g}"] if gpu else [])
+        return f"up to min({', '.join(caps)}); {need}"
+    cpus = s.ray.num_cpus or os.cpu_count() or 1
+    gpus = _local_gpus()
+    fits = [math.floor(cpus / cpu + 1e-9)] + ([math.floor(gpus / gpu + 1e-9)] if gpu else [])
+    n = min([s.budget.max_concurrent, *fits])
+    where = f"this machine's {cpus} CPU" + (f", {gpus} GPU" if gpu else "")
+    line = f"{n} trial(s) (max_concurrent {s.budget.max_concurrent}; {where}); {need}"
+    if n == 0:
+        line += "; nothing fits here: lower the resources or run on a cluster (--address)"
+    return line
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # pragma: no cover - no torch / broken CUDA: no GPUs
+        return 0
+
+
 def plan_lines(ls: LoadedStudy) -> list[str]:
     from tabulate import tabulate
 
@@ -76,7 +111,9 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
         f"  final        {plan['final_runs']} runs = {plan['cells']} cells x seeds {plan['final_seeds']} "
         f"in {plan['final_trials']} trials (" + (f"up to {per} runs each, packed by backbone)" if per else "one per cell)"),
         f"  trials       {plan['trials_total']} in all, {s.budget.max_concurrent} at a time; " + _startup_line(ls, plan),
-        f"  resources    {res.workers_per_trial} worker/trial x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU",
+        f"  resources    {res.workers_per_trial} worker/trial x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU"
+        + (" (data-parallel: train.batch_size is the global batch)" if res.workers_per_trial > 1 else ""),
+        f"  at once      {concurrency_line(ls)}",
         f"  train        {', '.join(f'{k}={v}' for k, v in s.train.items()) or '(ptcore defaults)'}",
         f"  data         {plan['data_dir'] or '-'}  [{plan['data_source']}]",
         f"  output       {plan['output_dir']}  (results.csv, cache/, state/)",

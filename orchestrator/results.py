@@ -29,7 +29,7 @@ COLUMNS = [
     "phase", "trial_id", "run_index", "seed", "status",
     "dev_primary", "val_primary", "test_primary", "primary_metric",
     "best_epoch", "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes",
-    "wall_s", "train_s", "train_examples",
+    "wall_s", "train_s", "train_examples", "workers", "sync_bytes_per_step", "precision",
     "params_json", "config_json", "config_hash", "source_trial", "data_json", "predictions",
     "git_commit", "git_dirty", "node_id", "mlflow_run_id", "error", "finished_at",
 ]  # fmt: skip
@@ -171,6 +171,9 @@ def row_from_result(row: dict[str, Any], result: dict[str, Any]) -> dict[str, An
         config_hash=result.get("config_hash"),
         git_commit=git.get("commit"),
         git_dirty=git.get("dirty"),
+        workers=result.get("workers"),  # data-parallel processes (batch_size is the global batch)
+        sync_bytes_per_step=result.get("sync_bytes_per_step"),
+        precision=result.get("precision"),
     )
     for split in ("val", "test", "dev"):
         row.update({k: v for k, v in _split_metrics(split, result.get(split)).items() if k != f"{split}_primary"})

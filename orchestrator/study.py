@@ -169,9 +169,15 @@ class Final(Strict):
 
 
 class Resources(Strict):
-    workers_per_trial: Literal[1] = Field(1, description="Ray Train workers per trial (ptcore trains on one device)")
+    workers_per_trial: int = Field(
+        1, ge=1, le=1024, description="Ray Train workers per trial; N > 1 trains data-parallel (DDP: gloo on CPUs, NCCL on "
+        "GPUs), train.batch_size being the global batch (ptcore.distributed)"
+    )
     cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
+    gpus_per_worker: float = Field(
+        0.0, ge=0, description="GPUs per worker; below 1 (e.g. 0.25) packs that many small trials onto one GPU "
+        "(memory is shared, not split: size the fraction to the model, docs/cluster.md)"
+    )
 
 
 PG_EXAMPLE = "postgresql://ptcore@db.example.internal:5432/{db}"
@@ -589,6 +595,13 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
     from ptcore.tasks import TASKS
 
     errors: list[tuple[str, str]] = []
+    res = study.resources
+    if res.workers_per_trial > 1 and study.ray.trial_mode == "local":
+        errors.append(("ray.trial_mode", f"'local' trains in one process, but resources.workers_per_trial is "
+                       f"{res.workers_per_trial}; use trial_mode auto (or worker_group), or workers_per_trial: 1"))
+    if res.gpus_per_worker > 1 and res.gpus_per_worker != int(res.gpus_per_worker):
+        errors.append(("resources.gpus_per_worker", f"{res.gpus_per_worker:g} GPUs: above 1 a worker takes whole GPUs; "
+                       "give an integer, or a fraction below 1 to share one GPU"))
     for i, task in enumerate(study.tasks):
         if task.strip().lower() not in TASKS:
             errors.append((f"tasks.{i}", TASKS.unknown_message(task)))

@@ -92,6 +92,15 @@ def train_report(local: bool):
 POSITION = "position.json"  # in a reported checkpoint: which run and epoch it ends, and the report itself
 
 
+def world_rank(local: bool) -> int:
+    """This process's rank in a data-parallel worker group (0 in local mode or one worker)."""
+    if local:
+        return 0
+    import ray.train
+
+    return ray.train.get_context().get_world_rank()
+
+
 def write_position(directory: str, run_index: int, epoch: int, metrics: dict[str, Any], final: bool) -> None:
     from ptcore.fileio import write_json_atomic
 
@@ -115,6 +124,7 @@ class ReportEpochs:
         self.checkpoint = checkpoint or resumable
         self.resumable = resumable
         self.node = _node_id()
+        self.main = world_rank(local) == 0  # data-parallel: rank 0 alone reports checkpoints
 
     def on_epoch_end(self, epoch: int, record: dict[str, Any], model, state) -> bool:
         import ray.train
@@ -133,7 +143,7 @@ class ReportEpochs:
             "node_id": self.node,
             KEEP: float(record.get("dev_primary", 0.0)),
         }
-        if not self.checkpoint:
+        if not self.checkpoint or not self.main:  # every rank reports (Ray Train waits for all)
             self.report(metrics)
         else:
             with tempfile.TemporaryDirectory() as d:
@@ -218,9 +228,12 @@ def resume_point(local: bool, workdir: str) -> Optional[ResumePoint]:
         return None  # a checkpoint without a position (an older study's): start the trial over
     with open(position) as f:
         pos = json.load(f)
-    again = os.path.join(workdir, "again")
-    shutil.copytree(src, again)
-    train_report(local)(pos["metrics"], checkpoint=ray.train.Checkpoint.from_directory(again))
+    if world_rank(local) == 0:
+        again = os.path.join(workdir, "again")
+        shutil.copytree(src, again)
+        train_report(local)(pos["metrics"], checkpoint=ray.train.Checkpoint.from_directory(again))
+    else:
+        train_report(local)(pos["metrics"])
     return ResumePoint(int(pos["run_index"]), int(pos["epoch"]), bool(pos["final"]), src)
 
 
@@ -279,9 +292,12 @@ def _train_one(i: int, values: dict[str, Any], config: dict[str, Any], cache_dir
             KEEP: FINAL_KEEP + i,
             "result_json": json.dumps(result, default=str),
         }
-        if resumable:
-            write_position(out, i, result["epochs_run"], metrics, final=True)
-        cb.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
+        if not cb.main:  # data-parallel: rank 0 wrote the checkpoint and reports the record
+            cb.report({k: v for k, v in metrics.items() if k != "result_json"})
+        else:
+            if resumable:
+                write_position(out, i, result["epochs_run"], metrics, final=True)
+            cb.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(out))
     del backbone, cb, result
     release_memory()
 
@@ -463,9 +479,10 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     local = runs_locally(res, spec.get("trial_mode", "auto"))
     retries = int(spec.get("max_failures", 0))
     loop_config = {"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False),
-                   "phase": spec["phase"], "resumable": retries > 0}
+                   "phase": spec["phase"], "resumable": retries > 0,
+                   "threads": max(1, int(float(res["cpus_per_worker"])))}  # the CPUs a worker was given, not every core
     if local:
-        loop_config.update(local=True, threads=max(1, int(float(res["cpus_per_worker"]))))
+        loop_config.update(local=True)
         trainer = _trainer_class()(
             train_loop_per_worker,
             train_loop_config=loop_config,

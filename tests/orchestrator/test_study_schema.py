@@ -122,7 +122,7 @@ def test_unknown_task_and_method_did_you_mean(tmp_path):
 def test_structure_errors(tmp_path):
     assert err(tmp_path, lambda r: r.pop("tasks")).startswith("tasks: required key is missing")
     assert err(tmp_path, lambda r: r.update(tasks=[])).startswith("tasks:")
-    assert err(tmp_path, lambda r: r.update(resources={"workers_per_trial": 2})).startswith("resources.workers_per_trial:")
+    assert err(tmp_path, lambda r: r.update(resources={"workers_per_trial": 0})).startswith("resources.workers_per_trial:")
     assert err(tmp_path, lambda r: r.update(final={"seeds": [0, 0]})).startswith("final.seeds: seeds must be distinct")
     assert err(tmp_path, lambda r: r.update(name="a b")).startswith("name:")
     two = lambda r: r["methods"].append(copy.deepcopy(r["methods"][0]))  # noqa: E731
