@@ -26,6 +26,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-peft", action="store_true", help="skip the PEFT peer")
     p.add_argument("--no-large", action="store_true", help="skip the BERT-base-sized memory comparison")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the tables")
+    p.add_argument("--ddp", action="store_true",
+                   help="only the data-parallel step: 1 vs 2 gloo workers, fine-tuning and P-Tuning v2 (-> reports/bench/ddp.json)")
     p.epilog = textwrap.dedent(
         """\
         examples:
@@ -50,6 +52,18 @@ def handle_bench(args: argparse.Namespace) -> int:
         from ptcore.config import DEFAULT_MODEL
 
         spec = {"model": args.model or DEFAULT_MODEL, "layers": args.layers}
+    if args.ddp:
+        from ptcore.fileio import write_json_atomic
+
+        from orchestrator.bench.ddp import ddp_table, measure_ddp
+
+        res = measure_ddp(spec=spec, batch=args.batch, length=args.length, repeats=args.repeats or 7,
+                          warmup=2 if args.warmup is None else args.warmup, log=lambda line: print(line, file=sys.stderr, flush=True))
+        output = args.output or os.path.join(os.path.dirname(DEFAULT_OUTPUT), "ddp.json")
+        write_json_atomic(output, res)
+        print(json.dumps(res, indent=2) if args.json else ddp_table(res))
+        print(f"wrote {output}", file=sys.stderr)
+        return 0
     output = args.output or DEFAULT_OUTPUT
     result = run_bench(
         args.quick, batch=args.batch, length=args.length, padding=args.padding, repeats=args.repeats, warmup=args.warmup,

@@ -248,3 +248,17 @@ def test_memory_subprocess(tmp_path):
     assert set(out) == {"ptcore/finetune", "ptcore/ptuning_v2"}
     assert all(_positive(v["peak_mb"]) for v in out.values()), out
     assert time.time() - t0 < 120
+
+
+def test_ddp_bench_times_one_and_two_workers():
+    """``orchestrate bench --ddp`` on a tiny random BERT: both methods at 1 and 2 gloo workers;
+    two workers all-reduce the trainable gradients (+ loss and flag, fp32), one syncs nothing."""
+    from orchestrator.bench.ddp import ddp_table, measure_ddp
+
+    res = measure_ddp(spec={"random": TINY}, batch=4, length=12, warmup=0, repeats=1)
+    for method, by_n in res["methods"].items():
+        one, two = by_n["1"], by_n["2"]
+        assert one["sync_bytes"] == 0 and one["speedup"] == 1.0 and one["median_s"] > 0
+        assert two["sync_bytes"] == (two["trainable_params"] + 2) * 4 and two["median_s"] > 0
+    assert res["methods"]["ptuning_v2"]["2"]["sync_bytes"] < res["methods"]["finetune"]["2"]["sync_bytes"] / 10
+    assert "bytes synced/step" in ddp_table(res)
