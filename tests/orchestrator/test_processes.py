@@ -24,13 +24,17 @@ TAG = "PTCORE_TEST_PROCESS_TAG"
 # ------------------------------------------------------------------ helpers (reusable)
 
 
+BEFORE: dict[str, set[int]] = {}  # tag -> pids of this process's descendants when the test began
+
+
 def leftovers(tag: str, *marks: str) -> list[psutil.Process]:
     """Live processes a test left behind: descendants of this process, and any process that
     carries the test's tag in its environment (inherited by every descendant, also one
     orphaned and re-parented to init) or names one of ``marks`` (e.g. its tmp dir) in its
     command line. Zombies don't count (they run nothing and hold no port)."""
     me = os.getpid()
-    found = {p.pid: p for p in psutil.Process(me).children(recursive=True)}
+    earlier = BEFORE.get(tag, set())  # this process's children from before the test (e.g. multiprocessing's resource tracker)
+    found = {p.pid: p for p in psutil.Process(me).children(recursive=True) if p.pid not in earlier}
     for p in psutil.process_iter():
         if p.pid == me or p.pid in found:
             continue
@@ -117,6 +121,7 @@ def study_dir(tmp_path) -> Path:
 @pytest.fixture
 def tagged_env():
     tag = uuid.uuid4().hex
+    BEFORE[tag] = {p.pid for p in psutil.Process().children(recursive=True)}
     env = {**os.environ, TAG: tag, "PYTHONUNBUFFERED": "1"}
     return tag, env
 
