@@ -218,6 +218,7 @@ def ptcore_jobs(quick: bool, layers: int, prompt_length: int = 16) -> list[dict[
     for k in ((2,) if quick else (4, 2, 1)):
         if k < layers:
             jobs.append({"name": f"ptuning_v2_top{k}", "method": "ptuning_v2", "method_args": {"prompt_length": l, "depth": k}})
+    jobs.append({"name": "lora", "method": "lora", "method_args": {"r": 8}})  # peft's LoRA on query/value
     if not quick:
         jobs.append({"name": "ptuning_v2_reparam", "method": "ptuning_v2", "method_args": {"prompt_length": l, "reparameterize": True}})
     jobs.append(

@@ -19,9 +19,10 @@ PRETRAIN_MARK = "§"  # on a task name: the backbone saw this task's data in pre
 # ------------------------------------------------------------------ methods
 
 BASELINE = "finetune"
-METHOD_ORDER = ("finetune", "prompt_tuning", "ptuning_v2", "dynamic")
+METHOD_ORDER = ("finetune", "lora", "prompt_tuning", "ptuning_v2", "dynamic")
 METHOD_LABELS = {
     "finetune": "Fine-tuning",
+    "lora": "LoRA",
     "prompt_tuning": "Prompt tuning",
     "ptuning_v2": "P-Tuning v2",
     "dynamic": "Dynamic prompting",
@@ -29,13 +30,14 @@ METHOD_LABELS = {
 # colour-blind-safe (Okabe-Ito), one per method; fine-tuning keeps black-ish blue everywhere
 METHOD_STYLES = {
     "finetune": ("#0072B2", "o"),
+    "lora": ("#56B4E9", "v"),
     "prompt_tuning": ("#E69F00", "s"),
     "ptuning_v2": ("#009E73", "^"),
     "dynamic": ("#CC79A7", "D"),
 }
 # other methods or labelled variants: a colour chosen by a hash of the name, so the same
 # name gets the same colour in every report (not by its position in one study)
-EXTRA_COLORS = ("#D55E00", "#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#F0E442")
+EXTRA_COLORS = ("#D55E00", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#F0E442")
 EXTRA_MARKERS = ("v", "P", "X", "*", "h", "<", ">", "p")
 REFERENCE_STYLES = {  # the per-task reference lines of the plots
     "chance": {"color": "#555555", "linestyle": (0, (4, 3)), "linewidth": 1.0},

@@ -16,6 +16,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .base import MethodConfig, PromptEncoder
 from .finetune import FinetuneConfig, FinetuneEncoder
+from .lora import LoraConfig, LoraEncoder
 from .prompt_tuning import PromptTuningConfig, PromptTuningEncoder
 from .ptuning_v2 import PTuningV2Config, PTuningV2Encoder
 
@@ -52,6 +53,13 @@ register(
         "As the reference: prefix dropout drawn per instance; prefixes (or, reparameterized, the MLP's input tokens) start at N(0, 1); the MLP is Linear-Tanh-Linear.",
         "Positions of the input run 0..T-1, not shifted by the prefix length as in the reference code and PEFT.",
         "Head: a linear layer on mean-pooled states by default (the reference reads BERT's pooler); `pooling: pooler` gives the reference's choice.",
+    ),
+)  # fmt: skip
+
+register(
+    "lora", LoraConfig, LoraEncoder, "low-rank updates of the attention projections (LoRA, via huggingface/peft)",
+    notes=(
+        "peft's LoraConfig injected into the backbone (peft.inject_adapter_in_model): query and value by default, rank 8, alpha 16, dropout 0.1; the head as for every method.",
     ),
 )  # fmt: skip
 

@@ -185,7 +185,7 @@ def test_bench_json_keys_and_values(tiny_result):
     assert json.loads(out.read_text()) == result
     assert _positive(result["matmul_peak_gflops"])
     assert set(result["methods"]) == {
-        "finetune", "prompt_tuning", "ptuning_v2", "ptuning_v2_top2", "dynamic",
+        "finetune", "prompt_tuning", "ptuning_v2", "ptuning_v2_top2", "dynamic", "lora",
         "finetune_reference_kernels", "ptuning_v2_reference_kernels",
     }  # fmt: skip
     assert {n: r["kernels"] for n, r in result["methods"].items()} == {

@@ -1,0 +1,47 @@
+import torch
+
+from ...backbones import Backbone
+from ...errors import ConfigError
+from ..base import PromptEncoder
+from .config import LoraConfig
+
+
+def inject_lora(model: torch.nn.Module, config: LoraConfig) -> None:
+    """peft's LoRA layers put into ``model`` in place (``peft.inject_adapter_in_model``): each
+    targeted ``nn.Linear`` becomes a ``LoraLayer`` around it (``base_layer``) with ``lora_A`` /
+    ``lora_B``; B starts at zero, so the adapted model starts as the backbone."""
+    import peft
+
+    lora = peft.LoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
+        bias=config.bias, layers_to_transform=list(config.layers) if config.layers is not None else None,
+    )
+    try:
+        peft.inject_adapter_in_model(lora, model)
+    except ValueError as e:  # e.g. no module matched target_modules
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"method 'lora': {str(e).splitlines()[0]}; this backbone's linear layers: {', '.join(names)}") from None
+
+
+class LoraEncoder(PromptEncoder):
+    """The backbone with LoRA updates in its targeted linear layers; only they (and, by option,
+    biases and LayerNorms) train."""
+
+    def __init__(self, backbone: Backbone, config: LoraConfig):
+        super().__init__(backbone, config)  # freezes every backbone weight
+        inject_lora(self.backbone, config)  # adds trainable lora_A / lora_B (and biases, per `bias`)
+        if config.train_layernorm:
+            for name, module in self.backbone.named_modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    for p in module.parameters():
+                        p.requires_grad_(True)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        n, t = input_ids.shape
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=self.token_types(token_type_ids, input_ids),
+            position_ids=self.position_ids(n, t, input_ids.device),
+        )
+        return out.last_hidden_state  # (N,T,H)
