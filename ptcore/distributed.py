@@ -86,16 +86,6 @@ class Dist:
             offset += n
         return float(flat[-2]), bool(flat[-1] > 0)
 
-    def any(self, flag: bool) -> bool:
-        """True if ``flag`` is true on any rank (e.g. an fp16 overflow: every rank skips)."""
-        if not self.on:
-            return flag
-        import torch.distributed as dist
-
-        t = torch.tensor([1.0 if flag else 0.0])
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
     def shard(self, items: list) -> list:
         """This rank's contiguous part of ``items`` (evaluation)."""
         if not self.on:

@@ -20,6 +20,12 @@ class TaskModel(nn.Module):
         self.head = head
         self.kind = kind
         self.pooling = pooling
+        if pooling == "pooler" and getattr(encoder.backbone, "pooler", None) is None:
+            from .errors import ConfigError
+
+            raise ConfigError(
+                f"pooling 'pooler': this backbone ({encoder.backbone.config.model_type}) has no pooler; use pooling mean or cls"
+            )
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N,T,H), (N,T) -> (N,H). 'mean' averages the real input tokens (they attend to the

@@ -76,6 +76,13 @@ def tiny_backbone(family: str, directory: Path, hidden: int = 32, layers: int = 
         config = RobertaConfig(**common, pad_token_id=1, type_vocab_size=1)
     elif family == "electra":
         config = ElectraConfig(**common, embedding_size=hidden)
+    elif family == "deberta":  # DeBERTa-v3 style: relative c2p + p2c attention, no absolute positions, no segments
+        from transformers import DebertaV2Config
+
+        config = DebertaV2Config(
+            **common, relative_attention=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+            max_relative_positions=-1, position_buckets=16, share_att_key=True, norm_rel_ebd="layer_norm", type_vocab_size=0,
+        )  # fmt: skip
     else:
         raise ValueError(family)
     torch.manual_seed(seed)

@@ -182,3 +182,14 @@ class DeepPrefix(nn.Module):
         finally:
             self._plain_mask = None
         return out.last_hidden_state  # (N,T,H)
+
+
+def make_deep_prefix(backbone: nn.Module, layers: Sequence[int]) -> nn.Module:
+    """The deep-prefix runner for this backbone's family: a ``PrefixCache`` through the model's
+    cache argument (BERT, RoBERTa, ELECTRA), or prefixes inside DeBERTa-v2/v3's disentangled
+    attention (:mod:`ptcore.methods.deberta_prefix`). Same interface either way."""
+    from .deberta_prefix import DebertaDeepPrefix, is_deberta_v2
+
+    if is_deberta_v2(backbone.config):
+        return DebertaDeepPrefix(backbone, layers)
+    return DeepPrefix(backbone, layers)

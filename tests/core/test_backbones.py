@@ -34,3 +34,27 @@ def test_packaged_minilm_resolves_offline():
     path = resolve("sentence-transformers/all-MiniLM-L6-v2")
     bb = load_backbone("sentence-transformers/all-MiniLM-L6-v2", layers=2)
     assert path.endswith("model") and bb.config.hidden_size == 384 and len(bb.model.encoder.layer) == 2
+
+
+def test_deberta_v1_is_refused_with_the_reason(tmp_path):
+    from transformers import DebertaConfig, DebertaModel
+
+    from ptcore.backbones import backbone_from_model
+    from ptcore.errors import ConfigError
+
+    model = DebertaModel(DebertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(ConfigError, match=r"DeBERTa v1 \('deberta'\), not supported: .*use a DeBERTa-v2/v3 checkpoint"):
+        backbone_from_model(model, None)
+
+
+def test_pooler_pooling_on_a_backbone_without_pooler_is_refused(tmp_path):
+    from conftest import FIXTURES
+    from tinymodels import tiny_backbone
+
+    from ptcore.config import RunConfig
+    from ptcore.errors import ConfigError
+    from ptcore.train import build_model
+
+    cfg = RunConfig(task="superglue/cb", method="ptuning_v2", pooling="pooler", data_dir=str(FIXTURES))
+    with pytest.raises(ConfigError, match=r"pooling 'pooler': this backbone \(deberta-v2\) has no pooler; use pooling mean or cls"):
+        build_model(cfg, tiny_backbone("deberta", tmp_path))

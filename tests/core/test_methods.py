@@ -39,7 +39,10 @@ def setup(method: str, task: str, family: str, tmp_path, **extra):
     if task not in TASKS:
         pytest.skip(f"task {task} not registered")
     bb = tiny_backbone(family, tmp_path)
-    cfg = RunConfig(task=task, method=method, method_args=method_args(method), data_dir=str(FIXTURES), seed=0, **extra)
+    args = method_args(method)
+    if family == "deberta" and method == "dynamic":  # relative positions only: no position choice (refused), length instead
+        args = {**args, "position": "none", "length": "instance"}
+    cfg = RunConfig(task=task, method=method, method_args=args, data_dir=str(FIXTURES), seed=0, **extra)
     model = build_model(cfg, bb)
     data = prepare_data(cfg, bb, model.encoder.extra_tokens)
     loader = make_loader(data.features["train"], model.kind, bb.tokenizer.pad_token_id, batch_size=4, shuffle=False)
@@ -60,10 +63,12 @@ def train_steps(model, batch, steps: int, lr: float) -> list[float]:
     return losses
 
 
+@pytest.mark.parametrize("family", ["bert", "deberta"])
 @pytest.mark.parametrize("kind", list(KIND_TASKS))
 @pytest.mark.parametrize("method", METHODS.names())
-def test_every_method_trains_every_kind(method, kind, tmp_path):
-    bb, model, batch = setup(method, KIND_TASKS[kind], "bert", tmp_path)
+def test_every_method_trains_every_kind(method, kind, family, tmp_path):
+    """Also on DeBERTa-v3-style disentangled attention: prompt methods leave its weights bit-identical."""
+    bb, model, batch = setup(method, KIND_TASKS[kind], family, tmp_path)
     # weights a method adds inside the backbone (LoRA's lora_A / lora_B); everything else there is the backbone's own
     added = {n for n, _ in bb.model.named_parameters() if ".lora_" in n}
     before = {k: v.clone() for k, v in bb.model.state_dict().items()}
@@ -79,7 +84,7 @@ def test_every_method_trains_every_kind(method, kind, tmp_path):
         assert frozen_changed == [], f"{method} changed frozen backbone weights: {frozen_changed[:3]}"
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "electra"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "deberta"])
 @pytest.mark.parametrize("method", METHODS.names())
 def test_every_method_runs_every_family(method, family, tmp_path):
     bb, model, batch = setup(method, "superglue/rte", family, tmp_path)

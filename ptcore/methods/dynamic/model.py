@@ -9,7 +9,7 @@ import torch.nn as nn
 from ...backbones import Backbone
 from ...errors import ConfigError
 from ..base import PromptEncoder
-from ..common import DeepPrefix, gather_tokens, insert_prompt, resolve_layers
+from ..common import gather_tokens, insert_prompt, make_deep_prefix, resolve_layers
 from ..prompt_tuning.model import init_prompt
 from ..ptuning_v2.model import PrefixEncoder, split_kv
 from .config import DynamicConfig
@@ -51,14 +51,15 @@ class DynamicEncoder(PromptEncoder):
             self.layers = resolve_layers(config.depth, cfg.num_hidden_layers)
             self.prefix_encoder = PrefixEncoder(config, len(self.layers), h, num_sets=config.pool_size)
             self.dropout = nn.Dropout(config.prefix_dropout)
-            self.deep = DeepPrefix(self.backbone, self.layers)
+            self.deep = make_deep_prefix(self.backbone, self.layers)
         if config.position != "none":
             kind = getattr(cfg, "position_embedding_type", "absolute") or "absolute"
             emb = getattr(self.backbone, "embeddings", None)
             if kind != "absolute" or getattr(emb, "position_embeddings", None) is None:
+                has = "relative positions only" if getattr(emb, "position_embeddings", None) is None else f"{kind!r} positions"
                 raise ConfigError(
                     f"position={config.position!r} needs a backbone with absolute position embeddings "
-                    f"(this one has {kind!r}); use position='none'"
+                    f"(this {cfg.model_type} has {has}); use position='none'"
                 )
         self.position_selector = Selector(config.position, h, l + 1) if config.position != "none" else None
         cands = config.candidate_lengths()

@@ -12,8 +12,9 @@ def inject_lora(model: torch.nn.Module, config: LoraConfig) -> None:
     ``lora_B``; B starts at zero, so the adapted model starts as the backbone."""
     import peft
 
+    targets = list(config.target_modules) if config.target_modules else default_targets(model.config)
     lora = peft.LoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=list(config.target_modules),
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
         bias=config.bias, layers_to_transform=list(config.layers) if config.layers is not None else None,
     )
     try:
@@ -21,6 +22,19 @@ def inject_lora(model: torch.nn.Module, config: LoraConfig) -> None:
     except ValueError as e:  # e.g. no module matched target_modules
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ConfigError(f"method 'lora': {str(e).splitlines()[0]}; this backbone's linear layers: {', '.join(names)}") from None
+
+
+def default_targets(config) -> list[str]:
+    """peft's default LoRA targets for this model type (BERT-likes: query, value; DeBERTa-v2:
+    query_proj, value_proj)."""
+    try:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+    except ImportError:  # pragma: no cover - older peft layout
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+    targets = DEFAULTS.get(config.model_type)
+    if not targets:
+        raise ConfigError(f"method 'lora': no default target modules for model type {config.model_type!r}; set target_modules")
+    return list(targets)
 
 
 class LoraEncoder(PromptEncoder):

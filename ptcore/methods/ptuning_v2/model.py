@@ -3,7 +3,7 @@ import torch.nn as nn
 
 from ...backbones import Backbone
 from ..base import PromptEncoder
-from ..common import DeepPrefix, resolve_layers
+from ..common import make_deep_prefix, resolve_layers
 from .config import PTuningV2Config
 
 
@@ -55,7 +55,7 @@ class PTuningV2Encoder(PromptEncoder):
         self.layers = resolve_layers(config.depth, cfg.num_hidden_layers)
         self.prefix_encoder = PrefixEncoder(config, len(self.layers), cfg.hidden_size)
         self.dropout = nn.Dropout(config.prefix_dropout)
-        self.deep = DeepPrefix(self.backbone, self.layers)
+        self.deep = make_deep_prefix(self.backbone, self.layers)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         n, t = input_ids.shape
