@@ -30,14 +30,14 @@ METHOD_LABELS = {
 # colour-blind-safe (Okabe-Ito), one per method; fine-tuning keeps black-ish blue everywhere
 METHOD_STYLES = {
     "finetune": ("#0072B2", "o"),
-    "lora": ("#56B4E9", "v"),
+    "lora": ("#000000", "v"),
     "prompt_tuning": ("#E69F00", "s"),
     "ptuning_v2": ("#009E73", "^"),
     "dynamic": ("#CC79A7", "D"),
 }
 # other methods or labelled variants: a colour chosen by a hash of the name, so the same
 # name gets the same colour in every report (not by its position in one study)
-EXTRA_COLORS = ("#D55E00", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#F0E442")
+EXTRA_COLORS = ("#D55E00", "#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#F0E442")
 EXTRA_MARKERS = ("v", "P", "X", "*", "h", "<", ">", "p")
 REFERENCE_STYLES = {  # the per-task reference lines of the plots
     "chance": {"color": "#555555", "linestyle": (0, (4, 3)), "linewidth": 1.0},
