@@ -2,7 +2,7 @@ import torch
 
 from ...backbones import Backbone
 from ...errors import ConfigError
-from ..base import PromptEncoder
+from ..finetune import FinetuneEncoder
 from .config import LoraConfig
 
 
@@ -37,9 +37,9 @@ def default_targets(config) -> list[str]:
     return list(targets)
 
 
-class LoraEncoder(PromptEncoder):
+class LoraEncoder(FinetuneEncoder):
     """The backbone with LoRA updates in its targeted linear layers; only they (and, by option,
-    biases and LayerNorms) train."""
+    biases and LayerNorms) train. The forward is fine-tuning's: the plain (adapted) backbone."""
 
     def __init__(self, backbone: Backbone, config: LoraConfig):
         super().__init__(backbone, config)  # freezes every backbone weight
@@ -49,13 +49,3 @@ class LoraEncoder(PromptEncoder):
                 if isinstance(module, torch.nn.LayerNorm):
                     for p in module.parameters():
                         p.requires_grad_(True)
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        n, t = input_ids.shape
-        out = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=self.token_types(token_type_ids, input_ids),
-            position_ids=self.position_ids(n, t, input_ids.device),
-        )
-        return out.last_hidden_state  # (N,T,H)
