@@ -176,6 +176,45 @@ def handle_ls(args: argparse.Namespace) -> int:
 command("ls", "list tasks, methods (with options) or backbones")((add_ls_args, handle_ls))
 
 
+# ------------------------------------------------------------------ env
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("ptcore")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a checkout without install
+        return "unknown (not installed)"
+
+
+def handle_env(args: argparse.Namespace) -> int:
+    """What a bug report needs: versions, git commit, devices, data directory."""
+    import platform
+
+    from ptcore import runinfo
+
+    git = runinfo.git_info()
+    lines = [f"ptcore {_version()}  (git {git.get('commit') or '-'}{' dirty' if git.get('dirty') else ''})",
+             f"platform {platform.platform()}  cpus {os.cpu_count()}"]
+    lines += [f"{k:14s} {v}" for k, v in runinfo.versions().items()]
+    try:
+        import torch
+
+        cuda = f"cuda {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no CUDA device"
+        lines.append(f"{'devices':14s} {cuda}; torch threads {torch.get_num_threads()}")
+    except Exception as e:  # pragma: no cover - broken torch: say so, it is what the report needs
+        lines.append(f"{'devices':14s} torch failed to load: {e}")
+    data = os.environ.get("PTCORE_DATA_DIR")
+    lines.append(f"{'data dir':14s} {data + ' ($PTCORE_DATA_DIR)' if data else 'unset ($PTCORE_DATA_DIR): tasks load from the hub'}")
+    lines.append(f"{'hub':14s} {'offline (HF_HUB_OFFLINE)' if os.environ.get('HF_HUB_OFFLINE') == '1' else 'online'}")
+    print("\n".join(lines))
+    return 0
+
+
+command("env", "print versions, git commit, devices and data directory (for bug reports)")((lambda p: None, handle_env))
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -200,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="orchestrate",
         description="Prompt-tuning research at cluster scale: P-Tuning v2, dynamic prompting and fine-tuning.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_args, _) in COMMANDS.items():
         p = sub.add_parser(

@@ -8,7 +8,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("ptcore", "torch", "transformers", "datasets", "safetensors", "ray", "optuna", "mlflow", "numpy", "pandas")
+PACKAGES = ("ptcore", "torch", "transformers", "peft", "datasets", "safetensors", "ray", "optuna", "mlflow", "numpy", "pandas")
 
 
 def versions() -> dict[str, str]:
