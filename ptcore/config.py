@@ -87,6 +87,16 @@ class RunConfig(BaseModel):
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# what other tools call our settings: suggested when one is given (--set learning_rate=... -> lr)
+SYNONYMS = {
+    "learning_rate": "lr", "learningrate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs",
+    "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size", "bs": "batch_size",
+    "warmup": "warmup_ratio", "max_seq_length": "max_length", "seq_len": "max_length", "max_seq_len": "max_length",
+    "pre_seq_len": "prompt_length", "num_virtual_tokens": "prompt_length", "prefix_length": "prompt_length",
+    "gradient_accumulation_steps": "grad_accum_steps", "fp16": "precision", "bf16": "precision",
+    "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+}  # fmt: skip
+
 HASH_ONLY_IF_SET = {"grad_accum_steps": 1, "precision": "auto"}
 
 
@@ -126,7 +136,8 @@ def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any
             out["method_args"][key] = parse_value(text)
         else:
             known = sorted(run_fields() | m_fields)
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+            alias = [a for a in [SYNONYMS.get(key.lower())] if a in known]
+            close = list(dict.fromkeys(alias + difflib.get_close_matches(key, known, n=3, cutoff=0.5)))
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise ConfigError(
                 f"--set {key!r}: unknown setting for method {out.get('method')!r}; {hint}valid keys: {', '.join(known)}"

@@ -39,10 +39,22 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(self.unknown_message(name)) from None
 
+    def suggestions(self, name: str) -> list[str]:
+        """Close names: those whose last part is ``name`` (``cb`` -> ``superglue/cb``), then
+        spelling neighbours of the whole name or of its last part."""
+        text = str(name).strip().lower()
+        names = sorted(self._items)
+        tail = {n: n.rsplit("/", 1)[-1].lower() for n in names}
+        exact = [n for n in names if tail[n] == text.rsplit("/", 1)[-1]]
+        close = difflib.get_close_matches(text, names, n=3, cutoff=0.5)
+        by_tail = [n for t in difflib.get_close_matches(text.rsplit("/", 1)[-1], sorted(set(tail.values())), n=3, cutoff=0.6)
+                   for n in names if tail[n] == t]
+        return list(dict.fromkeys(exact + close + by_tail))[:4]
+
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), list(self._items), n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} available: {', '.join(sorted(self._items))}"
+        close = self.suggestions(name)
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        return f"unknown {self.kind} {name!r}{hint}; available: {', '.join(sorted(self._items))}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

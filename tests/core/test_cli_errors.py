@@ -152,3 +152,22 @@ def test_study_data_check_reports_the_splits(capsys, tmp_path, monkeypatch):
     assert main(["study", str(path), "--dry-run"]) == 0
     assert "data check   superglue/cb: train" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_near_misses_are_suggested():
+    """A task's short name finds its benchmark (``cb`` -> ``superglue/cb``; ``rte`` is in two),
+    and another tool's name for a setting finds ours (``learning_rate`` -> ``lr``)."""
+    import pytest
+
+    from ptcore.config import apply_overrides
+    from ptcore.errors import ConfigError
+    from ptcore.tasks import TASKS
+
+    assert TASKS.suggestions("cb")[0] == "superglue/cb"
+    assert set(TASKS.suggestions("rte")[:2]) == {"glue/rte", "superglue/rte"}
+    assert TASKS.suggestions("SST2")[0] == "glue/sst2"
+    assert "(did you mean 'superglue/cb'?); available: " in TASKS.unknown_message("cb")
+    with pytest.raises(ConfigError, match=r"did you mean 'lr'\?"):
+        apply_overrides({"task": "superglue/cb", "method": "ptuning_v2"}, ["learning_rate=1e-3"])
+    with pytest.raises(ConfigError, match=r"did you mean 'prompt_length'"):
+        apply_overrides({"task": "superglue/cb", "method": "ptuning_v2"}, ["num_virtual_tokens=8"])

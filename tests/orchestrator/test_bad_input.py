@@ -354,7 +354,7 @@ USAGE = "; usage: orchestrate"
 CLI_CASES = [
     Cli("study-no-file", ["study"], "orchestrate study: the following arguments are required: file", f"{USAGE} study [-h]"),
     Cli("validate-no-file", ["validate"], "orchestrate validate: the following arguments are required: file", f"{USAGE} validate [-h]"),
-    Cli("no-command", [], "orchestrate: the following arguments are required: command", f"{USAGE} [-h] {{run,"),
+    Cli("no-command", [], "orchestrate: the following arguments are required: command", f"{USAGE} [-h] [--version] {{run,"),
     Cli("command-typo", ["studdy", "x.yaml"], "orchestrate: argument command: invalid choice: 'studdy'", "choose from"),
     Cli("study-unknown-flag", ["study", "{study}", "--dryrun"], "orchestrate: unrecognized arguments: --dryrun", USAGE),
     Cli("study-no-such-file", ["study", "{tmp}/nope.yaml", "--dry-run"], "{tmp}/nope.yaml: no such study file", "check the path"),
