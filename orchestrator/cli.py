@@ -24,6 +24,18 @@ class UsageError(PtcoreError):
     """Bad command-line arguments: argparse's complaint, on one line like every other error."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written, and an option's default in its help where it has a real one (not
+    None/False/empty) and the help does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d in (None, False, [], argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        return f"{text} (default: {d})" if text else f"default: {d}"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse prints its usage and the error on two lines and exits; ours raises a
     :class:`UsageError` (the usage folded into the message), so :func:`main` prints one
@@ -60,15 +72,19 @@ RUN_EPILOG = textwrap.dedent(
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="e.g. superglue/cb (orchestrate ls tasks)")
-    p.add_argument("--method", default="ptuning_v2", help="finetune | prompt_tuning | ptuning_v2 | dynamic")
+    p.add_argument("--task", default=None, help="e.g. superglue/cb (orchestrate ls tasks); required unless --config gives it")
+    p.add_argument("--method", default=None, help="finetune | lora | prompt_tuning | ptuning_v2 | dynamic (default ptuning_v2)")
     p.add_argument("--model", default=None, help="hub id or local dir (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--layers", type=int, default=None, help="keep the first k backbone layers")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 10)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--data-dir", default=None, help="data directory (default: $PTCORE_DATA_DIR)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any run setting or method option")
     p.add_argument("--output", default=None, help="directory for result.json and the checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the result.json and checkpoint already in --output")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="start from a run_config.json (a checkpoint's) or result.json (its resolved config): re-run it exactly; "
+                   "--task/--method/--set still override")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="data-parallel processes (gloo; batch_size stays the global batch; see ptcore.distributed)")
@@ -87,10 +103,36 @@ def _train_rank(values: dict, output: Optional[str], progress: bool, log: bool) 
     return result if main else None
 
 
+def _config_file(path: str) -> dict:
+    """The run settings in a ``run_config.json`` (a checkpoint's) or a ``result.json`` (its
+    ``config``: the resolved settings, method defaults filled in)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise PtcoreError(f"--config {path}: no such file; give a run_config.json or result.json") from None
+    except (OSError, ValueError) as e:
+        raise PtcoreError(f"--config {path}: not a JSON file ({e}); give a run_config.json or result.json") from None
+    if isinstance(raw, dict) and isinstance(raw.get("config"), dict):
+        raw = raw["config"]  # a result.json
+    if not isinstance(raw, dict) or "task" not in raw:
+        raise PtcoreError(f"--config {path}: no run settings in it (expected a run_config.json or result.json with a task)")
+    return dict(raw)
+
+
 def run_config_from_args(args: argparse.Namespace):
     from ptcore.config import apply_overrides, make_run_config
 
-    raw: dict = {"task": args.task, "method": args.method}
+    raw: dict = _config_file(args.config) if args.config else {}
+    if args.task:
+        raw["task"] = args.task
+    if args.method:
+        if raw.get("method") not in (None, args.method):
+            raw["method_args"] = {}  # the file's options belong to its own method
+        raw["method"] = args.method
+    raw.setdefault("method", "ptuning_v2")
+    if not raw.get("task"):
+        raise PtcoreError("run: give --task (e.g. --task superglue/cb) or --config FILE with a task")
     for key in ("model", "layers", "epochs", "seed", "data_dir"):
         if getattr(args, key) is not None:
             raw[key] = getattr(args, key)
@@ -101,8 +143,8 @@ def handle_run(args: argparse.Namespace) -> int:
     from ptcore.train import train
 
     cfg = run_config_from_args(args)
-    if args.output and os.path.exists(os.path.join(args.output, "result.json")):
-        raise PtcoreError(f"{args.output}/result.json exists; choose another --output or delete it")
+    if args.output and os.path.exists(os.path.join(args.output, "result.json")) and not args.overwrite:
+        raise PtcoreError(f"{args.output}/result.json exists; choose another --output, or pass --overwrite to replace it")
     if args.output:
         from .study import unwritable
 
@@ -247,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=help_text,
             description=help_text,
             epilog=RUN_EPILOG if name == "run" else None,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         add_args(p)
     return parser

@@ -42,7 +42,8 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue a study whose output dir holds finished work")
     p.add_argument("--address", default=None, help="Ray cluster address (default: the study's ray.address, $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (cells x trials x seeds, resources, output dir); start nothing")
-    p.add_argument("--output-dir", default=None, help="override the study's output_dir")
+    p.add_argument("--output", "--output-dir", dest="output_dir", default=None,
+                   help="override the study's output_dir (--output-dir: the older spelling)")
     p.add_argument("--retry-failed", action="store_true", help="with --resume: run the failed runs (status error) again")
     p.add_argument("--verbose", action="store_true", help="show Ray/Tune/worker logs")
     p.epilog = textwrap.dedent(

@@ -95,7 +95,7 @@ OUTPUTS = ("results.md", "results.tex", "results_data.tex", "results_main.tex", 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study file (yaml) or study output directory (with results.csv)")
-    p.add_argument("--out", default=None, help="report directory (default: reports/<study name>)")
+    p.add_argument("--output", "--out", dest="out", default=None, help="report directory (default: reports/<study name>; --out: the older spelling)")
 
 
 def handle_report(args: argparse.Namespace) -> int:

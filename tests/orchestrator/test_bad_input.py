@@ -366,7 +366,7 @@ CLI_CASES = [
     Cli("study-output-dir-under-a-file", ["study", "{study}", "--output-dir", "{tmp}/afile/x"], "{study}: --output-dir: ", "pass --output-dir DIR",
         setup=a_file),
     Cli("study-retry-without-resume", ["study", "{study}", "--retry-failed"], "--retry-failed continues a study", "use it with --resume"),
-    Cli("run-no-task", ["run", "--method", "finetune"], "orchestrate run: the following arguments are required: --task", f"{USAGE} run [-h] --task TASK"),
+    Cli("run-no-task", ["run", "--method", "finetune"], "run: give --task", "or --config FILE with a task"),
     Cli("run-epochs-a-word", ["run", "--task", "superglue/cb", "--epochs", "x"], "orchestrate run: argument --epochs: invalid int value: 'x'", USAGE),
     Cli("run-epochs-zero", ["run", "--task", "superglue/cb", "--epochs", "0", "--output", "{tmp}/out"], "setting 'epochs': ", "greater than or equal to 1"),
     Cli("run-seed-negative", ["run", "--task", "superglue/cb", "--seed", "-1", "--output", "{tmp}/out"], "setting 'seed': ", "greater than or equal to 0"),
