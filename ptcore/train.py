@@ -35,6 +35,7 @@ from .methods import get_method, make_method_config
 from .model import TaskModel
 from .precision import Amp
 from .tasks import get_task, load_splits
+from .tasks.io import resolve_data_dir
 from .tasks.kinds import get_kind
 from .trainstate import LoopState, load_train_state, save_train_state
 
@@ -446,6 +447,8 @@ def train(
         "data_notes": data.notes,
         "config": resolved,
         "config_hash": cfg.config_hash(),
+        # where the data came from (config.data_dir may be null: $PTCORE_DATA_DIR, else the hub)
+        "data_dir": str(resolve_data_dir(cfg.data_dir) or "hub"),
         "versions": runinfo.versions(),
         "git": runinfo.git_info(),
         "device": str(device),

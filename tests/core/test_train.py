@@ -58,6 +58,12 @@ def test_timing_breakdown(run):
     assert json.loads((out / "result.json").read_text())["timing"] == timing
 
 
+def test_result_says_where_the_data_came_from_and_the_limit_used(run, monkeypatch):
+    result, data, _, _ = run
+    assert result["data_dir"] == str(FIXTURES)  # the config's data_dir, resolved
+    assert result["data"]["max_length"] == data.max_length > 0  # the token limit used, not null
+
+
 def test_result_records_the_data_budget_and_the_reported_metric_inputs(run):
     """The record says what the run was given (split sizes, notes, limits, label counts) and
     keeps the reported split's per-item metric inputs, from which its score is recomputed."""
