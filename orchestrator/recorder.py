@@ -143,6 +143,10 @@ class Recorder(Callback):
                 **self.common_tags,
                 KIND: "run",
                 CELL: rs.job.cell.id,
+                # what a filter in the MLflow UI asks for, on the leaf runs too (not only the cell runs)
+                "ptcore.task": rs.job.cell.task,
+                "ptcore.method": rs.job.cell.method.display(),
+                "ptcore.backbone": rs.job.cell.backbone.display(),
                 PHASE: self.phase,
                 TRIAL: ts.trial_id,
                 RUN_INDEX: str(rs.index),

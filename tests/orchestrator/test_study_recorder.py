@@ -121,6 +121,9 @@ def test_search_trials_ok_pruned_failed(env):
     ok_run = runs["t_ok"][0]
     assert ok_run.data.params["lr"] == "0.01" and ok_run.data.params["method.prompt_length"] == "4"
     assert ok_run.data.tags["ptcore.git_commit"] == "deadbeef" and ok_run.data.tags["mlflow.parentRunId"] == env["cell_run"]
+    cell = env["cell"]  # the leaf runs carry what one filters by in the UI
+    assert (ok_run.data.tags["ptcore.task"], ok_run.data.tags["ptcore.method"], ok_run.data.tags["ptcore.backbone"]) == (
+        cell.task, cell.method.display(), cell.backbone.display())
     hist = env["tracker"].client.get_metric_history(ok_run.info.run_id, "train_loss")
     assert [m.step for m in hist] == [1, 2]
     assert "val_primary" in ok_run.data.metrics and "trainable_pct" in ok_run.data.metrics
