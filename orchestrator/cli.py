@@ -90,6 +90,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="data-parallel processes (gloo; batch_size stays the global batch; see ptcore.distributed)")
 
 
+def _epoch_line(line: str) -> None:
+    """An epoch's line (loss, dev score) on stderr, above the progress bar if one is drawn: the
+    dev scores stay on screen after the bar is gone."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
 def _train_rank(values: dict, output: Optional[str], progress: bool, log: bool) -> Optional[dict]:
     """One rank of ``orchestrate run --workers N``: the result from rank 0, None elsewhere."""
     import torch.distributed as dist
@@ -98,7 +106,7 @@ def _train_rank(values: dict, output: Optional[str], progress: bool, log: bool) 
     from ptcore.train import train
 
     main = dist.get_rank() == 0
-    say = (lambda line: print(line, file=sys.stderr, flush=True)) if log and main else None
+    say = _epoch_line if log and main else None
     result = train(make_run_config(values), output=output, progress=progress and main, log=say)
     return result if main else None
 
@@ -156,10 +164,9 @@ def handle_run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from ptcore.distributed import spawn
 
-        result = spawn(args.workers, _train_rank, cfg.model_dump(), args.output, not args.no_progress, args.no_progress)[0]
+        result = spawn(args.workers, _train_rank, cfg.model_dump(), args.output, not args.no_progress, True)[0]
     else:
-        log = None if not args.no_progress else (lambda line: print(line, file=sys.stderr, flush=True))
-        result = train(cfg, output=args.output, progress=not args.no_progress, log=log)
+        result = train(cfg, output=args.output, progress=not args.no_progress, log=_epoch_line)
     summary = {
         "task": result["task"],
         "method": result["method"],

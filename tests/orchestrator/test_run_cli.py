@@ -47,3 +47,11 @@ def test_config_file_errors_are_one_line(tmp_path, capsys):
     assert "no run settings in it" in capsys.readouterr().err
     assert main(["run"]) == 2
     assert "give --task" in capsys.readouterr().err
+
+
+def test_epoch_dev_scores_show_with_the_progress_bar(tmp_path, capsys):
+    model = _model(tmp_path)
+    assert main(["run", "--task", "superglue/cb", "--model", str(model), "--epochs", "2", "--data-dir", str(FIXTURES),
+                 "--set", "batch_size=4", "--set", "prompt_length=2"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/2 loss " in err and "epoch 2/2 loss " in err and " dev accuracy " in err
