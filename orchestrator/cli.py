@@ -194,6 +194,20 @@ command("run", "train one configuration in-process, or in N local data-parallel 
 # ------------------------------------------------------------------ ls
 
 
+def _type_name(annotation) -> str:
+    """``Optional[int]`` -> ``int | None``; ``Literal['a', 'b']`` -> ``'a' | 'b'``."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_type_name(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
 def add_ls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", choices=["tasks", "methods", "backbones"])
 
@@ -202,15 +216,23 @@ def handle_ls(args: argparse.Namespace) -> int:
     if args.what == "tasks":
         from ptcore.tasks import TASKS
 
-        for name, spec in TASKS.items():
-            print(f"{name:28s} {spec.kind:21s} {','.join(spec.metrics):24s} {spec.description}")
+        rows = [(name, spec.kind, ",".join(spec.metrics), spec.description) for name, spec in TASKS.items()]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]  # columns as wide as their longest entry (NER's too)
+        for r in rows:
+            print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
     elif args.what == "methods":
+        from ptcore.config import RunConfig, run_fields
         from ptcore.methods import METHODS
 
         for name, m in METHODS.items():
-            print(f"{name:14s} {m.description}")
+            print(f"{name:14s} {m.description}  (default lr {m.config_cls.default_lr:g})")
             for field, info in m.config_cls.model_fields.items():
-                print(f"    {field} = {info.default!r}" + (f"  # {info.description}" if info.description else ""))
+                print(f"    {field}: {_type_name(info.annotation)} = {info.default!r}" + (f"  # {info.description}" if info.description else ""))
+        print("run settings (every method; --set KEY=VALUE, or a study's train:):")
+        for field in sorted(run_fields()):
+            info = RunConfig.model_fields[field]
+            default = "required" if info.is_required() else repr(info.default)
+            print(f"    {field}: {_type_name(info.annotation)} = {default}" + (f"  # {info.description}" if info.description else ""))
     else:
         from ptcore.backbones import ALIASES, PACKAGED, SUPPORTED_MODEL_TYPES, packaged_path
 

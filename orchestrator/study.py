@@ -714,7 +714,7 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
 def _depth_errors(where: str, m: MethodSpec, kept: list[tuple[int, str, Optional[int], bool]]) -> list[tuple[str, str]]:
     """``depth`` (fixed, or either end / every value of its search) against the layers each
     backbone keeps: a study that keeps the first k layers can prompt at most k."""
-    from ptcore.methods.common import resolve_layers
+    from ptcore.methods.layers import resolve_layers
 
     def problem(depth: Any, n: int) -> Optional[str]:
         if depth is None or isinstance(depth, bool):
@@ -759,6 +759,22 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _local_config(source: str):
+    """A model directory's ``config.json`` as attributes (``model_type``, ``num_hidden_layers``),
+    read without transformers or torch, so ``validate`` stays quick; None for a hub id."""
+    import json
+    from types import SimpleNamespace
+
+    path = os.path.join(source, "config.json")
+    if not os.path.isdir(source) or not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)  # a ValueError on bad JSON: reported as "holds no readable model config"
+    if not isinstance(raw, dict) or "model_type" not in raw:
+        raise ValueError(f"{path} names no model_type")
+    return SimpleNamespace(**raw)
+
+
 def backbone_layers(model_id: str, model: str) -> tuple[Optional[int], Optional[str]]:
     """The layer count of a backbone, read from its config alone (no weights, no download):
     ``(layers, None)``; ``(None, why)`` where it cannot be checked here (a hub id not in the
@@ -775,9 +791,11 @@ def backbone_layers(model_id: str, model: str) -> tuple[Optional[int], Optional[
         )
     source = resolve(model)
     try:
-        from transformers import AutoConfig
+        config = _local_config(source)
+        if config is None:  # a hub id: transformers finds it in the cache (and imports torch doing so)
+            from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(source, local_files_only=True)
+            config = AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as e:
         if os.path.isdir(source):
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

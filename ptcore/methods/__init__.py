@@ -14,41 +14,51 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ..registry import Registry
-from .base import MethodConfig, PromptEncoder
-from .finetune import FinetuneConfig, FinetuneEncoder
-from .lora import LoraConfig, LoraEncoder
-from .prompt_tuning import PromptTuningConfig, PromptTuningEncoder
-from .ptuning_v2 import PTuningV2Config, PTuningV2Encoder
+from .config_base import MethodConfig
+from .finetune.config import FinetuneConfig
+from .lora.config import LoraConfig
+from .prompt_tuning.config import PromptTuningConfig
+from .ptuning_v2.config import PTuningV2Config
 
 
 @dataclass(frozen=True)
 class Method:
     name: str
     config_cls: type[MethodConfig]
-    encoder_cls: type[PromptEncoder]
+    encoder: str  # "module:Class" of its PromptEncoder, imported on first use (names and options need no torch)
     description: str
     # how this implementation departs from (or fills gaps in) the method's paper and reference
     # code: README "Methods" and every report's method notes print these
     notes: tuple[str, ...] = ()
 
 
+    @property
+    def encoder_cls(self):
+        """The method's :class:`~ptcore.methods.base.PromptEncoder` (imports torch)."""
+        import importlib
+
+        module, _, cls = self.encoder.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
 METHODS: Registry[Method] = Registry("method")
 
 
-def register(name: str, config_cls, encoder_cls, description: str, notes: tuple[str, ...] = ()) -> None:
-    METHODS.register(name, Method(name, config_cls, encoder_cls, description, tuple(notes)))
+def register(name: str, config_cls, encoder: str, description: str, notes: tuple[str, ...] = ()) -> None:
+    """``encoder``: "package.module:Class" of the method's encoder (imported when a model is built)."""
+    METHODS.register(name, Method(name, config_cls, encoder, description, tuple(notes)))
 
 
-register("finetune", FinetuneConfig, FinetuneEncoder, "fine-tuning baseline: all backbone weights + head")
+register("finetune", FinetuneConfig, "ptcore.methods.finetune.model:FinetuneEncoder", "fine-tuning baseline: all backbone weights + head")
 register(
-    "prompt_tuning", PromptTuningConfig, PromptTuningEncoder, "shallow soft prompt on the input embeddings (Lester et al.)",
+    "prompt_tuning", PromptTuningConfig, "ptcore.methods.prompt_tuning.model:PromptTuningEncoder", "shallow soft prompt on the input embeddings (Lester et al.)",
     notes=(
         "The prompt extends the input (the input is never cut to make room) wherever the position table has room.",
         "An encoder with a task head, not T5 text-to-text as in Lester et al.; init from random vocabulary embeddings.",
     ),
 )  # fmt: skip
 register(
-    "ptuning_v2", PTuningV2Config, PTuningV2Encoder, "deep per-layer prefix keys/values (P-Tuning v2)",
+    "ptuning_v2", PTuningV2Config, "ptcore.methods.ptuning_v2.model:PTuningV2Encoder", "deep per-layer prefix keys/values (P-Tuning v2)",
     notes=(
         "As the reference: prefix dropout drawn per instance; prefixes (or, reparameterized, the MLP's input tokens) start at N(0, 1); the MLP is Linear-Tanh-Linear.",
         "Positions of the input run 0..T-1, not shifted by the prefix length as in the reference code and PEFT.",
@@ -57,7 +67,7 @@ register(
 )  # fmt: skip
 
 register(
-    "lora", LoraConfig, LoraEncoder, "low-rank updates of the attention projections (LoRA, via huggingface/peft)",
+    "lora", LoraConfig, "ptcore.methods.lora.model:LoraEncoder", "low-rank updates of the attention projections (LoRA, via huggingface/peft)",
     notes=(
         "peft's LoraConfig injected into the backbone (peft.inject_adapter_in_model): query and value by default, rank 8, alpha 16, dropout 0.1; the head as for every method.",
     ),

@@ -13,20 +13,9 @@ from typing import ClassVar
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict
 
 from ..backbones import Backbone
-
-
-class MethodConfig(BaseModel):
-    """Options of one tuning method; unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # default learning rate when the run does not set one (prompts want much larger ones)
-    default_lr: ClassVar[float] = 1e-2
-    # True: the backbone's own weights are trained (fine-tuning)
-    trains_backbone: ClassVar[bool] = False
+from .config_base import MethodConfig  # noqa: F401  (re-exported: the configs live without torch)
 
 
 class PromptEncoder(nn.Module):

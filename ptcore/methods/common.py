@@ -11,7 +11,8 @@ import torch.nn as nn
 from transformers import DynamicCache
 from transformers.masking_utils import create_bidirectional_mask
 
-from ..errors import ConfigError
+from ..errors import ConfigError  # noqa: F401
+from .layers import resolve_layers  # noqa: F401  (re-exported)
 
 
 # ---------------------------------------------------------------- shallow (input-layer) prompts
@@ -64,21 +65,6 @@ def gather_tokens(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- deep (per-layer) prefixes
-
-
-def resolve_layers(depth, num_layers: int) -> list[int]:
-    """``None`` -> every layer; int k -> the top k layers; a list -> those layer indices."""
-    if depth is None:
-        return list(range(num_layers))
-    if isinstance(depth, int):
-        if not 1 <= depth <= num_layers:
-            raise ConfigError(f"depth={depth} is out of range for a {num_layers}-layer backbone (1..{num_layers})")
-        return list(range(num_layers - depth, num_layers))
-    layers = sorted(set(int(i) for i in depth))
-    bad = [i for i in layers if not 0 <= i < num_layers]
-    if bad or not layers:
-        raise ConfigError(f"depth layers {bad or '[]'} are not valid layer indices 0..{num_layers - 1}")
-    return layers
 
 
 @functools.lru_cache(maxsize=None)

@@ -2,7 +2,6 @@
 prompt's position, length and (pool) contents, over shallow or deep prompts."""
 
 from .config import DynamicConfig
-from .model import DynamicEncoder
 
 __all__ = ["DynamicConfig", "DynamicEncoder", "register_dynamic", "NOTES"]
 
@@ -29,7 +28,16 @@ def register_dynamic(register) -> None:
     register(
         "dynamic",
         DynamicConfig,
-        DynamicEncoder,
+        "ptcore.methods.dynamic.model:DynamicEncoder",
         "dynamic prompting: Gumbel-picked prompt position/length + instance prompt pool, shallow or deep (Yang et al. 2023)",
         notes=NOTES,
     )
+
+
+def __getattr__(name: str):
+    """The encoder (torch) is imported on first use, so the config alone loads without torch."""
+    if name == "DynamicEncoder":
+        from .model import DynamicEncoder
+
+        return DynamicEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

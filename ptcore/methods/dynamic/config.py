@@ -2,7 +2,7 @@ from typing import Literal, Optional, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ..base import MethodConfig
+from ..config_base import MethodConfig
 
 Level = Literal["none", "task", "instance"]
 

@@ -1,4 +1,12 @@
 from .config import FinetuneConfig
-from .model import FinetuneEncoder
 
-__all__ = ["FinetuneConfig", "FinetuneEncoder"]
+__all__ = ['FinetuneConfig', 'FinetuneEncoder']
+
+
+def __getattr__(name: str):
+    """The encoder (torch) is imported on first use, so the config alone loads without torch."""
+    if name in ('FinetuneEncoder',):
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

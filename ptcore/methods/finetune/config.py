@@ -1,6 +1,6 @@
 from typing import ClassVar
 
-from ..base import MethodConfig
+from ..config_base import MethodConfig
 
 
 class FinetuneConfig(MethodConfig):

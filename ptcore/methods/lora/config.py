@@ -2,7 +2,7 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field, field_validator
 
-from ..base import MethodConfig
+from ..config_base import MethodConfig
 
 
 class LoraConfig(MethodConfig):

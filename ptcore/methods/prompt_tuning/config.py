@@ -2,7 +2,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..base import MethodConfig
+from ..config_base import MethodConfig
 
 
 class PromptTuningConfig(MethodConfig):

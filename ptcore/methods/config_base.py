@@ -1,0 +1,19 @@
+"""A method's typed options (pydantic, no torch): what ``orchestrate ls methods`` and study
+validation read without loading a model library."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+class MethodConfig(BaseModel):
+    """Options of one tuning method; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # default learning rate when the run does not set one (prompts want much larger ones)
+    default_lr: ClassVar[float] = 1e-2
+    # True: the backbone's own weights are trained (fine-tuning)
+    trains_backbone: ClassVar[bool] = False
