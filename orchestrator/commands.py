@@ -99,9 +99,11 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
     s = ls.study
     res = s.resources
     per = s.final.runs_per_trial
+    restricted = [f"{m.display()} on {', '.join(m.backbones)} only" for m in s.methods if m.backbones is not None]
     lines = [
         f"study {plan['study']}  ({plan['file'] or 'no file'}, hash {ls.file_hash})",
-        f"  cells        {plan['cells']} = {len(s.backbones)} backbone(s) x {len(s.tasks)} task(s) x {len(s.methods)} method(s)",
+        f"  cells        {plan['cells']} = {len(s.backbones)} backbone(s) x {len(s.tasks)} task(s) x {len(s.methods)} method(s)"
+        + (f", less the excluded ({'; '.join(restricted)})" if restricted else ""),
         f"  backbones    {', '.join(plan['backbones'])}",
         f"  tasks        {', '.join(plan['tasks'])}",
         f"  methods      {', '.join(plan['methods'])}",

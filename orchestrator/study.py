@@ -138,9 +138,15 @@ class MethodSpec(Strict):
     label: Optional[str] = Field(None, min_length=1, description="name in cell ids; needed to list one method twice")
     fixed: dict[str, Any] = Field(default_factory=dict, description="run settings or method options, fixed")
     search: dict[str, SearchParam] = Field(default_factory=dict, description="key -> range, searched by Optuna TPE")
+    backbones: Optional[list[str]] = Field(
+        None, min_length=1, description="run this method only on these backbones (their labels or ids); default: every backbone"
+    )
 
     def display(self) -> str:
         return self.label or self.name
+
+    def runs_on(self, bb: "BackboneSpec") -> bool:
+        return self.backbones is None or bb.display() in self.backbones or bb.id in self.backbones
 
 
 class Budget(Strict):
@@ -382,6 +388,8 @@ def make_cells(study: Study, path: Optional[Path] = None) -> list[Cell]:
     for bb in study.backbones:
         for task in study.tasks:
             for m in study.methods:
+                if not m.runs_on(bb):
+                    continue
                 cid = "__".join(_slug(x) for x in (bb.display(), task.replace("/", "-"), m.display()))
                 cells.append(Cell(cid, len(cells), bb, _resolve_model(bb.id, base), task, m))
     return cells
@@ -706,8 +714,15 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
                 except ConfigError as e:
                     errors.append((f"{where}.search.{key}", f"value {v!r}: {e}; {fix}"))
                     break
+        if m.backbones is not None:
+            known = {b.display() for b in study.backbones} | {b.id for b in study.backbones}
+            for j, name in enumerate(m.backbones):
+                if name not in known:
+                    errors.append((f"{where}.backbones.{j}", f"no backbone {name!r} in this study; {_did_you_mean(name, known)}"
+                                   f"use a label or id of backbones: {', '.join(sorted(b.display() for b in study.backbones))}"))
         if "depth" in opts and not errors:
-            errors.extend(_depth_errors(where, m, kept))
+            labels = {b.display() for b in study.backbones if m.runs_on(b)}
+            errors.extend(_depth_errors(where, m, [k for k in kept if k[1] in labels]))
     return errors
 
 

@@ -174,7 +174,7 @@ def test_shipped_studies_validate_and_dry_run(path, capsys, monkeypatch, tmp_pat
     assert f"ok: {path}" in capsys.readouterr().out
     assert main(["study", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    n = len(study.backbones) * len(study.tasks) * len(study.methods)
+    n = sum(1 for b in study.backbones for m in study.methods if m.runs_on(b)) * len(study.tasks)
     assert f"cells        {n} = " in out
     assert f"seeds {study.final.seeds}" in out
     assert "resources" in out and "output" in out and "tracking" in out
@@ -237,3 +237,22 @@ def test_output_dir_of_another_study_is_refused(tmp_path):
     ls = load_study(write_study(tmp_path / "x.yaml", {**BASE, "output_dir": str(out)}))
     with pytest.raises(StudyError, match="holds study 'other', not 'mini'"):
         StudyRunner(ls).run()
+
+
+def test_a_method_can_be_limited_to_some_backbones(tmp_path):
+    """``methods[].backbones``: the method's cells exist only on those backbones (by label or
+    id); a name that is no backbone of the study is refused with the labels to use."""
+    from orchestrator.commands import plan_lines
+    from orchestrator.study import StudyError, load_study
+
+    raw = {
+        "name": "lim", "output_dir": str(tmp_path / "out"), "data_dir": str(FIXTURE_DATA), "tasks": ["superglue/cb"],
+        "backbones": [{"id": "bert-base-uncased", "layers": 2, "label": "a"}, {"id": "roberta-base", "layers": 2, "label": "b"}],
+        "methods": [{"name": "finetune"}, {"name": "ptuning_v2", "backbones": ["a"]}],
+    }  # fmt: skip
+    ls = load_study(raw=raw, cwd=tmp_path)
+    assert [c.id for c in ls.cells()] == ["a__superglue-cb__finetune", "a__superglue-cb__ptuning_v2", "b__superglue-cb__finetune"]
+    assert any("3 = 2 backbone(s) x 1 task(s) x 2 method(s), less the excluded (ptuning_v2 on a only)" in line for line in plan_lines(ls))
+    raw["methods"][1]["backbones"] = ["c"]
+    with pytest.raises(StudyError, match=r"methods\.1\.backbones\.0: no backbone 'c' in this study; .*use a label or id of backbones: a, b"):
+        load_study(raw=raw, cwd=tmp_path)
