@@ -73,7 +73,7 @@ def concurrency_line(ls: LoadedStudy) -> str:
         caps = [f"{s.budget.max_concurrent} (max_concurrent)", "cluster CPUs / " + f"{cpu:g}"] + ([f"cluster GPUs / {gpu:g}"] if gpu else [])
         return f"up to min({', '.join(caps)}); {need}"
     cpus = s.ray.num_cpus or os.cpu_count() or 1
-    gpus = _local_gpus()
+    gpus = _local_gpus() if gpu else 0  # counting GPUs imports torch: only when the study asks for them
     fits = [math.floor(cpus / cpu + 1e-9)] + ([math.floor(gpus / gpu + 1e-9)] if gpu else [])
     n = min([s.budget.max_concurrent, *fits])
     where = f"this machine's {cpus} CPU" + (f", {gpus} GPU" if gpu else "")

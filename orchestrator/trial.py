@@ -205,7 +205,6 @@ class ResumePoint:
     """Where a retried trial process picks up: the last checkpoint the trial reported."""
 
     run_index: int
-    epoch: int
     final: bool  # the run's final report: the run is done, the next one starts
     directory: str  # a local copy of the checkpoint (training state inside unless final)
 
@@ -234,7 +233,7 @@ def resume_point(local: bool, workdir: str) -> Optional[ResumePoint]:
         train_report(local)(pos["metrics"], checkpoint=ray.train.Checkpoint.from_directory(again))
     else:
         train_report(local)(pos["metrics"])
-    return ResumePoint(int(pos["run_index"]), int(pos["epoch"]), bool(pos["final"]), src)
+    return ResumePoint(int(pos["run_index"]), bool(pos["final"]), src)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

@@ -102,8 +102,9 @@ class Scores(dict):
 def evaluate(model: TaskModel, loader, features, examples, spec, device, dist: Optional[Dist] = None) -> Scores:
     """Predict a whole split and score it with the task's official metrics (+ 'primary').
 
-    Data-parallel (``dist``): ``loader`` holds this rank's contiguous part of the split's
-    ``features``; the ranks' predictions are gathered in order and every rank scores them all.
+    Data-parallel (``dist`` on): ``loader`` holds this rank's contiguous part of the split's
+    ``features``; the ranks' predictions are gathered in order and every rank scores them all
+    (on one worker ``dist.gather`` hands the predictions back as they are).
 
     ``inference_mode`` rather than ``no_grad``: no autograd bookkeeping at all (version
     counters, view tracking); nothing computed here is ever used by a backward.
@@ -306,7 +307,7 @@ def train(
     resolved = cfg.resolved()
     device = pick_device(cfg.device)
     dist = Dist.current()  # data-parallel when torch.distributed is initialized (ptcore.distributed)
-    eval_kw = {"dist": dist} if dist.on else {}
+    config_hash = cfg.config_hash()
 
     # ---- model: backbone (frozen unless fine-tuning) + method + head
     with timer("load_s"):
@@ -334,9 +335,9 @@ def train(
     loop = LoopState()
     if resume is not None:
         loop = load_train_state(resume, model=model, optimizer=optimizer, scheduler=scheduler,
-                                loader_generator=loader_generator, config_hash=cfg.config_hash(), amp=amp)
+                                loader_generator=loader_generator, config_hash=config_hash, amp=amp)
         loop.resumed_at.append(loop.epoch)
-    state = Resumable(model, optimizer, scheduler, loader_generator, loop, cfg.config_hash(), amp)
+    state = Resumable(model, optimizer, scheduler, loader_generator, loop, config_hash, amp)
     train_tokens = torch.tensor(loop.train_tokens, dtype=torch.long)  # real (non-padding) tokens; on the CPU: no device sync
     bar = tqdm(total=total_steps, initial=loop.step, disable=not progress, desc=f"{cfg.method} {cfg.task}", unit="step", leave=False)
     stopped = cfg.patience is not None and loop.bad_epochs >= cfg.patience
@@ -389,7 +390,7 @@ def train(
 
         # selection happens on dev only
         with timer("eval_s"), amp.autocast():
-            dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device, **eval_kw)
+            dev = evaluate(model, eval_loaders["dev"], eval_features["dev"], data.examples["dev"], spec, device, dist)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                   "lr": scheduler.get_last_lr()[0], **aux}
         record.update({f"dev_{k}": v for k, v in dev.items()})
@@ -419,7 +420,7 @@ def train(
         model.load_state_dict(best["state"], strict=False)
     with timer("eval_s"), amp.autocast():
         reported = {
-            s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device, **eval_kw)
+            s: evaluate(model, eval_loaders[s], eval_features[s], data.examples[s], spec, device, dist)
             for s in ("val", "test")
             if s in eval_loaders and report
         }
@@ -446,7 +447,7 @@ def train(
         "resumed_at": loop.resumed_at,  # epochs after which this run was continued from a saved state
         "data_notes": data.notes,
         "config": resolved,
-        "config_hash": cfg.config_hash(),
+        "config_hash": config_hash,
         # where the data came from (config.data_dir may be null: $PTCORE_DATA_DIR, else the hub)
         "data_dir": str(resolve_data_dir(cfg.data_dir) or "hub"),
         "versions": runinfo.versions(),

@@ -152,11 +152,11 @@ def instrumented_run(task: str, tmp: Path, monkeypatch) -> Run:
     real_evaluate = train_mod.evaluate
     epoch_of = {}  # weights fingerprint -> epoch number (order first evaluated)
 
-    def scripted_evaluate(model, loader, features, examples, spec, device):
+    def scripted_evaluate(model, loader, features, examples, spec, device, dist=None):
         split = next(s for s, exs in data.examples.items() if exs is examples)
         phase["now"] = split
         try:
-            scores = dict(real_evaluate(model, loader, features, examples, spec, device))
+            scores = dict(real_evaluate(model, loader, features, examples, spec, device, dist))
         finally:
             phase["now"] = "train"
         epoch = epoch_of.setdefault(fingerprint(model.trainable_state_dict()), len(epoch_of) + 1)

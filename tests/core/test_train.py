@@ -21,9 +21,9 @@ def spy_evaluations(monkeypatch, data) -> list[str]:
     calls: list[str] = []
     real = train_mod.evaluate
 
-    def spy(model, loader, features, examples, spec, device):
+    def spy(model, loader, features, examples, spec, device, dist=None):
         calls.append(next(s for s, exs in data.examples.items() if exs is examples))
-        return real(model, loader, features, examples, spec, device)
+        return real(model, loader, features, examples, spec, device, dist)
 
     monkeypatch.setattr(train_mod, "evaluate", spy)
     return calls
