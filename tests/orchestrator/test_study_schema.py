@@ -187,7 +187,8 @@ def test_scale_sweep_shape():
     assert [b["layers"] for b in raw["backbones"]] == [2, 4, 6]
     assert raw["tasks"] == ["glue/sst2", "superglue/cb"]
     methods = {m["name"]: m for m in raw["methods"]}
-    assert set(methods) == {"finetune", "prompt_tuning", "ptuning_v2", "dynamic"}
+    assert set(methods) == {"finetune", "lora", "prompt_tuning", "ptuning_v2", "dynamic"}
+    assert methods["lora"]["backbones"] == ["MiniLM-L6"] and "r" in methods["lora"]["search"]  # the PEFT baseline row
     # the knobs the tool exists to search, with ASHA stopping poor trials
     assert {"lr", "prompt_length", "depth"} <= set(methods["ptuning_v2"]["search"])
     assert {"lr", "tau0"} <= set(methods["dynamic"]["search"]) and "prompt_length" in methods["prompt_tuning"]["search"]
