@@ -72,7 +72,7 @@ RUN_EPILOG = textwrap.dedent(
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default=None, help="e.g. superglue/cb (orchestrate ls tasks); required unless --config gives it")
+    p.add_argument("--task", default=None, help="e.g. superglue/cb (orchestrate ls tasks); several joined by + train one multi-task run (superglue/cb+glue/sst2); required unless --config gives it")
     p.add_argument("--method", default=None, help="finetune | lora | prompt_tuning | ptuning_v2 | dynamic (default ptuning_v2)")
     p.add_argument("--model", default=None, help="hub id or local dir (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--layers", type=int, default=None, help="keep the first k backbone layers")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from typing import Any, Literal, Optional
 
 import yaml
@@ -18,7 +19,10 @@ DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: str = Field(description="registered task, e.g. superglue/cb")
+    task: str = Field(
+        description="registered task, e.g. superglue/cb; several joined by '+' (superglue/cb+glue/sst2) train one "
+        "multi-task run: shared prompts, a head per task (ptcore.multitask)"
+    )
     method: str = Field("ptuning_v2", description="registered method")
     model: str = Field(DEFAULT_MODEL, description="hub id or local directory of the backbone")
     layers: Optional[int] = Field(None, ge=1, description="keep only the first k backbone layers")
@@ -44,7 +48,25 @@ class RunConfig(BaseModel):
     warmup_ratio: float = Field(0.06, ge=0, le=1)
     max_grad_norm: float = Field(1.0, gt=0)
     patience: Optional[int] = Field(None, ge=1, description="stop after this many epochs without a better dev score")
-    max_train_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of train")
+    max_train_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of train (unstratified, one fixed sample; see train_size)")
+    train_size: Optional[int] = Field(
+        None, ge=1, description="train on a sample of this many training examples, stratified by label, drawn with "
+        "data_seed (ptcore.sampling); all of them where the task has fewer"
+    )
+    data_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the train_size sample and the dev_size carve")
+    dev_size: Optional[int] = Field(
+        None, ge=1, description="few-shot selection set: this many examples carved from train outside the train_size "
+        "sample (stratified), instead of the task's dev split; needs train_size"
+    )
+    mixing: Literal["proportional", "temperature"] = Field(
+        "proportional", description="multi-task runs: pick each batch's task with probability proportional to its "
+        "training-set size n, or to n ** (1 / mixing_temperature)"
+    )
+    mixing_temperature: float = Field(2.0, ge=1, description="multi-task runs, mixing: temperature (1 = proportional; larger evens the tasks out)")
+    init_from: Optional[str] = Field(
+        None, description="checkpoint directory whose trained prompts (and this task's head, if it has one) start "
+        "this run, e.g. a multi-task run's (P-Tuning v2's MPT-2)"
+    )
     max_eval_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of dev/val/test")
     max_dev_examples: Optional[int] = Field(
         None, ge=1, description="deterministic subsample of dev only (evaluated every epoch for selection; val/test stay whole)"
@@ -64,8 +86,23 @@ class RunConfig(BaseModel):
         from .methods import make_method_config
         from .tasks import get_task
 
-        get_task(self.task)
+        names = task_names(self.task)
+        for name in names:
+            get_task(name)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"task {self.task!r}: a task is listed twice; join distinct tasks with '+'")
         make_method_config(self.method, self.method_args)  # raises a ConfigError naming the option
+        if self.train_size is not None and self.max_train_examples is not None:
+            raise ConfigError("train_size and max_train_examples both set: keep train_size (stratified, seeded by data_seed)")
+        if self.dev_size is not None and self.train_size is None:
+            raise ConfigError("dev_size needs train_size (the few-shot dev is carved from train outside the train sample)")
+        if self.init_from is not None and not all(
+            os.path.isfile(os.path.join(os.path.expanduser(self.init_from), f)) for f in ("trainable.safetensors", "run_config.json")
+        ):
+            raise ConfigError(f"init_from {self.init_from!r} is not a ptcore checkpoint directory (a run's <output>/checkpoint, "
+                              f"with trainable.safetensors and run_config.json)")
+        if self.dev_size is not None and self.max_dev_examples is not None:
+            raise ConfigError("dev_size and max_dev_examples both set: dev_size replaces the dev split; drop max_dev_examples")
         return self
 
     def resolved(self) -> dict[str, Any]:
@@ -97,7 +134,15 @@ SYNONYMS = {
     "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
 }  # fmt: skip
 
-HASH_ONLY_IF_SET = {"grad_accum_steps": 1, "precision": "auto"}
+HASH_ONLY_IF_SET = {
+    "grad_accum_steps": 1, "precision": "auto", "train_size": None, "data_seed": 0, "dev_size": None,
+    "mixing": "proportional", "mixing_temperature": 2.0, "init_from": None,
+}  # fmt: skip
+
+
+def task_names(task: str) -> list[str]:
+    """The tasks of a run: one, or several joined by '+' (a multi-task run)."""
+    return [t.strip() for t in task.split("+")]
 
 
 def run_fields() -> set[str]:
@@ -137,7 +182,7 @@ def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             known = sorted(run_fields() | m_fields)
             alias = [a for a in [SYNONYMS.get(key.lower())] if a in known]
-            close = list(dict.fromkeys(alias + difflib.get_close_matches(key, known, n=3, cutoff=0.5)))
+            close = alias or difflib.get_close_matches(key, known, n=3, cutoff=0.5)  # another tool's name: its one match
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise ConfigError(
                 f"--set {key!r}: unknown setting for method {out.get('method')!r}; {hint}valid keys: {', '.join(known)}"

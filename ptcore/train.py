@@ -26,7 +26,8 @@ from transformers import get_linear_schedule_with_warmup
 from . import metrics as M
 from . import runinfo
 from .backbones import Backbone, load_backbone
-from .config import RunConfig
+from .checkpoint import load_init
+from .config import RunConfig, task_names
 from .distributed import Dist
 from .data import encode_split, feature_length, make_loader, sort_by_length, subsample
 from .errors import TrainingError
@@ -34,6 +35,7 @@ from .kernels import install as install_kernels
 from .methods import get_method, make_method_config
 from .model import TaskModel
 from .precision import Amp
+from .sampling import draw
 from .tasks import get_task, load_splits
 from .tasks.io import resolve_data_dir
 from .tasks.kinds import get_kind
@@ -79,6 +81,10 @@ def pick_device(name: str) -> torch.device:
 def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
     """Method encoder around the backbone, plus the task kind's head. Seeds first, so the
     prompts and head start the same for the same seed."""
+    if len(task_names(cfg.task)) > 1:
+        from .multitask import build_multitask_model
+
+        return build_multitask_model(cfg, backbone)
     seed_everything(cfg.seed)
     spec = get_task(cfg.task)
     kind = get_kind(spec.kind)
@@ -86,6 +92,7 @@ def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
     encoder = method.encoder_cls(backbone, make_method_config(cfg.method, cfg.method_args))
     head = kind.make_head(encoder.hidden_size, spec, cfg.head_dropout)
     model = TaskModel(encoder, head, kind, pooling=cfg.pooling)
+    model.task_name = cfg.task  # which head this is (init_from matches a multi-task checkpoint's heads by it)
     install_kernels(model, cfg.kernels, backbone.model)
     return model
 
@@ -185,6 +192,11 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_di
     spec = get_task(cfg.task)
     kind = get_kind(spec.kind)
     examples, notes = load_splits(spec, cfg.data_dir, max_train=cfg.max_train_examples)
+    if cfg.train_size is not None:  # a stratified sample drawn with data_seed (+ the few-shot dev outside it)
+        examples["train"], few_shot_dev, drawn = draw(examples["train"], cfg.train_size, cfg.data_seed, cfg.dev_size)
+        if few_shot_dev is not None:
+            examples["dev"] = few_shot_dev
+        notes += drawn
     for split in ("dev", "val", "test"):
         cap = min(filter(None, (cfg.max_eval_examples, cfg.max_dev_examples if split == "dev" else None)), default=None)
         if split in examples and cap:
@@ -209,6 +221,7 @@ def data_key(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: O
     """Everything :func:`prepare_data` reads: runs that agree on it get the same splits (and
     a shallow prompt that fits shares them with deep prompts and fine-tuning)."""
     return (cfg.task, cfg.data_dir, cfg.max_train_examples, cfg.max_eval_examples, cfg.max_dev_examples,
+            cfg.train_size, cfg.data_seed if cfg.train_size is not None else None, cfg.dev_size,
             input_limit(cfg, backbone, extra_tokens), backbone.source, len(backbone.tokenizer), cache_dir)
 
 
@@ -301,6 +314,11 @@ def train(
     alone, so its val/test scores would only cost time, and tempt a reader).
     ``resume``: a directory a callback saved with ``state.save`` after some epoch; the run
     goes on from the next epoch exactly as it would have without the stop."""
+    if len(task_names(cfg.task)) > 1:  # several tasks joined by '+': shared prompts, a head per task
+        from .multitask import train_multitask
+
+        return train_multitask(cfg, backbone=backbone, callbacks=callbacks, output=output, progress=progress,
+                               cache_dir=cache_dir, log=log, data_cache=data_cache, report=report, resume=resume)
     t_start = time.time()
     timer = PhaseTimer()
     spec = get_task(cfg.task)
@@ -313,6 +331,7 @@ def train(
     with timer("load_s"):
         backbone = backbone or load_backbone(cfg.model, cfg.layers, trust_remote_code=cfg.trust_remote_code)
         model = build_model(cfg, backbone).to(device)
+        init_note = load_init(model, cfg.init_from) if cfg.init_from else None  # e.g. multi-task prompts (MPT-2)
         trainable, total = model.param_counts()
 
     # ---- data: official files -> examples -> token ids (dynamic padding per batch)
@@ -446,6 +465,7 @@ def train(
         "history": history,
         "resumed_at": loop.resumed_at,  # epochs after which this run was continued from a saved state
         "data_notes": data.notes,
+        "init_from": init_note,
         "config": resolved,
         "config_hash": config_hash,
         # where the data came from (config.data_dir may be null: $PTCORE_DATA_DIR, else the hub)
