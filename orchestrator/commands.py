@@ -17,7 +17,7 @@ from typing import Any, Optional
 from ptcore.errors import PtcoreError
 
 from .cli import command
-from .study import LoadedStudy, load_study, preflight
+from .study import LoadedStudy, final_seeds, load_study, preflight
 
 # measured on this 2-core CPU machine: CPU-s a Ray Train worker-group trial spends before it
 # trains (a controller and a worker process importing torch and transformers)
@@ -107,11 +107,13 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
         f"  backbones    {', '.join(plan['backbones'])}",
         f"  tasks        {', '.join(plan['tasks'])}",
         f"  methods      {', '.join(plan['methods'])}",
+        *([f"  regimes      {'; '.join(r.describe(s) for r in s.regimes)}"] if s.regimes else []),
         f"  search       {plan['search_trials']} trials ({s.budget.trials_per_cell}/cell; Optuna TPE seed {s.budget.seed}, "
         f"ASHA grace {s.budget.grace_period} rf {s.budget.reduction_factor:g}"
         + (f", stop starting trials after {s.budget.time_budget_s:g} s" if s.budget.time_budget_s else "")
         + ")",
-        f"  final        {plan['final_runs']} runs = {plan['cells']} cells x seeds {plan['final_seeds']} "
+        f"  final        {plan['final_runs']} runs = {plan['cells']} cells x seeds {plan['final_seeds']}"
+        + (" (regimes may set their own)" if s.regimes else "") + " "
         f"in {plan['final_trials']} trials (" + (f"up to {per} runs each, packed by backbone)" if per else "one per cell)"),
         f"  trials       {plan['trials_total']} in all, {s.budget.max_concurrent} at a time; " + _startup_line(ls, plan),
         f"  resources    {res.workers_per_trial} worker/trial x {res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU"
@@ -135,7 +137,7 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
                 ", ".join(f"{k}={v}" for k, v in c.method.fixed.items()) or "-",
                 ", ".join(f"{k}~{sp.describe()}" for k, sp in c.method.search.items()) or "(none: fixed config)",
                 s.budget.trials_per_cell if c.method.search else 0,
-                len(s.final.seeds),
+                len(final_seeds(s, c)),
             ]
         )
     lines.append("")

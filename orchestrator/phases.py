@@ -33,7 +33,7 @@ from . import results as R
 from .ledger import OutputDir, close_stale_optuna
 from .progress import Progress
 from .raysession import RaySession
-from .study import Cell, LoadedStudy, compose_run, pack_runs
+from .study import Cell, LoadedStudy, compose_run, final_seeds, pack_runs
 from .summary import cell_summary, done_line, selection_line, summary_metrics
 from .trial import merge_params
 
@@ -148,7 +148,8 @@ class Phases:
             self.cell_runs[cell.id] = self.tracker.reuse_or_create(
                 cell.id,
                 {KIND: "cell", CELL: cell.id},
-                {**self.tags, "ptcore.backbone": cell.backbone.display(), "ptcore.task": cell.task, "ptcore.method": cell.method.display()},
+                {**self.tags, "ptcore.backbone": cell.backbone.display(), "ptcore.task": cell.task, "ptcore.method": cell.method.display(),
+                 "ptcore.regime": cell.regime_label},
                 parent=self.study_run,
             )
         return self.cell_runs[cell.id]
@@ -156,7 +157,7 @@ class Phases:
     def _seeds_left(self, cell: Cell, source: Optional[str]) -> list[int]:
         src = source or "fixed"
         done = {int(r["seed"]) for r in self.results.select(cell=cell.id, phase="final") if r.get("source_trial") == src}
-        return [s for s in self.ls.study.final.seeds if s not in done]
+        return [s for s in final_seeds(self.ls.study, cell) if s not in done]
 
     def _selection(self, cell: Cell) -> tuple[Optional[dict], str, dict]:
         """(best search row or None, its trial id or 'fixed', its searched values)."""
@@ -166,7 +167,7 @@ class Phases:
         return best, str(best["trial_id"]), json.loads(best["params_json"] or "{}")
 
     def _cell_summary(self, cell: Cell) -> dict[str, Any]:
-        return cell_summary(cell, self.results.select(cell=cell.id), self._targets(cell), self.ls.study.final.seeds)
+        return cell_summary(cell, self.results.select(cell=cell.id), self._targets(cell), final_seeds(self.ls.study, cell))
 
     def _finish_cell(self, cell: Cell, announce: bool) -> None:
         summ = self._cell_summary(cell)

@@ -147,6 +147,7 @@ class Recorder(Callback):
                 "ptcore.task": rs.job.cell.task,
                 "ptcore.method": rs.job.cell.method.display(),
                 "ptcore.backbone": rs.job.cell.backbone.display(),
+                "ptcore.regime": rs.job.cell.regime_label,
                 PHASE: self.phase,
                 TRIAL: ts.trial_id,
                 RUN_INDEX: str(rs.index),

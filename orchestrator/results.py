@@ -25,7 +25,7 @@ from typing import Any, Iterable, Optional
 from ptcore.fileio import atomic_write, write_json_atomic  # standard library only: reading the ledger needs no torch
 
 COLUMNS = [
-    "study", "cell", "backbone", "model", "layers", "total_params", "task", "method", "method_label",
+    "study", "cell", "backbone", "model", "layers", "total_params", "task", "method", "method_label", "regime",
     "phase", "trial_id", "run_index", "seed", "status",
     "dev_primary", "val_primary", "test_primary", "primary_metric",
     "best_epoch", "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes",
@@ -139,6 +139,7 @@ def base_row(study: str, cell, phase: str, trial_id: str, run_index: int, seed: 
         "task": cell.task,
         "method": cell.method.name,
         "method_label": cell.method.display(),
+        "regime": cell.regime_label,  # full / few_shot-32 / multitask (a study's regimes: labels)
         "phase": phase,
         "trial_id": trial_id,
         "run_index": run_index,

@@ -266,12 +266,98 @@ class RaySettings(Strict):
     )
 
 
+REGIME_KEYS = {"train_size", "dev_size", "data_seed", "mixing", "mixing_temperature"}  # set by a regime, not by train:
+
+
+class Regime(Strict):
+    """A data regime the study's cells run in (``regimes:``; default: one ``full`` regime).
+
+    * ``full``: each task's training split (``train_size`` may subsample it, stratified);
+    * ``few_shot``: ``train_size`` examples (e.g. 32), a selection set of ``dev_size``
+      (default: as many) carved from train outside the sample; final run i draws its sample
+      with ``data_seeds[i]`` (default: its seed), so seeds vary the sample and the init;
+    * ``multitask``: one run trains shared prompts over ``tasks`` (default: the study's),
+      a head per task, batches mixed by ``mixing``; each task is reported.
+
+    ``train`` overrides the study's ``train`` settings in this regime (e.g. more epochs for
+    32 examples)."""
+
+    name: Literal["full", "few_shot", "multitask"]
+    label: Optional[str] = Field(None, min_length=1, description="name in cell ids and reports (default: the name)")
+    train_size: Optional[int] = Field(None, ge=1, description="training examples per task (stratified sample)")
+    dev_size: Optional[int] = Field(None, ge=1, description="few_shot: selection examples carved from train (default: train_size)")
+    seeds: Optional[list[Annotated[int, Field(ge=0, le=SEED_MAX)]]] = Field(
+        None, min_length=1, description="this regime's final seeds (default: final.seeds), e.g. more for few-shot's larger variance"
+    )
+    data_seeds: Optional[list[Annotated[int, Field(ge=0, le=SEED_MAX)]]] = Field(
+        None, min_length=1, description="the sample's seed per final seed (one per seed; search runs use the first)"
+    )
+    tasks: Optional[list[str]] = Field(None, min_length=2, description="multitask: the tasks trained together (default: the study's)")
+    mixing: Optional[Literal["proportional", "temperature"]] = Field(None, description="multitask: how batches mix tasks")
+    mixing_temperature: Optional[float] = Field(None, ge=1, description="multitask, mixing temperature: T")
+    train: dict[str, Any] = Field(default_factory=dict, description="run settings that replace the study's train: in this regime")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct (got {v})")
+        return v
+
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        return f"few_shot-{self.train_size}" if self.name == "few_shot" else self.name
+
+    def describe(self, study: "Study") -> str:
+        """One line for --dry-run: what this regime trains on."""
+        bits = []
+        if self.name == "multitask":
+            bits.append("+".join(self.tasks or study.tasks))
+            bits.append(f"mixing {self.mixing or 'proportional'}" + (f" T={self.mixing_temperature:g}" if self.mixing_temperature else ""))
+        if self.train_size is not None:
+            bits.append(f"train {self.train_size}")
+        if self.name == "few_shot" or self.dev_size is not None:
+            bits.append(f"dev {self.dev_size or self.train_size} carved from train")
+        if self.seeds is not None:
+            bits.append(f"seeds {self.seeds}")
+        if self.data_seeds is not None:
+            bits.append(f"data seeds {self.data_seeds}")
+        bits += [f"{k}={v}" for k, v in self.train.items()]
+        return f"{self.display()}" + (f" ({', '.join(bits)})" if bits else "")
+
+    def settings(self, seed: Optional[int], final_seeds: list[int], search_seed: int) -> dict[str, Any]:
+        """The run settings this regime sets for a run with ``seed`` (None: a search run)."""
+        out: dict[str, Any] = dict(self.train)
+        if self.train_size is not None:
+            out["train_size"] = self.train_size
+            out["data_seed"] = self.data_seed(seed, final_seeds, search_seed)
+        if self.name == "few_shot":
+            out["dev_size"] = self.dev_size or self.train_size
+        elif self.dev_size is not None:
+            out["dev_size"] = self.dev_size
+        if self.mixing is not None:
+            out["mixing"] = self.mixing
+        if self.mixing_temperature is not None:
+            out["mixing_temperature"] = self.mixing_temperature
+        return out
+
+    def data_seed(self, seed: Optional[int], final_seeds: list[int], search_seed: int) -> int:
+        if self.data_seeds is None:
+            return search_seed if seed is None else seed
+        i = final_seeds.index(seed) if seed in final_seeds else 0
+        return self.data_seeds[i]
+
+
 class Study(Strict):
     name: str = Field(min_length=1)
     description: Optional[str] = None
     backbones: list[BackboneSpec] = Field(min_length=1)
     tasks: list[str] = Field(min_length=1)
     methods: list[MethodSpec] = Field(min_length=1)
+    regimes: Optional[list[Regime]] = Field(
+        None, min_length=1, description="data regimes (full, few_shot, multitask); default: one full regime"
+    )
     train: dict[str, Any] = Field(default_factory=dict, description="run settings common to every run")
     budget: Budget = Field(default_factory=Budget)
     final: Final = Field(default_factory=Final)
@@ -300,8 +386,13 @@ class Cell:
     index: int
     backbone: BackboneSpec
     model: str  # resolved backbone id / absolute directory
-    task: str
+    task: str  # one task, or a multi-task regime's tasks joined by '+'
     method: MethodSpec
+    regime: Optional[Regime] = None  # None: the default full regime (cell ids as before regimes existed)
+
+    @property
+    def regime_label(self) -> str:
+        return self.regime.display() if self.regime is not None else "full"
 
 
 def _slug(text: str) -> str:
@@ -386,13 +477,26 @@ def make_cells(study: Study, path: Optional[Path] = None) -> list[Cell]:
     base = path.parent.resolve() if path is not None else None
     cells: list[Cell] = []
     for bb in study.backbones:
-        for task in study.tasks:
-            for m in study.methods:
-                if not m.runs_on(bb):
-                    continue
-                cid = "__".join(_slug(x) for x in (bb.display(), task.replace("/", "-"), m.display()))
-                cells.append(Cell(cid, len(cells), bb, _resolve_model(bb.id, base), task, m))
+        for regime in study.regimes or [None]:
+            if regime is not None and regime.name == "multitask":
+                tasks = ["+".join(regime.tasks or study.tasks)]
+            else:
+                tasks = list(study.tasks)
+            for task in tasks:
+                for m in study.methods:
+                    if not m.runs_on(bb):
+                        continue
+                    parts = [bb.display(), task.replace("/", "-"), m.display()] + ([regime.display()] if regime is not None else [])
+                    cid = "__".join(_slug(x) for x in parts)
+                    cells.append(Cell(cid, len(cells), bb, _resolve_model(bb.id, base), task, m, regime))
     return cells
+
+
+def final_seeds(study: Study, cell: Cell) -> list[int]:
+    """The seeds of a cell's final runs: its regime's ``seeds``, else ``final.seeds``."""
+    if cell.regime is not None and cell.regime.seeds is not None:
+        return list(cell.regime.seeds)
+    return list(study.final.seeds)
 
 
 def split_settings(method: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -414,6 +518,13 @@ def compose_run(ls: "LoadedStudy", cell: Cell, params: Optional[dict[str, Any]] 
     if cell.backbone.trust_remote_code:  # only where the study says so (RunConfig's default: off)
         values["trust_remote_code"] = True
     values.update(study.train)
+    if cell.regime is not None:  # the regime's sample and settings replace the study's caps
+        regime = cell.regime.settings(seed, final_seeds(study, cell), int(study.train.get("seed", 0)))
+        if "train_size" in regime:
+            values.pop("max_train_examples", None)
+        if "dev_size" in regime:
+            values.pop("max_dev_examples", None)
+        values.update(regime)
     fixed_run, fixed_opts = split_settings(cell.method.name, cell.method.fixed)
     p_run, p_opts = split_settings(cell.method.name, params or {})
     values.update(fixed_run)
@@ -464,7 +575,7 @@ class _PlannedJob:
 
 def final_packs(ls: "LoadedStudy") -> list[list]:
     """The plan's final trials: every cell x every final seed, packed as the runner does."""
-    return pack_runs([_PlannedJob(c, list(ls.study.final.seeds)) for c in ls.cells()], ls.study.final.runs_per_trial)
+    return pack_runs([_PlannedJob(c, final_seeds(ls.study, c)) for c in ls.cells()], ls.study.final.runs_per_trial)
 
 
 def make_plan(ls: LoadedStudy) -> dict[str, Any]:
@@ -481,13 +592,14 @@ def make_plan(ls: LoadedStudy) -> dict[str, Any]:
         "backbones": [b.display() for b in s.backbones],
         "tasks": list(s.tasks),
         "methods": [m.display() for m in s.methods],
+        "regimes": [r.display() for r in s.regimes] if s.regimes else ["full"],
         "search_trials": n_search,
         "trials_per_cell": s.budget.trials_per_cell,
         "final_seeds": list(s.final.seeds),
-        "final_runs": len(cells) * len(s.final.seeds),
+        "final_runs": sum(len(final_seeds(s, c)) for c in cells),
         "final_trials": len(packs),
         "trials_total": n_search + len(packs),
-        "runs_total": n_search + len(cells) * len(s.final.seeds),
+        "runs_total": n_search + sum(len(final_seeds(s, c)) for c in cells),
         "max_concurrent": s.budget.max_concurrent,
         "resources": s.resources.model_dump(),
         "output_dir": str(ls.output_dir),
@@ -625,6 +737,7 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         errors.append(("tasks", "a task is listed twice; list each task once"))
 
     train_ok = set(run_fields()) - CELL_KEYS - STUDY_KEYS
+    errors.extend(_regime_errors(study, train_ok, TASKS))
     for key in study.train:
         if key not in train_ok:
             why = (
@@ -723,6 +836,65 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         if "depth" in opts and not errors:
             labels = {b.display() for b in study.backbones if m.runs_on(b)}
             errors.extend(_depth_errors(where, m, [k for k in kept if k[1] in labels]))
+    return errors
+
+
+def _regime_errors(study: Study, train_ok: set[str], tasks_registry) -> list[tuple[str, str]]:
+    """``regimes:`` on their own: what each kind needs, and what it may not set."""
+    errors: list[tuple[str, str]] = []
+    labels = [r.display() for r in study.regimes or []]
+    for i, r in enumerate(study.regimes or []):
+        where = f"regimes.{i}"
+        if labels.index(r.display()) != i:
+            errors.append((where, f"regime {r.display()!r} is listed twice; give one a distinct `label`"))
+        if r.name == "few_shot" and r.train_size is None:
+            errors.append((f"{where}.train_size", "few_shot needs train_size, the examples per task (e.g. 32)"))
+        seeds = r.seeds or study.final.seeds
+        if r.data_seeds is not None and len(r.data_seeds) != len(seeds):
+            errors.append((f"{where}.data_seeds", f"{len(r.data_seeds)} data seeds for {len(seeds)} final seeds "
+                           f"{list(seeds)}: give one per final seed (final run i draws its sample with data_seeds[i])"))
+        if r.data_seeds is not None and r.train_size is None:
+            errors.append((f"{where}.data_seeds", "data_seeds draw the train_size sample: set train_size too"))
+        if r.name != "multitask":
+            for key in ("tasks", "mixing", "mixing_temperature"):
+                if getattr(r, key) is not None:
+                    errors.append((f"{where}.{key}", f"{key} is for the multitask regime; drop it from {r.name}"))
+        else:
+            names = [t.strip().lower() for t in (r.tasks or study.tasks)]
+            if len(names) < 2:
+                errors.append((f"{where}.tasks", "multitask needs two or more tasks (list them in tasks:)"))
+            if len(set(names)) != len(names):
+                errors.append((f"{where}.tasks", "a task is listed twice; list each task once"))
+            for j, t in enumerate(names):
+                if t not in tasks_registry:
+                    errors.append((f"{where}.tasks.{j}", tasks_registry.unknown_message(t)))
+            if study.resources.workers_per_trial > 1:
+                errors.append((f"{where}", "multi-task runs train on one worker; set resources.workers_per_trial: 1"))
+        for key in r.train:
+            if key in REGIME_KEYS:
+                errors.append((f"{where}.train.{key}", f"{key} is a regime key: set it on the regime itself, not in its train:"))
+            elif key not in train_ok:
+                errors.append((f"{where}.train.{key}", f"unknown run setting; {_did_you_mean(key, train_ok)}valid: {', '.join(sorted(train_ok))}"))
+    return errors
+
+
+def _cell_config_errors(ls_like: "LoadedStudy") -> list[tuple[str, str]]:
+    """Every regime cell's search run and final runs as RunConfigs: a conflict shows here,
+    before anything starts (e.g. a regime's train: against the study's train:)."""
+    from ptcore.config import make_run_config
+
+    errors: list[tuple[str, str]] = []
+    regimes = ls_like.study.regimes or []
+    for cell in ls_like.cells():
+        if cell.regime is None:
+            continue
+        where = f"regimes.{regimes.index(cell.regime)}"
+        for seed in [None, *final_seeds(ls_like.study, cell)]:
+            try:
+                make_run_config(compose_run(ls_like, cell, seed=seed))
+            except ConfigError as e:
+                errors.append((where, f"cell {cell.id}: {e}"))
+                return errors
     return errors
 
 
@@ -856,6 +1028,8 @@ def parse_study(raw: Any, path: Optional[Path] = None) -> Study:
         loc, msg = _pydantic_message(e.errors()[0])
         raise study_error(path, loc, msg) from None
     errors = _semantic_errors(study, path)
+    if not errors and study.regimes:
+        errors = _cell_config_errors(LoadedStudy(study, path, "", Path("."), None, ""))
     if errors:
         loc, msg = errors[0]
         more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""

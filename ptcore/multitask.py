@@ -273,6 +273,7 @@ def train_multitask(
         "train_examples": sum(sizes.values()),
         "data": {"multitask": True, "mixing": cfg.mixing, "mixing_temperature": cfg.mixing_temperature,
                  "sizes": {"train": sum(sizes.values())}, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
+                 "task_sizes": {t: {s: len(exs) for s, exs in data[t].examples.items()} for t in tasks},
                  "notes": [f"{t}: {n}" for t in tasks for n in data[t].notes]},
         "wall_s": time.time() - t_start,
         "train_s": timer.spent["train_s"],

@@ -86,7 +86,7 @@ def write_files(rep: Report, out: Path) -> Path:
     return out
 
 
-OUTPUTS = ("results.md", "results.tex", "results_data.tex", "results_main.tex", "results_tests.tex",
+OUTPUTS = ("results.md", "results.tex", "results_data.tex", "results_main.tex", "results_regimes.tex", "results_tests.tex",
            "results_search.tex") + FIGURES
 
 

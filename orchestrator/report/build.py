@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 
 from . import stats
+from .regimes import RegimeTable, build_regimes
 from .labels import BASELINE, LABEL_KINDS, backbone_short, human_count, method_key, method_label, task_labels, task_spec
 from .load import ERROR, OK, PRUNED, StudyResults
 
@@ -158,6 +159,8 @@ class Report:
     epochs: list[int] = field(default_factory=list)
     has_predictions: bool = False
     failures: list[str] = field(default_factory=list)  # failed runs (status error) and the reason each recorded
+    regimes: Optional[RegimeTable] = None  # every regime side by side (None: the study ran one)
+    main_regime: Optional[str] = None  # which regime the main tables show, where there are several
 
     @property
     def single_seed(self) -> bool:
@@ -547,7 +550,12 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
     from ptcore.backbones import pretraining_overlap
 
     # a method listed twice in a study (e.g. dynamic prompting variants) is told apart by its label
-    rows = _fill_layers([{**r, "method": r.get("method_label") or r.get("method", "")} for r in data.rows])
+    every = _fill_layers([{**r, "method": r.get("method_label") or r.get("method", "")} for r in data.rows])
+    # the main tables, statistics and figure: one single-task regime (full where the study ran it);
+    # the regimes table (build_regimes) sets every regime side by side
+    single = [r for r in every if "+" not in r.get("task", "")]
+    main_regime = "full" if any(r["regime"] == "full" for r in single) else (single[0]["regime"] if single else "full")
+    rows = [r for r in single if r["regime"] == main_regime]
     finals = [r for r in rows if r["phase"] == "final"]
     tasks = sorted({r.get("task", "") for r in rows if r.get("task")})
     methods = sorted({r.get("method", "") for r in rows if r.get("method")}, key=method_key)
@@ -675,5 +683,10 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
         data=_data_rows(tasks, finals, rows), pretraining=pretraining, epochs=epochs,
         failures=_failures(rows, groups, labels, tasks),
     )
+    rep.regimes = build_regimes(every, data.config, task_split, method_key)
+    if rep.regimes is not None:
+        rep.main_regime = main_regime
+        for t in rep.regimes.tasks:  # tasks only a multi-task regime ran: the reported split of their rows
+            rep.regimes.split.setdefault(t, "val")
     _statistics(rep, data, by_group, finals)
     return rep

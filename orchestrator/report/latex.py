@@ -13,7 +13,7 @@ from .tables import (
     pretraining_notes, protocol_text, provenance_text, search_caption, search_table, tests_caption, tests_table, tex_escape,
 )  # fmt: skip
 
-FRAGMENTS = ("results_data.tex", "results_main.tex", "results_tests.tex", "results_search.tex")
+FRAGMENTS = ("results_data.tex", "results_main.tex", "results_regimes.tex", "results_tests.tex", "results_search.tex")
 
 
 def _label(rep: Report, what: str) -> str:
@@ -77,6 +77,19 @@ def render_fragments(rep: Report) -> dict[str, str]:
     ncol = len(header) - 1  # the backbone is a group heading spanning the table, not a column
     out["results_main.tex"] = _table(rep, "main", main_caption(rep), "l" + "r" * (ncol - 1), header[1:], sections, ncol,
                                      after=(notes or None) if not rep.data else None)
+    if rep.regimes is not None:
+        from .labels import method_label, task_labels
+        from .regimes import regimes_caption, regimes_table
+
+        label = lambda t: rep.task_labels.get(t) or task_labels([t])[t]  # noqa: E731
+        header, body = regimes_table(rep.regimes, label, method_label, pm=r" $\pm$ ")
+        blocks: list[tuple[Optional[str], list[list[str]]]] = []
+        for row in body:  # a task's first line names it: one block per task
+            if row[0]:
+                blocks.append((tex_escape(row[0]), []))
+            blocks[-1][1].append([c if "$" in c else tex_escape(c) for c in row[1:]])
+        out["results_regimes.tex"] = _table(rep, "regimes", regimes_caption(rep.regimes, label), "l" + "r" * (len(header) - 2),
+                                            [tex_escape(h) for h in header[1:]], blocks, len(header) - 1)
     if rep.tested:
         header, body = tests_table(rep, TEX)
         out["results_tests.tex"] = _table(rep, "tests", tests_caption(rep), "ll" + "r" * 3 + "l", header[1:],
@@ -125,6 +138,8 @@ def render_latex(rep: Report, fragments: dict[str, str], figure: Optional[str] =
         lines += [r"\noindent Not tested or not used by the statistics:", r"\begin{itemize}"]
         lines += [rf"\item {tex_escape(n)}" for n in rep.stat_notes]
         lines += [r"\end{itemize}", ""]
+    if "results_regimes.tex" in fragments:
+        lines += [r"\input{results_regimes}", ""]
     if "results_tests.tex" in fragments:
         lines += [r"\input{results_tests}", ""]
     if figure:

@@ -66,7 +66,8 @@ def normalise(row: dict) -> dict:
     for col in ("layers", "total_params", "seed", "run_index"):
         if r.get(col) is not None:
             r[col] = int(r[col])
-    for col in ("trial_id", "source_trial", "status", "phase", "task", "method", "method_label", "backbone", "model",
+    r["regime"] = r.get("regime") or "full"  # ledgers written before regimes existed: the full regime
+    for col in ("trial_id", "source_trial", "status", "phase", "task", "method", "method_label", "regime", "backbone", "model",
                 "study", "git_commit", "primary_metric", "predictions"):
         v = r.get(col)
         r[col] = "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip()

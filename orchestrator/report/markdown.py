@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .build import Report
+from .labels import method_label, task_labels
+from .regimes import regimes_caption, regimes_table
 from .tables import (
     FAILURES_HEADING, MD, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes,
     pretraining_notes, protocol_text,
@@ -16,8 +18,15 @@ def _pipe(header: list[str], body: list[list[str]], align: list[str]) -> str:
     return tabulate(body, headers=header, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
+def task_label_of(rep: Report, t: str) -> str:
+    return rep.task_labels.get(t) or task_labels([t])[t]
+
+
 def render_markdown(rep: Report) -> str:
     out = [f"# Results: {rep.name}", "", protocol_text(rep), ""]
+    if rep.main_regime is not None:
+        out += [f"Regimes: the data, main-results, significance, scale and search sections show the **{rep.main_regime}** "
+                f"regime; the Regimes section sets every regime side by side.", ""]
     n = 0
 
     out += ["## Data", ""]
@@ -43,6 +52,12 @@ def render_markdown(rep: Report) -> str:
         out += ["", FAILURES_HEADING, ""] + [f"- {x}" for x in rep.failures]
     if rep.stat_notes:
         out += ["", "Not tested or not used by the statistics:", ""] + [f"- {x}" for x in rep.stat_notes]
+
+    if rep.regimes is not None:
+        n += 1
+        header, body = regimes_table(rep.regimes, lambda t: task_label_of(rep, t), method_label)
+        out += ["", "## Regimes", "", f"**Table {n}.** {regimes_caption(rep.regimes, lambda t: task_label_of(rep, t))}", "",
+                _pipe(header, body, ["left", "left"] + ["right"] * (len(header) - 2))]
 
     if rep.tested:
         n += 1
