@@ -142,17 +142,31 @@ class Phases:
 
     def _cell_run(self, cell: Cell) -> str:
         """The cell's MLflow run, opened on its first piece of work (reopened on resume)."""
-        from .tracking import CELL, KIND
+        from .tracking import CELL, KIND, PHASE, cell_tags, cell_title
 
         if cell.id not in self.cell_runs:
             self.cell_runs[cell.id] = self.tracker.reuse_or_create(
-                cell.id,
-                {KIND: "cell", CELL: cell.id},
-                {**self.tags, "ptcore.backbone": cell.backbone.display(), "ptcore.task": cell.task, "ptcore.method": cell.method.display(),
-                 "ptcore.regime": cell.regime_label},
-                parent=self.study_run,
+                cell_title(cell), {KIND: "cell", CELL: cell.id}, {**self.tags, **cell_tags(cell), PHASE: "cell"}, parent=self.study_run
             )
         return self.cell_runs[cell.id]
+
+    def _log_selection(self, cell: Cell, run: str, source: str, params: dict) -> None:
+        """The cell run's selected configuration as its params: the resolved RunConfig its
+        final runs share (their seeds aside), by the leaf runs' param names; the search trial
+        it comes from as a tag. A selection that changed after an earlier attempt logged its
+        params (a search cut short by ``time_budget_s``, resumed) cannot rewrite them
+        (MLflow params are write-once): a tag names those keys."""
+        from .recorder import resolve_values
+        from .tracking import flatten_config
+
+        values = compose_run(self.ls, cell, params)
+        resolved, _ = resolve_values(values)
+        config = {k: v for k, v in (resolved or values).items() if k not in ("seed", "data_seed")}
+        stale = self.tracker.log_new_params(run, flatten_config(config))
+        tags = {"ptcore.best_trial": source}
+        if stale:
+            tags["ptcore.stale_params"] = f"{', '.join(stale)}: an earlier selection's values (MLflow params are write-once)"
+        self.tracker.set_tags(run, tags)
 
     def _seeds_left(self, cell: Cell, source: Optional[str]) -> list[int]:
         src = source or "fixed"
@@ -267,12 +281,12 @@ class Phases:
 
     # ------------------------------------------------------------------ phase 2: final seeds
 
-    def finals(self) -> None:
-        """Every cell's selected configuration x its missing seeds, as one Tuner (lanes stay full)."""
+    def final_jobs(self) -> list[Job]:
+        """One job per cell with final seeds left: its selected configuration x those seeds,
+        under its cell run (opened, the selection logged). Cells with none left finish here."""
         from .recorder import Job
 
         jobs: list[Job] = []
-        todo: list[Cell] = []
         for cell in self.cells:
             best, source, params = self._selection(cell)
             if cell.method.search and best is None:  # nothing to select from (all failed)
@@ -283,12 +297,17 @@ class Phases:
             if not seeds:
                 self._finish_cell(cell, announce=False)
                 continue
-            todo.append(cell)
             run = self._cell_run(cell)
-            self.tracker.set_tags(run, {"ptcore.best_trial": source, "ptcore.best_params": json.dumps(params, sort_keys=True)})
+            self._log_selection(cell, run, source, params)
             jobs.append(Job(cell, run, [compose_run(self.ls, cell, params, seed=s) for s in seeds], params, source))
+        return jobs
+
+    def finals(self) -> None:
+        """Every cell's selected configuration x its missing seeds, as one Tuner (lanes stay full)."""
+        jobs = self.final_jobs()
         if not jobs:
             return
+        todo = [job.cell for job in jobs]
         packs = self._longest_first(pack_runs(jobs, self.ls.study.final.runs_per_trial))
         name = f"{self.ls.name}__final-a{self.ledger.bump('final_attempts')}"
         n_runs = sum(len(j.runs) for j in jobs)

@@ -5,9 +5,10 @@ by one process through one :class:`~orchestrator.tracking.Tracker`. One *run* is
 training run: a search trial has one, a final trial one per seed it trains.
 
 * trial start      -> MLflow run of its first ptcore run (params = resolved config, tags)
-* epoch result     -> metrics at step = epoch (train_loss, lr, dev_*, method aux like tau)
-* final result     -> val/test metrics, param counts, checkpoint artifact (final phase);
-                      results.csv row (status ok) written first, then the run ends FINISHED
+* epoch result     -> metrics at step = epoch (train_loss, lr_schedule, dev_*, method aux like tau)
+* final result     -> val/test metrics; what describes the run (param counts, best epoch) as
+                      params; checkpoint artifact (final phase); results.csv row (status ok)
+                      written first, then the run ends FINISHED
 * trial complete   -> runs that never sent a final result were stopped by ASHA: row
                       status pruned (dev only), run FINISHED with tag ptcore.status=pruned
 * trial error      -> row status error + one-line reason, run FAILED
@@ -31,7 +32,7 @@ from ray.tune import Callback
 from . import failpoints
 from . import results as R
 from .raysession import check_interrupt
-from .tracking import CELL, KIND, PHASE, RUN_INDEX, SEED, TRIAL, flatten_config, provenance_tags
+from .tracking import KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, flatten_config, provenance_tags
 from .trial import BOOKKEEPING, CELL_KEY, error_line, searched_values, trial_error
 
 
@@ -138,16 +139,11 @@ class Recorder(Callback):
         if rs.mlflow_id is None:
             rs.resolved, rs.config_hash = resolve_values(rs.values)
             seed = rs.values.get("seed", 0)
-            name = f"final-seed{seed}" if self.phase == "final" else f"search-{ts.trial_id}"
+            name = f"{cell_title(rs.job.cell)} · " + (f"seed {seed}" if self.phase == "final" else f"trial {ts.trial_id}")
             tags = {
                 **self.common_tags,
                 KIND: "run",
-                CELL: rs.job.cell.id,
-                # what a filter in the MLflow UI asks for, on the leaf runs too (not only the cell runs)
-                "ptcore.task": rs.job.cell.task,
-                "ptcore.method": rs.job.cell.method.display(),
-                "ptcore.backbone": rs.job.cell.backbone.display(),
-                "ptcore.regime": rs.job.cell.regime_label,
+                **cell_tags(rs.job.cell),  # what a filter in the MLflow UI asks for, on the leaf runs too
                 PHASE: self.phase,
                 TRIAL: ts.trial_id,
                 RUN_INDEX: str(rs.index),
@@ -201,7 +197,7 @@ class Recorder(Callback):
             }
             rec["epoch"] = result.get("epoch")
             rs.history.append(rec)
-            self.tracker.log_metrics(run_id, {k: v for k, v in rec.items() if k not in ("epoch", "trainable_params", "total_params", "layers")}, step=int(result.get("epoch", 0)))
+            self.tracker.log_metrics(run_id, epoch_metrics(rec), step=int(result.get("epoch", 0)))
             self.progress.trial_epoch(trial.trial_id, self._progress_what(ts, rs, result.get("epoch")))
             return
         # the run's final report: ptcore's whole result record + the best epoch's checkpoint
@@ -213,8 +209,9 @@ class Recorder(Callback):
         summary = {k: v for k, v in row.items() if R.is_metric_column(k) or k in ("dev_primary", "val_primary", "test_primary")}
         # dev_* of the selected (best) epoch as best_dev_*: the per-epoch dev_* curves stay clean
         summary = {(f"best_{k}" if k.startswith("dev_") else k): v for k, v in summary.items()}
-        summary.update({k: row[k] for k in ("trainable_params", "total_params", "trainable_pct", "checkpoint_bytes", "best_epoch", "epochs_run", "wall_s", "train_s") if row.get(k) is not None})
+        summary.update({k: row[k] for k in RUN_MEASURES if row.get(k) is not None})
         self.tracker.log_metrics(run_id, summary, step=int(res.get("epochs_run") or 0))
+        self.tracker.log_params(run_id, {k: str(row[k]) for k in RUN_CONSTANTS if row.get(k) is not None})
         tags = {"ptcore.status": "ok", **provenance_tags(res.get("git"), res.get("versions"))}
         if res.get("resumed_at"):  # the run's process died and a retry continued it after these epochs
             tags["ptcore.resumed_at"] = ",".join(str(e) for e in res["resumed_at"])
@@ -321,6 +318,20 @@ class Recorder(Callback):
                     except Exception:  # pragma: no cover - best effort while shutting down
                         pass
                     rs.done = True
+
+
+# a run's end: what describes it (MLflow params) and what it measured besides its scores (metrics)
+RUN_CONSTANTS = ("trainable_params", "total_params", "checkpoint_bytes", "best_epoch", "epochs_run")
+RUN_MEASURES = ("trainable_pct", "wall_s", "train_s")
+# keys of an epoch record that are no per-epoch values (the row keeps them), and renames:
+# ptcore's "lr" is the schedule's current rate, the param "lr" its peak
+EPOCH_CONSTANTS = {"epoch", "trainable_params", "total_params", "layers"}
+EPOCH_RENAMES = {"lr": "lr_schedule"}
+
+
+def epoch_metrics(rec: dict[str, Any]) -> dict[str, Any]:
+    """An epoch record's per-epoch values, by their MLflow metric names."""
+    return {EPOCH_RENAMES.get(k, k): v for k, v in rec.items() if k not in EPOCH_CONSTANTS}
 
 
 # keys Tune adds to every result; not metrics of the run

@@ -94,20 +94,23 @@ class StudyRunner:
     def _run_locked(self) -> list[dict[str, Any]]:
         tune_env_defaults()
         self.uid = self.ledger.snapshot(self.resume, self.progress.say)
-        from .tracking import KIND, Tracker
+        from .tracking import KIND, Tracker, experiment_tags, study_tags
 
         self.results = self.ledger.results()
         if self.retry_failed:
             n = self.results.drop(status="error")
             if n:
                 self.progress.say(f"--retry-failed: {n} failed run(s) will run again")
-        self.tracker = Tracker(self.ls.mlflow_uri, self.ls.experiment_name, self.out / "mlartifacts", owner=self.ledger.owner(self.uid))
+        exp_tags = {**self.ledger.owner(self.uid), **experiment_tags(self.ls.study.description)}
+        self.tracker = Tracker(self.ls.mlflow_uri, self.ls.experiment_name, self.out / "mlartifacts", tags=exp_tags)
         stale = self.tracker.close_stale(self.results.done_keys())
         if stale:
             self.progress.say(f"resume: closed {stale} MLflow run(s) left RUNNING by an interrupted run")
         self.ledger.reconcile_optuna(self.cells, self.results)
         self.tags = self._common_tags()
-        self.study_run = self.tracker.reuse_or_create(self.ls.name, {KIND: "study", "ptcore.study": self.ls.name}, self.tags)
+        self.study_run = self.tracker.reuse_or_create(
+            self.ls.name, {KIND: "study", "ptcore.study": self.ls.name}, {**self.tags, **study_tags(self.cells)}
+        )
         if not self.tracker.client.get_run(self.study_run).data.params:
             self.tracker.log_params(self.study_run, {k: str(v)[:6000] for k, v in self.ls.plan().items()})
         plan = self.ls.plan()

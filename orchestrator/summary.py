@@ -53,8 +53,11 @@ def cell_summary(cell: Cell, rows: list[dict[str, Any]], target: int, seeds: lis
 
 
 def summary_metrics(summ: dict[str, Any]) -> dict[str, Any]:
-    """The summary's numbers logged on the cell's MLflow run when the cell finishes."""
-    return {k: summ[k] for k in ("best_dev", "val_mean", "val_std", "test_mean") if summ.get(k) is not None}
+    """The summary's numbers logged on the cell's MLflow run when the cell finishes: the
+    selected trial's dev score, the final seeds' val (mean, std) and test (mean) scores, how
+    many final runs ended ok, and the share of trainable weights."""
+    keys = ("best_dev", "val_mean", "val_std", "test_mean", "final_ok", "trainable_pct")
+    return {k: summ[k] for k in keys if summ.get(k) is not None}
 
 
 def selection_line(best: Optional[dict[str, Any]], params: dict) -> str:

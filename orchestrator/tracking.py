@@ -3,10 +3,26 @@
 Layout (one experiment per study, created by name with :class:`MlflowClient`; the driver
 never calls ``mlflow.set_experiment`` or touches the fluent API's global state)::
 
-    study run                      tags ptcore.kind=study
-    └── cell run (one per cell)    tags ptcore.kind=cell, ptcore.cell, mlflow.parentRunId
-        ├── trial run (search)     ptcore.kind=run, ptcore.phase=search, ptcore.trial_id
+    experiment "<study>"           the study's description (mlflow.note.content), kind: model training
+    study run "<study>"            ptcore.kind=study, ptcore.phase=study
+    └── cell run                   ptcore.kind=cell, ptcore.phase=cell, mlflow.parentRunId
+        │  "CB · P-Tuning v2 · MiniLM-L6"       params: the selected configuration (tag ptcore.best_trial:
+        │                                      its search trial); metrics: val_mean, val_std, best_dev, final_ok, ...
+        ├── search run             ptcore.kind=run, ptcore.phase=search, ptcore.trial_id
+        │     "CB · P-Tuning v2 · MiniLM-L6 · trial 1a2b3c4d"
         └── final run (per seed)   ptcore.kind=run, ptcore.phase=final, ptcore.seed (+ checkpoint artifact)
+              "CB · P-Tuning v2 · MiniLM-L6 · seed 0"
+
+Names lead with the task, so runs that the UI truncates still differ; a cell outside the
+full regime adds its regime (`` · few_shot-32``). Every run carries ``ptcore.task``,
+``ptcore.method``, ``ptcore.backbone``, ``ptcore.regime`` and ``ptcore.phase``; cell and
+leaf runs ``ptcore.cell`` too (the study run: every value its cells take, comma-joined).
+A leaf run's params are its resolved RunConfig (method options by their own names, as in the
+study file: ``prompt_length``) and what describes the trained run (``trainable_params``,
+``total_params``, ``checkpoint_bytes``, ``best_epoch``, ``epochs_run``); its metrics are what
+it measured: per epoch (step = epoch) ``train_loss``, ``lr_schedule`` (the learning rate the
+schedule reached; the param ``lr`` is its peak) and ``dev_*``; once, at its end, the selected
+epoch's ``best_dev_*``, ``val_*`` / ``test_*``, ``trainable_pct``, ``wall_s`` and ``train_s``.
 
 Why the driver: Ray Tune already ships every epoch's metrics from the Train worker to the
 driver (``TuneReportCallback``), so a Tune ``Callback`` in the driver logs them with one
@@ -27,7 +43,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+if TYPE_CHECKING:
+    from .study import Cell
 
 KIND, CELL, PHASE, TRIAL, RUN_INDEX, SEED = (
     "ptcore.kind",
@@ -37,18 +56,27 @@ KIND, CELL, PHASE, TRIAL, RUN_INDEX, SEED = (
     "ptcore.run_index",
     "ptcore.seed",
 )
+TASK, METHOD, BACKBONE, REGIME = "ptcore.task", "ptcore.method", "ptcore.backbone", "ptcore.regime"
 # on the MLflow experiment (a tag) and each cell's Optuna study (a user attribute): the output
 # directory whose study they are (its id, orchestrator.ledger.OutputDir.uid) and its path
 OWNER, OWNER_DIR = "ptcore.study_uid", "ptcore.output_dir"
+# MLflow 3 opens an experiment in its GenAI view unless it is marked as model training: the
+# tag and value of the UI's ExperimentKind enum (mlflow 3.17.2,
+# mlflow/server/js/build/static/js/main.c2f5f8d4.js: CUSTOM_MODEL_DEVELOPMENT="custom_model_development",
+# read from the tag "mlflow.experimentKind"; also mlflow/assistant/skills/mlflow-onboarding/SKILL.md)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+NOTE = "mlflow.note.content"  # an experiment's (or run's) description in the UI
 
 
 def flatten_config(resolved: dict[str, Any]) -> dict[str, str]:
-    """The resolved RunConfig as MLflow params: run settings as is, method options as ``method.<k>``."""
+    """The resolved RunConfig as MLflow params, each by the name the study file gives it: run
+    settings and method options alike (``lr``, ``prompt_length``); a method option named like a
+    run setting becomes ``method.<k>``."""
     out: dict[str, str] = {}
     for k, v in sorted(resolved.items()):
         if k == "method_args":
             for mk, mv in sorted((v or {}).items()):
-                out[f"method.{mk}"] = _param_str(mv)
+                out[f"method.{mk}" if mk in resolved else mk] = _param_str(mv)
         else:
             out[k] = _param_str(v)
     return out
@@ -57,6 +85,44 @@ def flatten_config(resolved: dict[str, Any]) -> dict[str, str]:
 def _param_str(v: Any) -> str:
     s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
     return s[:6000]
+
+
+def cell_title(cell: Cell) -> str:
+    """A cell's run name, task first: ``CB · P-Tuning v2 · MiniLM-L6``, its regime appended
+    outside the full one; a multi-task cell's tasks joined by '+' (``CB+SST-2``). The labels
+    are the report's (:mod:`orchestrator.report.labels`: no torch or matplotlib)."""
+    from .report.labels import method_label, task_labels
+
+    tasks = cell.task.split("+")
+    labels = task_labels(tasks)
+    parts = ["+".join(labels[t] for t in tasks), method_label(cell.method.display()), cell.backbone.display()]
+    if cell.regime_label != "full":
+        parts.append(cell.regime_label)
+    return " · ".join(parts)
+
+
+def cell_tags(cell: Cell) -> dict[str, str]:
+    """What the cell's run and each of its leaf runs are filtered by in the UI."""
+    return {
+        CELL: cell.id,
+        TASK: cell.task,
+        METHOD: cell.method.display(),
+        BACKBONE: cell.backbone.display(),
+        REGIME: cell.regime_label,
+    }
+
+
+def study_tags(cells: list[Cell]) -> dict[str, str]:
+    """The study run's ``ptcore.task`` / ``method`` / ``backbone`` / ``regime``: every value
+    its cells take, in study order, comma-joined."""
+    keys = (TASK, METHOD, BACKBONE, REGIME)
+    values = [cell_tags(c) for c in cells]
+    return {PHASE: "study", **{k: ", ".join(dict.fromkeys(v[k] for v in values)) for k in keys}}
+
+
+def experiment_tags(description: Optional[str]) -> dict[str, str]:
+    """The experiment's kind (model training, not GenAI) and the study's description."""
+    return {EXPERIMENT_KIND: MODEL_TRAINING, **({NOTE: description} if description else {})}
 
 
 def provenance_tags(git: Optional[dict], versions: Optional[dict]) -> dict[str, str]:
@@ -97,11 +163,13 @@ def experiment_owner(uri: str, experiment: str) -> Optional[tuple[str, str]]:
 class Tracker:
     """Thin wrapper over :class:`mlflow.MlflowClient` for one study's experiment."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Optional[Path] = None, owner: Optional[dict[str, str]] = None):
+    def __init__(self, uri: str, experiment: str, artifact_root: Optional[Path] = None, tags: Optional[dict[str, str]] = None):
         """``artifact_root``: where a store without an artifact server of its own (sqlite,
         file, a PostgreSQL database) keeps the experiment's artifacts (MLflow's default
-        would be ``./mlruns`` under the working directory). ``owner``: tags that mark the
-        experiment as one output directory's (:meth:`orchestrator.ledger.OutputDir.check_owner`)."""
+        would be ``./mlruns`` under the working directory). ``tags``: the experiment's, set
+        when it is created and brought up to date when it is reused: those that mark it as one
+        output directory's (:meth:`orchestrator.ledger.OutputDir.check_owner`), its kind and
+        description (:func:`experiment_tags`)."""
         _quiet_mlflow()
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         from mlflow.tracking import MlflowClient
@@ -114,12 +182,12 @@ class Tracker:
             if artifact_root is not None and local_artifacts(uri):
                 artifact_root.mkdir(parents=True, exist_ok=True)
                 location = artifact_root.resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location, tags=owner)
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location, tags=tags)
         else:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
             self.experiment_id = exp.experiment_id
-            for k, v in (owner or {}).items():
+            for k, v in (tags or {}).items():
                 if exp.tags.get(k) != v:
                     self.client.set_experiment_tag(self.experiment_id, k, v)
         self.experiment = experiment
@@ -167,11 +235,12 @@ class Tracker:
         return run.info.run_id
 
     def reuse_or_create(self, name: str, key_tags: dict[str, str], tags: dict[str, str], parent: Optional[str] = None) -> str:
-        """The study / cell runs are found again on resume (by their tags) and reopened."""
+        """The study / cell runs are found again on resume (by ``key_tags``) and reopened,
+        with the current ``name`` and ``tags``."""
         found = self.find(**key_tags)
         if found is not None:
             run_id = found.info.run_id
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status="RUNNING", name=name)
             self.set_tags(run_id, tags)
             return run_id
         return self._create(name, {**key_tags, **tags}, parent)
@@ -189,6 +258,13 @@ class Tracker:
         items = [Param(k[:250], v) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
+
+    def log_new_params(self, run_id: str, params: dict[str, str]) -> list[str]:
+        """Log the params the run lacks; MLflow params are write-once, so a key already logged
+        with another value keeps it: those keys are returned."""
+        have = self.client.get_run(run_id).data.params
+        self.log_params(run_id, {k: v for k, v in params.items() if k[:250] not in have})
+        return sorted(k for k, v in params.items() if have.get(k[:250], v) != v)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag

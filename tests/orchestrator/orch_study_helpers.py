@@ -281,10 +281,10 @@ def assert_mlflow_complete(uri: str, experiment: str, df) -> None:
         assert cell_ids[t["mlflow.parentRunId"]] == t["ptcore.cell"]
         assert t["ptcore.phase"] in ("search", "final")
         assert "ptcore.git_commit" in t and "ptcore.version.torch" in t and t["ptcore.study_hash"]
-        assert r.data.params["method.prompt_length"] == "4" and "lr" in r.data.params and r.data.params["model"]
+        assert r.data.params["prompt_length"] == "4" and "lr" in r.data.params and r.data.params["model"]
         assert "dev_primary" in r.data.metrics
     final = [r for r in finished if r.data.tags["ptcore.phase"] == "final"]
-    assert len(final) == 4 and all("val_primary" in r.data.metrics and "trainable_params" in r.data.metrics for r in final)
+    assert len(final) == 4 and all("val_primary" in r.data.metrics and "trainable_params" in r.data.params for r in final)
     client = MlflowClient(tracking_uri=uri)
     steps = [m.step for m in client.get_metric_history(final[0].info.run_id, "dev_primary") if m.step > 0]
     assert steps[:2] == [1, 2]
@@ -308,7 +308,7 @@ def assert_optuna_complete(url: str, study: str, df) -> None:
 
 
 # a run's closing summary (logged once, at step = epochs_run), as against its per-epoch metrics
-SUMMARY_KEYS = {"trainable_params", "total_params", "trainable_pct", "checkpoint_bytes", "best_epoch", "epochs_run", "wall_s", "train_s"}
+SUMMARY_KEYS = {"trainable_pct", "wall_s", "train_s"}
 
 
 def _summary_key(key: str) -> bool:
@@ -360,7 +360,7 @@ def assert_metrics_logged(uri: str, experiment: str, df, *, exact: bool = True) 
             steps = [s for s, _ in points]
             assert len(steps) == len(set(steps)), f"{row.trial_id}: {key} logged twice at a step: {sorted(steps)}"
         epoch_keys = {k for k, points in m.items() if not _summary_key(k) and any(s == 1 for s, _ in points)}
-        assert {"dev_primary", "train_loss", "lr"} <= epoch_keys, sorted(m)
+        assert {"dev_primary", "train_loss", "lr_schedule"} <= epoch_keys, sorted(m)
         for key in epoch_keys:
             assert sorted(s for s, _ in m[key]) == list(range(1, n + 1)), f"{row.trial_id}: {key} at steps {sorted(m[key])}, epochs_run {n}"
             counted += n
@@ -369,7 +369,6 @@ def assert_metrics_logged(uri: str, experiment: str, df, *, exact: bool = True) 
         assert dev[int(row.best_epoch)] == pytest.approx(row.dev_primary)
         if row.status == "ok":  # the closing summary, once
             assert m["best_dev_primary"] == [(n, pytest.approx(row.dev_primary))]
-            assert m["epochs_run"] == [(n, n)]
             if row.phase == "final":
                 assert m["val_primary"] == [(n, pytest.approx(row.val_primary))]
         else:
@@ -379,6 +378,58 @@ def assert_metrics_logged(uri: str, experiment: str, df, *, exact: bool = True) 
         with_epochs = {r for r, m in stored.items() if "dev_primary" in m}
         assert with_epochs == set(df.mlflow_run_id), "a run outside results.csv logged epochs"
     return counted
+
+
+# ------------------------------------------------------------------ the MLflow layout, read at a glance (any backend)
+
+FILTER_TAGS = ("ptcore.task", "ptcore.method", "ptcore.backbone", "ptcore.regime", "ptcore.phase")
+# what describes a run, one value each: MLflow params, never metrics
+CONSTANTS = {"trainable_params", "total_params", "checkpoint_bytes", "best_epoch", "epochs_run", "layers"}
+TASK_TITLES = {"superglue/cb": "CB", "superglue/rte": "RTE"}
+
+
+def assert_mlflow_layout(uri: str, experiment: str, description: str) -> None:
+    """What the MLflow UI of a :func:`tiny_study` shows (orchestrator.tracking): the experiment
+    described and marked as model training; run names task first (``CB · P-Tuning v2 · tiny``,
+    ``… · trial <id>``, ``… · seed <k>``); the filter tags on every run; a cell run's selected
+    configuration as params (as its final runs have them) and its summary as metrics; leaf
+    runs with their constants as params, ``lr_schedule`` (not ``lr``) per epoch."""
+    from mlflow.tracking import MlflowClient
+
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.note.content"] == description
+    runs = mlflow_runs(uri, experiment)
+    kids: dict[str, list] = {}
+    for r in runs:
+        t = r.data.tags
+        assert all(t.get(k) for k in FILTER_TAGS), (r.info.run_name, {k: t.get(k) for k in FILTER_TAGS})
+        kids.setdefault(t.get("mlflow.parentRunId"), []).append(r)
+    (study,) = [r for r in runs if r.data.tags["ptcore.kind"] == "study"]
+    assert study.info.run_name == study.data.tags["ptcore.study"] and study.data.tags["ptcore.phase"] == "study"
+    assert study.data.tags["ptcore.task"] == "superglue/cb, superglue/rte"
+    cells = kids[study.info.run_id]
+    assert len(cells) == 2
+    for cell in cells:
+        t = cell.data.tags
+        assert t["ptcore.kind"] == "cell" and t["ptcore.phase"] == "cell" and t["ptcore.regime"] == "full"
+        assert cell.info.run_name == f"{TASK_TITLES[t['ptcore.task']]} · P-Tuning v2 · {t['ptcore.backbone']}"
+        finals = [r for r in kids[cell.info.run_id] if r.data.tags["ptcore.phase"] == "final"]
+        assert finals and cell.data.params["prompt_length"] == "4" and "method.prompt_length" not in cell.data.params
+        assert "seed" not in cell.data.params and cell.data.params["lr"] == finals[0].data.params["lr"]
+        for r in finals:  # the selection is what each final run trained
+            assert {k: v for k, v in r.data.params.items() if k in cell.data.params} == cell.data.params
+        m = cell.data.metrics
+        assert {"val_mean", "val_std", "best_dev", "trainable_pct"} <= set(m) and m["final_ok"] == len(finals)
+        for r in kids[cell.info.run_id]:
+            lt = r.data.tags
+            assert {k: lt[k] for k in (*FILTER_TAGS[:4], "ptcore.cell")} == {k: t[k] for k in (*FILTER_TAGS[:4], "ptcore.cell")}
+            what = f"seed {lt['ptcore.seed']}" if lt["ptcore.phase"] == "final" else f"trial {lt['ptcore.trial_id']}"
+            assert r.info.run_name == f"{cell.info.run_name} · {what}"
+            assert not CONSTANTS & set(r.data.metrics), sorted(CONSTANTS & set(r.data.metrics))
+            assert "lr_schedule" in r.data.metrics and "lr" not in r.data.metrics and "lr" in r.data.params
+            if lt["ptcore.status"] == "ok":
+                assert CONSTANTS - {"layers"} <= set(r.data.params)
 
 
 # ------------------------------------------------------------------ kill -9 mid-search, then --resume (any backend)
@@ -512,7 +563,7 @@ def kill_points_scenario(model_dir: Path, tmp_path: Path, backend: Backend) -> d
     path = write_study(tmp_path / "tiny.yaml", backend.study(model_dir, out))
     uri, storage = backend.mlflow_uri(out), backend.optuna_url(out)
     cmd = [sys.executable, "-m", "orchestrator", "study", str(path)]
-    results, report = out / "results.csv", tmp_path / "reports" / "tiny"
+    results, report = out / "results.csv", out / "report"
     times: dict[str, float] = {}
     legs: list = []
     killed: list[tuple[str, int]] = []  # (point, process group of the killed study)

@@ -53,7 +53,7 @@ def finished(tiny_bert, pg_backend_module, tmp_path_factory):  # noqa: F811
     out = root / "out"
     path = write_study(root / "tiny.yaml", pg_backend_module.study(tiny_bert, out))
     cwd = os.getcwd()
-    os.chdir(root)  # the optional report module writes reports/<name> under the working directory
+    os.chdir(root)  # nothing is written to the working directory (the report goes to <output_dir>/report)
     try:
         t0 = time.time()
         rc = main(["study", str(path)])
@@ -273,7 +273,7 @@ def test_resume_reconciles_what_a_kill_left(backend, tiny_bert, tmp_path):  # no
     results = out.results()
     for tid, dev in (("a", 0.5), ("b", 0.75)):
         results.add({"study": ls.name, "cell": cell.id, "phase": "search", "trial_id": tid, "run_index": 0, "status": "ok", "dev_primary": dev})
-    tracker = Tracker(ls.mlflow_uri, ls.experiment_name, out.path / "mlartifacts", owner=out.owner(uid))
+    tracker = Tracker(ls.mlflow_uri, ls.experiment_name, out.path / "mlartifacts", tags=out.owner(uid))
     runs = {tid: tracker._create(f"search-{tid}", {KIND: "run", TRIAL: tid, RUN_INDEX: "0"}) for tid in "abc"}
     tracker.end(runs["a"])
     study_run = tracker._create("tiny", {KIND: "study"})
@@ -281,7 +281,7 @@ def test_resume_reconciles_what_a_kill_left(backend, tiny_bert, tmp_path):  # no
     # the resume, as StudyRunner does it: whose stores these are, then MLflow, then Optuna
     out.check_owner(ls.cells())  # this output dir's own: no refusal
     resumed = OutputDir(ls).results()
-    assert Tracker(ls.mlflow_uri, ls.experiment_name, out.path / "mlartifacts", owner=out.owner(uid)).close_stale(resumed.done_keys()) == 3
+    assert Tracker(ls.mlflow_uri, ls.experiment_name, out.path / "mlartifacts", tags=out.owner(uid)).close_stale(resumed.done_keys()) == 3
     out.reconcile_optuna(ls.cells(), resumed)
 
     status = {tid: tracker.client.get_run(run_id).info.status for tid, run_id in runs.items()}

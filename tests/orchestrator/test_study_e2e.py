@@ -17,6 +17,7 @@ from orch_study_helpers import (  # noqa: F401  (tiny_bert: fixture)
     IDS,
     assert_metrics_logged,
     assert_mlflow_complete,
+    assert_mlflow_layout,
     assert_optuna_complete,
     assert_results_complete,
     mlflow_runs,
@@ -28,15 +29,18 @@ from orch_study_helpers import (  # noqa: F401  (tiny_bert: fixture)
 from orchestrator.cli import main
 
 
+DESCRIPTION = "CB and RTE x P-Tuning v2 on a tiny random BERT"
+
+
 @pytest.fixture(scope="module")
 def finished(tiny_bert, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("e2e")
     out = root / "out"
-    path = write_study(root / "tiny.yaml", tiny_study(tiny_bert, out))
+    path = write_study(root / "tiny.yaml", tiny_study(tiny_bert, out, description=DESCRIPTION))
     import os
 
     cwd = os.getcwd()
-    os.chdir(root)  # the optional report module writes reports/<name> under the working directory
+    os.chdir(root)  # nothing is written to the working directory (the report goes to <output_dir>/report)
     try:
         t0 = time.time()
         with contextlib.redirect_stdout(io.StringIO()) as stdout:
@@ -68,6 +72,12 @@ def test_mlflow_hierarchy(finished):
     assert_mlflow_complete(uri, "tiny", df)  # shared with the PostgreSQL study (test_postgres.py)
     runs = mlflow_runs(uri, "tiny")
     assert len(runs) == 11 and all(r.info.status == "FINISHED" for r in runs), {r.info.run_name: r.info.status for r in runs}
+
+
+def test_mlflow_layout(finished):
+    """Run names task first, the filter tags on every run, the cells' selection as params and
+    summary as metrics, constants as params, lr_schedule, the experiment's description and kind."""
+    assert_mlflow_layout(f"sqlite:///{finished['out'] / 'mlflow.db'}", "tiny", DESCRIPTION)
 
 
 def test_every_metric_value_in_the_store(finished):

@@ -119,7 +119,7 @@ def test_search_trials_ok_pruned_failed(env):
     assert status == {"t_ok": "FINISHED", "t_pruned": "FINISHED", "t_bad": "FAILED"}
     assert runs["t_pruned"][0].data.tags["ptcore.status"] == "pruned"
     ok_run = runs["t_ok"][0]
-    assert ok_run.data.params["lr"] == "0.01" and ok_run.data.params["method.prompt_length"] == "4"
+    assert ok_run.data.params["lr"] == "0.01" and ok_run.data.params["prompt_length"] == "4"
     assert ok_run.data.tags["ptcore.git_commit"] == "deadbeef" and ok_run.data.tags["mlflow.parentRunId"] == env["cell_run"]
     cell = env["cell"]  # the leaf runs carry what one filters by in the UI
     assert (ok_run.data.tags["ptcore.task"], ok_run.data.tags["ptcore.method"], ok_run.data.tags["ptcore.backbone"]) == (
@@ -203,8 +203,9 @@ def test_abort_kills_open_runs_and_resume_closes_stale(env):
 
 
 def test_flatten_config_and_error_line():
-    flat = flatten_config({"lr": 0.01, "layers": None, "method_args": {"depth": [1, 2], "prompt_length": 4}})
-    assert flat == {"layers": "None", "lr": "0.01", "method.depth": "[1, 2]", "method.prompt_length": "4"}
+    flat = flatten_config({"lr": 0.01, "layers": None, "method_args": {"depth": [1, 2], "prompt_length": 4, "lr": 0.5}})
+    # method options by their own names, as in the study file; one named like a run setting keeps a prefix
+    assert flat == {"layers": "None", "lr": "0.01", "depth": "[1, 2]", "prompt_length": "4", "method.lr": "0.5"}
     try:
         try:
             raise ValueError("inner problem")
