@@ -296,10 +296,15 @@ def train_multitask(
     if out is not None:
         from .checkpoint import save_checkpoint
         from .fileio import write_json_atomic
+        from .predictions import PREDICTIONS_DIR, write_predictions
 
         with timer("checkpoint_s"):
             save_checkpoint(model, cfg, out / "checkpoint")
         result["checkpoint"] = str(out / "checkpoint")
+        files = {t: write_predictions(out, reported[t], data[t].examples, get_task(t), f"{PREDICTIONS_DIR}/{head_key(t)}")
+                 for t in tasks}  # predictions/<task>/<split>.jsonl
+        if any(files.values()):
+            result["predictions_files"] = files
     result["timing"] = {**timer.record(), "train_tokens": train_tokens}
     if out is not None:
         write_json_atomic(out / "result.json", result)

@@ -100,9 +100,11 @@ def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
 class Scores(dict):
     """A split's scores (metric name -> value, plus ``primary``), carrying the per-item metric
     inputs they were computed from (``inputs``): what a report resamples for a paired
-    bootstrap. A plain ``dict(scores)`` drops them."""
+    bootstrap; and the example index of each item (``item_examples``): what a predictions
+    file keys its lines by. A plain ``dict(scores)`` drops both."""
 
     inputs: Optional[M.MetricInputs] = None
+    item_examples: Optional[list[int]] = None
 
 
 @torch.inference_mode()
@@ -127,6 +129,7 @@ def evaluate(model: TaskModel, loader, features, examples, spec, device, dist: O
     scores = Scores(M.score_inputs(spec.metrics, inputs))
     scores["primary"] = scores[spec.primary]
     scores.inputs = inputs
+    scores.item_examples = model.kind.item_examples(features, examples)
     return scores
 
 
@@ -485,10 +488,14 @@ def train(
     out = Path(output) if output is not None and dist.main else None  # rank 0 alone writes
     if out is not None:
         from .checkpoint import save_checkpoint
+        from .predictions import write_predictions
 
         with timer("checkpoint_s"):
             save_checkpoint(model, cfg, out / "checkpoint")
         result["checkpoint"] = str(out / "checkpoint")
+        files = write_predictions(out, reported, data.examples, spec)  # predictions/<split>.jsonl
+        if files:
+            result["predictions_files"] = files
     # seconds per phase (train_s: the top-level key);
     # train_tokens / train_s is the training throughput in real tokens per second
     result["timing"] = {**timer.record(), "train_tokens": int(train_tokens)}

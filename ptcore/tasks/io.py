@@ -107,16 +107,36 @@ def _read_records(path: Path, spec: TaskSpec) -> list[dict]:
 # ---------------------------------------------------------------- record -> example
 
 
+# the fields that hold a record's own id: SuperGLUE and the hub's GLUE (idx), SQuAD, QQP and
+# the hub's NER sets (id), GLUE's tsv files (index)
+ID_FIELDS = ("idx", "id", "index")
+
+
+def record_id(rec: dict, position: int) -> Any:
+    """The record's own id (a nested hub id such as MultiRC's ``{"paragraph": 4, "question":
+    9, "answer": 30}`` joined as ``"4-9-30"``), else its 0-based ``position`` in its file."""
+    for key in ID_FIELDS:
+        value = rec.get(key)
+        if isinstance(value, dict):
+            return "-".join(str(v) for v in value.values())
+        if value not in (None, ""):
+            return value
+    return position
+
+
 def to_examples(records: Iterable[dict], spec: TaskSpec) -> list[dict]:
+    """Each record's example(s), each with an ``id`` (a prediction file's key): the one a
+    hook set, else :func:`record_id`, suffixed ``-k`` where a record yields several."""
     out: list[dict] = []
-    for rec in records:
+    for position, rec in enumerate(records):
         ex = spec.hook(rec, spec) if spec.hook else default_example(rec, spec)
         if ex is None:
             continue
-        if isinstance(ex, list):
-            out.extend(ex)
-        else:
-            out.append(ex)
+        made = ex if isinstance(ex, list) else [ex]
+        rid = record_id(rec, position)
+        for k, one in enumerate(made):
+            one.setdefault("id", rid if len(made) == 1 else f"{rid}-{k}")
+        out.extend(made)
     return out
 
 

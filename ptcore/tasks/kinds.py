@@ -13,6 +13,9 @@ A kind implements:
 ``metric_inputs(preds, features, examples, spec) -> MetricInputs``
     the per-item predictions / references / groups the task's metric functions take
     (plain JSON: a run can store them and a report can bootstrap over items).
+``item_examples(features, examples) -> list[int]``
+    the example index of each item ``metric_inputs`` returns, in its order (what a
+    predictions file keys its lines by).
 ``score(preds, features, examples, spec) -> {metric: value}``
     ``score_inputs(spec.metrics, metric_inputs(...))``.
 """
@@ -82,6 +85,10 @@ class Kind:
         """Per-item metric arguments for ``preds`` (one per feature, from :meth:`decode`)."""
         raise NotImplementedError(f"task kind {self.name!r} does not define metric_inputs")
 
+    def item_examples(self, features: list[dict], examples: list[dict]) -> list[int]:
+        """The example index of each item of :meth:`metric_inputs`, in its order."""
+        raise NotImplementedError(f"task kind {self.name!r} does not define item_examples")
+
     def score(self, preds, features, examples, spec: TaskSpec) -> dict[str, float]:
         """The task's metrics: exactly ``score_inputs(spec.metrics, metric_inputs(...))``."""
         return M.score_inputs(spec.metrics, self.metric_inputs(preds, features, examples, spec))
@@ -141,6 +148,10 @@ class Classification(Kind):
         grouped by the example's ``group`` where it has one (MultiRC's question id)."""
         refs = [examples[f["example_index"]]["label"] for f in features]
         return M.MetricInputs(list(preds), refs, _groups(examples, features))
+
+    def item_examples(self, features, examples) -> list[int]:
+        """One item per feature (multiple choice too: a feature holds all of an example's choices)."""
+        return [f["example_index"] for f in features]
 
 
 @KIND_REGISTRY.register("regression")

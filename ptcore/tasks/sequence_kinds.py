@@ -150,6 +150,10 @@ class TokenClassification(Kind):
             gold.append(list(ex["tags"]))
         return M.MetricInputs(predicted, gold, None)  # none labelled: score_inputs gives NaN
 
+    def item_examples(self, features, examples) -> list[int]:
+        """One item per labelled sentence, as :meth:`metric_inputs` skips the others."""
+        return [f["example_index"] for f in features if examples[f["example_index"]].get("tags") is not None]
+
 
 # ---------------------------------------------------------------- extractive QA
 
@@ -311,3 +315,7 @@ class ExtractiveQA(Kind):
         answers = self.predict(preds, features, examples, spec)
         indices = sorted(answers)
         return M.MetricInputs([answers[i] for i in indices], [list(examples[i]["answers"]["text"]) for i in indices], None)
+
+    def item_examples(self, features, examples) -> list[int]:
+        """One item per question (its windows are one item), in example order."""
+        return sorted({f["example_index"] for f in features})

@@ -164,8 +164,10 @@ def multirc_examples(rec: dict, spec: TaskSpec) -> list[dict]:
     out = []
     for q in passage["questions"]:
         group = f"{rec['idx']}-{q['idx']}"
-        for a in q["answers"]:
-            out.append(_multirc_option(passage["text"], q["question"], a["text"], a.get("label"), group, spec))
+        for k, a in enumerate(q["answers"]):
+            option = _multirc_option(passage["text"], q["question"], a["text"], a.get("label"), group, spec)
+            option["id"] = f"{group}-{a.get('idx', k)}"  # as the hub's {paragraph, question, answer} ids read
+            out.append(option)
     return out
 
 
@@ -224,7 +226,10 @@ def record_examples(rec: dict, spec: TaskSpec) -> list[dict]:
     out = []
     for qa in rec["qas"]:
         answers = sorted({a["text"] for a in qa.get("answers", [])})
-        out.append(_record_query(text, qa["query"], entities, answers, spec))
+        query = _record_query(text, qa["query"], entities, answers, spec)
+        if "idx" in rec and "idx" in qa:  # as the hub's {passage, query} ids read (else to_examples numbers them)
+            query["id"] = f"{rec['idx']}-{qa['idx']}"
+        out.append(query)
     return out
 
 

@@ -53,11 +53,11 @@ def _multiset(examples: list[dict]) -> collections.Counter:
 
 def _check_example(ex: dict, spec: TaskSpec) -> None:
     if spec.kind == "multiple_choice":
-        assert set(ex) == {"text_a", "choices", "label"}
+        assert set(ex) == {"id", "text_a", "choices", "label"}
         assert all(isinstance(c, str) and c for c in ex["choices"])
         assert isinstance(ex["label"], int) and 0 <= ex["label"] < len(ex["choices"])
     else:
-        assert {"text_a", "label"} <= set(ex) <= {"text_a", "text_b", "label", "group"}
+        assert {"id", "text_a", "label"} <= set(ex) <= {"id", "text_a", "text_b", "label", "group"}
         if spec.kind == "regression":
             assert isinstance(ex["label"], float)
         else:
@@ -135,6 +135,7 @@ def test_copa_choices_and_connective():
         "text_a": "The ice cream melted. What was the cause?",
         "choices": ["It was left in the sun.", "It was kept in the freezer."],
         "label": 0,
+        "id": 0,  # the record's idx
     }
     assert val[1]["text_a"] == "The dog barked. What happened as a result?"
     assert val[1]["choices"][val[1]["label"]] == "The neighbour looked outside."
@@ -153,6 +154,7 @@ def test_wic_word_prefix():
         "text_a": "bank: He sat on the bank of the river.",
         "text_b": "The bank raised its rates.",
         "label": 0,
+        "id": 0,
     }
     assert train[1]["label"] == 1
 
@@ -193,6 +195,7 @@ def test_multirc_flattening_and_groups():
         "text_b": "When did Omar bake? Every morning",
         "label": 1,
         "group": "0-0",
+        "id": "0-0-0",  # paragraph-question-answer idx
     }
     assert [ex["group"] for ex in val] == ["0-0"] * 2 + ["0-1"] * 3 + ["0-2"] * 3
     # question idx run on through the file: the second paragraph's first question is 3
@@ -218,7 +221,7 @@ def test_multirc_em_over_groups():
 def test_multirc_hub_record():
     spec = get_task("superglue/multirc")
     hub = {"paragraph": "P.", "question": "Q?", "answer": "A", "idx": {"paragraph": 4, "question": 9, "answer": 30}, "label": 0}
-    assert to_examples([hub], spec) == [{"text_a": "P.", "text_b": "Q? A", "label": 0, "group": "4-9"}]
+    assert to_examples([hub], spec) == [{"text_a": "P.", "text_b": "Q? A", "label": 0, "group": "4-9", "id": "4-9-30"}]
 
 
 def test_multirc_strips_sentence_markup():
@@ -252,7 +255,8 @@ def test_record_official_and_hub_formats():
         "answers": ["Marco Bianchi"],
         "idx": {"passage": 0, "query": 1},
     }
-    assert to_examples([hub], spec) == [splits["val"][1]]
+    assert to_examples([hub], spec) == [{**splits["val"][1], "id": "0-1"}]  # the fixture's query idx is "q1"
+    assert splits["val"][1]["id"] == "0-q1"
     assert splits["val"][1]["label"] == 1
 
 
@@ -264,7 +268,7 @@ def test_cola_has_no_header():
     assert not spec.local.header
     assert spec.metrics == ("mcc", "accuracy") and spec.primary == "mcc"
     train = _file_examples(spec, "train")
-    assert train[0] == {"text_a": "The cat sat on the mat.", "label": 1}  # the first row is data
+    assert train[0] == {"text_a": "The cat sat on the mat.", "label": 1, "id": 0}  # the first row is data
     assert train[1]["label"] == 0
     assert train[6]["text_a"] == 'They said "hello" to us.'  # bare quotes survive
     assert len(_file_examples(spec, "val")) == 6  # no trailing newline, last row kept
@@ -272,7 +276,7 @@ def test_cola_has_no_header():
 
 def test_sst2_quotes_and_labels():
     train = _file_examples(get_task("glue/sst2"), "train")
-    assert train[6] == {"text_a": 'an " instant classic " indeed ', "label": 1}
+    assert train[6] == {"text_a": 'an " instant classic " indeed ', "label": 1, "id": 6}  # no id column: the row
 
 
 def test_mrpc_bom_header():
@@ -307,36 +311,36 @@ def test_mnli_matched_and_mismatched():
 @pytest.mark.parametrize(
     "name, hub_record, expected",
     [
-        ("glue/cola", {"sentence": "A b.", "label": 1, "idx": 0}, {"text_a": "A b.", "label": 1}),
+        ("glue/cola", {"sentence": "A b.", "label": 1, "idx": 0}, {"text_a": "A b.", "label": 1, "id": 0}),
         (
             "glue/mrpc",
             {"sentence1": "x", "sentence2": "y", "label": 0, "idx": 0},
-            {"text_a": "x", "text_b": "y", "label": 0},
+            {"text_a": "x", "text_b": "y", "label": 0, "id": 0},
         ),
         (
             "glue/qqp",
             {"question1": "x?", "question2": "y?", "label": 1, "idx": 0},
-            {"text_a": "x?", "text_b": "y?", "label": 1},
+            {"text_a": "x?", "text_b": "y?", "label": 1, "id": 0},
         ),
         (
             "glue/stsb",
             {"sentence1": "x", "sentence2": "y", "label": 3.5, "idx": 0},
-            {"text_a": "x", "text_b": "y", "label": 3.5},
+            {"text_a": "x", "text_b": "y", "label": 3.5, "id": 0},
         ),
         (
             "glue/mnli",
             {"premise": "x", "hypothesis": "y", "label": 2, "idx": 0},
-            {"text_a": "x", "text_b": "y", "label": 2},
+            {"text_a": "x", "text_b": "y", "label": 2, "id": 0},
         ),
         (
             "superglue/copa",
             {"premise": "P.", "choice1": "a", "choice2": "b", "question": "effect", "label": 1, "idx": 0},
-            {"text_a": "P. What happened as a result?", "choices": ["a", "b"], "label": 1},
+            {"text_a": "P. What happened as a result?", "choices": ["a", "b"], "label": 1, "id": 0},
         ),
         (
             "superglue/boolq",
             {"question": "q", "passage": "p", "label": 1, "idx": 0},
-            {"text_a": "p", "text_b": "q", "label": 1},
+            {"text_a": "p", "text_b": "q", "label": 1, "id": 0},
         ),
     ],
 )
