@@ -1,8 +1,15 @@
 """``orchestrate collect DIR``: a mean ± std table over ``orchestrate run`` result files.
 
-For ad-hoc grids run outside a study (a shell loop of ``orchestrate run --output
-DIR/<task>/<label>/seed<k>``): every ``result.json`` below DIR is one row; rows group by
-(task, label = the directory above the seed directory).
+For ad-hoc grids run outside a study (a shell loop of ``orchestrate run --output ...``):
+every ``result.json`` below DIR is one run, wherever it lies. Runs group by their
+configuration less the seed: the hash of the resolved config (the result's ``config``, hashed
+as :meth:`ptcore.config.RunConfig.config_hash` hashes it) without ``seed`` and
+``data_seed``, the seed of the ``train_size`` sample, which a few-shot grid varies with the
+seed (each seed trains on its own sample). Runs of two configurations are never averaged
+together, and the seeds of one always are, whatever the directories are called.
+
+A group is labelled by its task, its method and the settings in which it differs from the
+other groups of that task and method: ``CB · P-Tuning v2 · lr=0.01, prompt length=16``.
 """
 
 from __future__ import annotations
@@ -10,39 +17,103 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
+from ptcore.config import HASH_ONLY_IF_SET, hashed_settings, settings_hash
 from ptcore.errors import PtcoreError
 
 from .cli import command
+from .report.labels import method_key, method_label, readable_params, task_labels
+
+SEED_KEYS = ("seed", "data_seed")  # what varies between the seeds of one configuration
+RESULT_KEYS = ("task", "method", "seed", "config", "dev", "trainable_pct", "wall_s")  # what collect reads (+ val or test)
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """One ``result.json``, checked for what collect reads (one error line naming the file)."""
+    try:
+        r = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PtcoreError(f"{path}: not a readable JSON result ({e})") from None
+    missing = [k for k in RESULT_KEYS if k not in r] if isinstance(r, dict) else list(RESULT_KEYS)
+    if missing:
+        raise PtcoreError(f"{path}: not an `orchestrate run` result.json (no {', '.join(map(repr, missing))})")
+    if not (r.get("val") or r.get("test")):
+        raise PtcoreError(f"{path}: no reported scores ('val' or 'test'); collect reads runs that report them")
+    return r
+
+
+def settings(r: dict[str, Any]) -> dict[str, Any]:
+    """A run's configuration less its seeds: what its group hash is taken over."""
+    return hashed_settings(r["config"], drop=SEED_KEYS)
 
 
 def load_results(root: Path) -> pd.DataFrame:
-    rows = []
+    """One row per ``result.json`` below ``root``: its group (config hash less the seeds), label and scores."""
+    rows, configs = [], {}
     for path in sorted(root.rglob("result.json")):
-        r = json.loads(path.read_text())
+        r = read_result(path)
         split = "test" if r.get("test") else "val"
+        config = settings(r)
+        group = settings_hash(config)
+        configs[group] = config
         rows.append(
             {
                 "task": r["task"],
-                "label": path.parent.parent.name,
+                "method": r["method"],
+                "group": group,
                 "seed": r["seed"],
+                "data_seed": r["config"].get("data_seed", 0),
                 "split": split,
                 "score": 100 * r[split]["primary"],
                 "dev": 100 * r["dev"]["primary"],
                 "trainable_pct": r["trainable_pct"],
                 "wall_s": r["wall_s"],
+                "path": str(path.parent.relative_to(root)),
             }
         )
     if not rows:
         raise PtcoreError(f"no result.json below {root}; point collect at a directory of `orchestrate run --output` runs")
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    labels = group_labels(configs)
+    df.insert(2, "label", df["group"].map(labels))
+    return df
+
+
+def flat(config: dict[str, Any]) -> dict[str, Any]:
+    """``method_args`` spread as ``method_args.<option>``; the later-added settings at their defaults."""
+    out = {**{k: v for k, v in HASH_ONLY_IF_SET.items() if k not in SEED_KEYS}, **config}
+    for k, v in out.pop("method_args", {}).items():
+        out[f"method_args.{k}"] = v
+    return out
+
+
+def group_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """group -> ``task · method · the settings that differ among that task and method's groups``."""
+    labels = {}
+    for group, config in configs.items():
+        peers = [flat(c) for c in configs.values() if (c["task"], c["method"]) == (config["task"], config["method"])]
+        mine = flat(config)
+        differ = {k: mine.get(k) for k in sorted({k for p in peers for k in p})
+                  if len({json.dumps(p.get(k), sort_keys=True) for p in peers}) > 1}
+        parts = [task_label(config["task"]), method_label(config["method"])] + ([readable_params(differ)] if differ else [])
+        labels[group] = " · ".join(parts)
+    return labels
+
+
+def task_label(task: str) -> str:
+    """``superglue/cb`` -> ``CB``; a multi-task run's tasks joined by ``+``."""
+    parts = task.split("+")
+    names = task_labels(parts)
+    return "+".join(names[t] for t in parts)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    g = df.groupby(["task", "label", "split"], sort=True)
+    """Mean ± std over each group's seeds (sample std; 0 for one seed), per reported split."""
+    g = df.groupby(["task", "method", "label", "group", "split"], sort=False)
     out = g.agg(
         seeds=("seed", "count"),
         mean=("score", "mean"),
@@ -51,14 +122,17 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         trainable_pct=("trainable_pct", "mean"),
         wall_s=("wall_s", "mean"),
     ).reset_index()
-    return out.fillna({"std": 0.0})
+    out = out.fillna({"std": 0.0})
+    order = out.apply(lambda r: (r.task, method_key(r.method), r.label, r.split), axis=1)
+    return out.loc[order.sort_values().index].reset_index(drop=True)
 
 
 def render(summary: pd.DataFrame) -> str:
+    """The summary as a GitHub markdown table, one row per group and split."""
     rows = [
         [
-            r.task,
             r.label,
+            r.group,
             r.split,
             f"{r.mean:.1f} ± {r.std:.1f}" if r.seeds > 1 else f"{r.mean:.1f}",
             r.seeds,
@@ -68,13 +142,14 @@ def render(summary: pd.DataFrame) -> str:
         ]
         for r in summary.itertuples()
     ]
-    headers = ["task", "method", "split", "score (mean ± std)", "seeds", "dev (selection)", "% params", "wall s/run"]
+    headers = ["configuration", "group hash", "split", "score (mean ± std)", "seeds", "dev (selection)", "% params", "wall s/run"]
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("directory", help="directory holding <task>/<label>/seed<k>/result.json")
-    p.add_argument("--csv", default=None, help="also write the per-run rows to this CSV")
+    p.add_argument("directory", help="directory holding `orchestrate run --output` runs (each a result.json), at any depth; "
+                                     "runs group by config hash less seed and data_seed, whatever the directories are called")
+    p.add_argument("--csv", default=None, help="also write the per-run rows (with their group and label) to this CSV")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -88,4 +163,4 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-command("collect", "mean ± std table over a directory of `orchestrate run` results")((add_args, handle))
+command("collect", "mean ± std over seeds, per configuration, of a directory of `orchestrate run` results")((add_args, handle))

@@ -117,11 +117,7 @@ class RunConfig(BaseModel):
 
     def config_hash(self) -> str:
         """Stable hash of the resolved config minus where things live and what code may run (not what they are)."""
-        d = {k: v for k, v in self.resolved().items() if k not in ("data_dir", "device", "trust_remote_code")}
-        for k, default in HASH_ONLY_IF_SET.items():  # settings added later: earlier runs keep their hashes
-            if d.get(k) == default:
-                d.pop(k, None)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return settings_hash(hashed_settings(self.resolved()))
 
 
 # what other tools call our settings: suggested when one is given (--set learning_rate=... -> lr)
@@ -138,6 +134,25 @@ HASH_ONLY_IF_SET = {
     "grad_accum_steps": 1, "precision": "auto", "train_size": None, "data_seed": 0, "dev_size": None,
     "mixing": "proportional", "mixing_temperature": 2.0, "init_from": None,
 }  # fmt: skip
+
+
+NOT_HASHED = ("data_dir", "device", "trust_remote_code")  # where things live and what code may run
+
+
+def hashed_settings(resolved: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """What :meth:`RunConfig.config_hash` hashes of a resolved config (a result's ``config``),
+    less ``drop``: all but :data:`NOT_HASHED`, and the settings added later (``HASH_ONLY_IF_SET``)
+    only where they differ from their defaults, so earlier runs keep their hashes."""
+    d = {k: v for k, v in resolved.items() if k not in NOT_HASHED and k not in drop}
+    for k, default in HASH_ONLY_IF_SET.items():
+        if d.get(k) == default:
+            d.pop(k, None)
+    return d
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of ``settings`` as sorted JSON."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def task_names(task: str) -> list[str]:
