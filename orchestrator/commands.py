@@ -43,7 +43,8 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (default: the study's ray.address, $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (cells x trials x seeds, resources, output dir); start nothing")
     p.add_argument("--output", "--output-dir", dest="output_dir", default=None,
-                   help="override the study's output_dir (--output-dir: the older spelling)")
+                   help="override the study's output_dir, which gets results.csv and, at the end, the report in "
+                        "<output_dir>/report (--output-dir: the older spelling)")
     p.add_argument("--retry-failed", action="store_true", help="with --resume: run the failed runs (status error) again")
     p.add_argument("--verbose", action="store_true", help="show Ray/Tune/worker logs")
     p.epilog = textwrap.dedent(
@@ -121,7 +122,7 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
         f"  at once      {concurrency_line(ls)}",
         f"  train        {', '.join(f'{k}={v}' for k, v in s.train.items()) or '(ptcore defaults)'}",
         f"  data         {plan['data_dir'] or '-'}  [{plan['data_source']}]",
-        f"  output       {plan['output_dir']}  (results.csv, cache/, state/)",
+        f"  output       {plan['output_dir']}  (results.csv, cache/, state/, report/)",
         f"  tracking     {plan['mlflow_uri']}  experiment {ls.experiment_name!r}",
         f"  optuna       {plan['optuna_storage']}  studies {ls.name}/<cell>",
         f"  ray          {plan['ray_address']}; storage {plan['storage_path']}",
@@ -164,7 +165,8 @@ def summary_table(summary: list[dict[str, Any]]) -> str:
 
 
 def _write_report(study_dir: Path) -> Optional[Any]:
-    """``orchestrator.report.write_report(study_dir)`` if that module exists (it is optional)."""
+    """``orchestrator.report.write_report(study_dir)`` (into ``<study_dir>/report``) if that
+    module exists (it is optional)."""
     try:
         from orchestrator.report import write_report
     except ModuleNotFoundError as e:

@@ -85,7 +85,7 @@ def tree_size(path: Path) -> int:
 
 
 # the parts an output dir holds, in the order a line lists them when sizes tie
-PARTS = ("ray", "mlartifacts", "cache", "predictions", "mlflow.db", "optuna.db", "results.csv", "state")
+PARTS = ("ray", "mlartifacts", "cache", "predictions", "report", "mlflow.db", "optuna.db", "results.csv", "state")
 
 
 def usage(out: Path) -> dict[str, int]:

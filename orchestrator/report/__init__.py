@@ -2,7 +2,8 @@
 
 Reads ``<output_dir>/results.csv`` (the ledger ``orchestrate study`` writes, through
 :class:`orchestrator.results.ResultsTable`) and the per-run files it names, and writes into
-``reports/<study>/`` by default:
+``<output_dir>/report/`` by default, beside what it reads (``--output DIR`` elsewhere, e.g.
+the committed ``reports/<study>``):
 
 - ``results.md``: GitHub markdown;
 - ``results.tex``: a standalone LaTeX document that ``\\input``s one fragment per table:
@@ -37,9 +38,11 @@ from .load import StudyResults, load_study
 from .markdown import render_markdown
 
 __all__ = ["Report", "StudyResults", "build_report", "load_study", "render_markdown", "render_latex", "write_report",
-           "write_files", "render", "render_fragments", "add_report_args", "handle_report", "register_cli", "OUTPUTS"]
+           "write_files", "render", "render_fragments", "add_report_args", "handle_report", "register_cli", "OUTPUTS",
+           "REPORT_DIR"]
 
 FIGURES = ("scale.png", "scale.pdf")
+REPORT_DIR = "report"  # the default report directory, inside the study's output directory
 
 
 def render(rep: Report) -> dict[str, bytes]:
@@ -61,14 +64,14 @@ def write_report(
     """Write the report files (see the module doc); return the report directory.
 
     ``study``: a study file (its ``output_dir``, default ``studies_out/<name>``) or a study
-    output directory holding ``results.csv``. ``out_dir`` defaults to ``reports/<name>``
-    (relative to the current directory). ``provenance``: ``{"versions": {pkg: version},
+    output directory holding ``results.csv``. ``out_dir`` defaults to ``<output_dir>/report``,
+    wherever the command runs. ``provenance``: ``{"versions": {pkg: version},
     "git_commit": sha}`` overrides the footer (default: the rows' ``git_commit`` and
     :func:`ptcore.runinfo.versions`).
     """
     data = load_study(study)
     rep = build_report(data, provenance)
-    return write_files(rep, Path(out_dir) if out_dir is not None else Path("reports") / data.name)
+    return write_files(rep, Path(out_dir) if out_dir is not None else data.output_dir / REPORT_DIR)
 
 
 def write_files(rep: Report, out: Path) -> Path:
@@ -95,7 +98,9 @@ OUTPUTS = ("results.md", "results.tex", "results_data.tex", "results_main.tex", 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study file (yaml) or study output directory (with results.csv)")
-    p.add_argument("--output", "--out", dest="out", default=None, help="report directory (default: reports/<study name>; --out: the older spelling)")
+    p.add_argument("--output", "--out", dest="out", default=None,
+                   help=f"report directory (default: <the study's output_dir>/{REPORT_DIR}, beside its results.csv; "
+                        f"--out: the older spelling)")
 
 
 def handle_report(args: argparse.Namespace) -> int:

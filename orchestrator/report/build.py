@@ -594,6 +594,8 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
     by_group: dict[tuple, dict[str, Row]] = {}
     for gk, group in groups.items():
         for m in methods:
+            if not any(_group_key(r) == gk and r.get("method") == m for r in rows):
+                continue  # not planned on this backbone (a method's `backbones:`): no row, no "missing" note
             mine = [r for r in finals if _group_key(r) == gk and r.get("method") == m]
             cells = {}
             for t in tasks:

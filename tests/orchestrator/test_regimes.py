@@ -159,5 +159,5 @@ def test_regimes_study_end_to_end(tiny_bert, tmp_path):  # noqa: F811
     assert {json.loads(c)["data_seed"] for c in few.config_json} == {0, 1}  # each seed its own sample
     multi = finals[finals.regime == "multitask"]
     assert set(multi.task) == {"superglue/cb+superglue/rte"} and multi["val_superglue-cb_primary"].notna().all()
-    md = (tmp_path / "reports" / "regimes" / "results.md").read_text()
+    md = (out / "report" / "results.md").read_text()
     assert "## Regimes" in md and "multitask" in md

@@ -374,9 +374,10 @@ def test_study_file_and_default_out_dir(tmp_path, monkeypatch):
     study.write_text("name: sweep\nbudget:\n  trials_per_cell: 3\nfinal:\n  seeds: [0]\n")
     monkeypatch.chdir(tmp_path)
     out = write_report("studies/sweep.yaml", provenance=PROVENANCE)
-    assert out == Path("reports") / "sweep"
+    assert out == Path("studies_out") / "sweep" / "report"  # beside the study's results.csv, not reports/<name>
     for name in ("results.md", "results.tex", "results_main.tex", "scale.png", "scale.pdf"):
-        assert (tmp_path / "reports" / "sweep" / name).stat().st_size > 0
+        assert (tmp_path / "studies_out" / "sweep" / "report" / name).stat().st_size > 0
+    assert not (tmp_path / "reports").exists()
     assert "# Results: sweep" in (out / "results.md").read_text()
 
 

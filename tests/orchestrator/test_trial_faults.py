@@ -73,7 +73,7 @@ def faulty(tiny_bert, tmp_path_factory):  # noqa: F811
     path = write_study(root / "faults.yaml", raw)
     stdout, stderr = io.StringIO(), io.StringIO()
     cwd = os.getcwd()
-    os.chdir(root)  # the study writes its report under reports/<name> of the working directory
+    os.chdir(root)  # the study runs from its own directory (the report goes to <output_dir>/report)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             rc = main(["study", str(path)])
@@ -101,7 +101,7 @@ def test_study_completes_and_finals_run_for_the_usable_cell(faulty):
     (final,) = tiny[tiny.phase == "final"].itertuples()
     assert final.status == "ok" and final.source_trial == ok.trial_id and pd.notna(final.val_primary)
     assert list(broken.phase) == ["search", "search"] and set(broken.status) == {"error"}  # nothing to select: no final run
-    assert "report: reports/faults" in faulty["stdout"]
+    assert f"report: {faulty['out'] / 'report'}" in faulty["stdout"]  # beside results.csv
 
 
 def test_results_rows_carry_the_real_reason(faulty):
