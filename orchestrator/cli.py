@@ -1,6 +1,8 @@
 """``orchestrate``: the command line.
 
-Subcommands register themselves in :data:`COMMANDS` (name -> (add_arguments, handler)).
+:func:`subcommands` lists every subcommand by name, importing each from its module
+(:class:`~orchestrator.subcommand.Subcommand`: help, add_arguments, handle); run, ls and env
+live here.
 Every user error (:class:`ptcore.errors.PtcoreError`) prints as one line on stderr and
 exits with status 2; nothing half-written is left behind (writes are atomic).
 """
@@ -13,11 +15,12 @@ import os
 import sys
 import textwrap
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from ptcore.errors import PtcoreError
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+from .subcommand import Subcommand
+
 
 
 class UsageError(PtcoreError):
@@ -44,14 +47,6 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):
         usage = " ".join(self.format_usage().split())
         raise UsageError(f"{self.prog}: {message}; {usage} (more: {self.prog} --help)")
-
-
-def command(name: str, help: str):
-    def wrap(fns):
-        COMMANDS[name] = (help, fns[0], fns[1])
-        return fns
-
-    return wrap
 
 
 # ------------------------------------------------------------------ run
@@ -188,7 +183,7 @@ def handle_run(args: argparse.Namespace) -> int:
     return 0
 
 
-command("run", "train one configuration in-process, or in N local data-parallel processes (no Ray)")((add_run_args, handle_run))
+RUN = Subcommand("train one configuration in-process, or in N local data-parallel processes (no Ray)", add_run_args, handle_run)
 
 
 # ------------------------------------------------------------------ ls
@@ -244,7 +239,7 @@ def handle_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-command("ls", "list tasks, methods (with options) or backbones")((add_ls_args, handle_ls))
+LS = Subcommand("list tasks, methods (with options) or backbones", add_ls_args, handle_ls)
 
 
 # ------------------------------------------------------------------ env
@@ -283,44 +278,39 @@ def handle_env(args: argparse.Namespace) -> int:
     return 0
 
 
-command("env", "print versions, git commit, devices and data directory (for bug reports)")((lambda p: None, handle_env))
+ENV = Subcommand("print versions, git commit, devices and data directory (for bug reports)", lambda p: None, handle_env)
 
 
 # ------------------------------------------------------------------ main
 
 
-def _load_plugins() -> None:
-    """Subcommands that live in their own modules (study, validate, ui, report, bench)."""
-    import importlib
+def subcommands() -> dict[str, Subcommand]:
+    """Every subcommand, in the order ``--help`` lists them, each imported from its module."""
+    from . import collect, commands, report
+    from .bench import cli as bench
 
-    for module in ("orchestrator.commands", "orchestrator.collect", "orchestrator.report", "orchestrator.bench.cli"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        if hasattr(mod, "register_cli"):
-            mod.register_cli()
+    return {
+        "run": RUN, "study": commands.STUDY, "validate": commands.VALIDATE, "ls": LS, "ui": commands.UI,
+        "report": report.SUBCOMMAND, "collect": collect.SUBCOMMAND, "bench": bench.SUBCOMMAND, "env": ENV,
+    }  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
     parser = ArgumentParser(
         prog="orchestrate",
         description="Prompt-tuning research at cluster scale: P-Tuning v2, dynamic prompting and fine-tuning.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, add_args, _) in COMMANDS.items():
+    for name, cmd in subcommands().items():
         p = sub.add_parser(
             name,
-            help=help_text,
-            description=help_text,
+            help=cmd.help,
+            description=cmd.help,
             epilog=RUN_EPILOG if name == "run" else None,
             formatter_class=HelpFormatter,
         )
-        add_args(p)
+        cmd.add_arguments(p)
     return parser
 
 
@@ -328,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command][2](args)
+        return subcommands()[args.command].handle(args)
     except PtcoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -338,8 +328,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m orchestrator.cli` runs this file as __main__; plugins register their
-    # subcommands on the importable module, so dispatch through that one
-    from orchestrator.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -25,7 +25,7 @@ from tabulate import tabulate
 from ptcore.config import HASH_ONLY_IF_SET, hashed_settings, settings_hash
 from ptcore.errors import PtcoreError
 
-from .cli import command
+from .subcommand import Subcommand
 from .report.labels import method_key, method_label, readable_params, task_labels
 
 SEED_KEYS = ("seed", "data_seed")  # what varies between the seeds of one configuration
@@ -163,4 +163,4 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-command("collect", "mean ± std over seeds, per configuration, of a directory of `orchestrate run` results")((add_args, handle))
+SUBCOMMAND = Subcommand("mean ± std over seeds, per configuration, of a directory of `orchestrate run` results", add_args, handle)

@@ -1,7 +1,7 @@
 """``orchestrate study | validate | ui``: studies on Ray Tune/Train with MLflow tracking.
 
-Loaded by :func:`orchestrator.cli._load_plugins`; registers its subcommands with
-:func:`orchestrator.cli.command`.
+Defines :data:`STUDY`, :data:`VALIDATE` and :data:`UI`, which :func:`orchestrator.cli.subcommands`
+imports by name.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from ptcore.errors import PtcoreError
 
-from .cli import command
+from .subcommand import Subcommand
 from .study import LoadedStudy, final_seeds, load_study, preflight
 
 # measured on this 2-core CPU machine: CPU-s a Ray Train worker-group trial spends before it
@@ -206,7 +206,7 @@ def handle_study(args: argparse.Namespace) -> int:
     return 0
 
 
-command("study", "run a study: Ray Tune search per cell (Optuna + ASHA), final seeds, MLflow tracking")((add_study_args, handle_study))
+STUDY = Subcommand("run a study: Ray Tune search per cell (Optuna + ASHA), final seeds, MLflow tracking", add_study_args, handle_study)
 
 
 # ------------------------------------------------------------------ validate
@@ -229,8 +229,9 @@ def handle_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-command("validate", "check a study file (schema, tasks, methods, search keys and ranges, every task's data files) without running it")(
-    (add_validate_args, handle_validate)
+VALIDATE = Subcommand(
+    "check a study file (schema, tasks, methods, search keys and ranges, every task's data files) without running it",
+    add_validate_args, handle_validate,
 )
 
 
@@ -303,4 +304,4 @@ def handle_ui(args: argparse.Namespace) -> int:
     return 0
 
 
-command("ui", "serve the MLflow UI of a study (bound to 127.0.0.1 unless --host)")((add_ui_args, handle_ui))
+UI = Subcommand("serve the MLflow UI of a study (bound to 127.0.0.1 unless --host)", add_ui_args, handle_ui)

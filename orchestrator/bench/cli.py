@@ -7,6 +7,8 @@ import os
 import sys
 import textwrap
 
+from ..subcommand import Subcommand
+
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats, depths and PEFT peers; smaller orchestration studies (<= 5 min on 2 CPU cores)")
@@ -26,6 +28,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-peft", action="store_true", help="skip the PEFT peer")
     p.add_argument("--no-large", action="store_true", help="skip the BERT-base-sized memory comparison")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the tables")
+    p.add_argument("--cli", action="store_true",
+                   help="only the light commands' wall time (--help, ls, validate) in fresh processes (-> reports/bench/cli.json)")
     p.add_argument("--ddp", action="store_true",
                    help="only the data-parallel step: 1 vs 2 gloo workers, fine-tuning and P-Tuning v2 (-> reports/bench/ddp.json)")
     p.epilog = textwrap.dedent(
@@ -52,6 +56,17 @@ def handle_bench(args: argparse.Namespace) -> int:
         from ptcore.config import DEFAULT_MODEL
 
         spec = {"model": args.model or DEFAULT_MODEL, "layers": args.layers}
+    if args.cli:
+        from ptcore.fileio import write_json_atomic
+
+        from orchestrator.bench.cli_time import cli_table, measure_cli
+
+        res = measure_cli(repeats=args.repeats or 5, log=lambda line: print(line, file=sys.stderr, flush=True))
+        output = args.output or os.path.join(os.path.dirname(DEFAULT_OUTPUT), "cli.json")
+        write_json_atomic(output, res)
+        print(json.dumps(res, indent=2) if args.json else cli_table(res))
+        print(f"wrote {output}", file=sys.stderr)
+        return 0
     if args.ddp:
         from ptcore.fileio import write_json_atomic
 
@@ -77,10 +92,7 @@ def handle_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli() -> None:
-    """Register ``orchestrate bench`` (idempotent)."""
-    from orchestrator.cli import command
-
-    command("bench", "benchmark step time, memory and MFU of every method vs fine-tuning and PEFT; orchestration overhead")(
-        (add_bench_args, handle_bench)
-    )
+SUBCOMMAND = Subcommand(
+    "benchmark step time, memory and MFU of every method vs fine-tuning and PEFT; orchestration overhead",
+    add_bench_args, handle_bench,
+)

@@ -31,6 +31,7 @@ from typing import Any, Mapping, Optional
 from ptcore.fileio import write_bytes_atomic
 
 from .. import failpoints
+from ..subcommand import Subcommand
 
 from .build import Report, build_report
 from .latex import render_fragments, render_latex
@@ -38,7 +39,7 @@ from .load import StudyResults, load_study
 from .markdown import render_markdown
 
 __all__ = ["Report", "StudyResults", "build_report", "load_study", "render_markdown", "render_latex", "write_report",
-           "write_files", "render", "render_fragments", "add_report_args", "handle_report", "register_cli", "OUTPUTS",
+           "write_files", "render", "render_fragments", "add_report_args", "handle_report", "SUBCOMMAND", "OUTPUTS",
            "REPORT_DIR"]
 
 FIGURES = ("scale.png", "scale.pdf")
@@ -111,10 +112,8 @@ def handle_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_cli() -> None:
-    """Register ``orchestrate report`` (idempotent)."""
-    from orchestrator.cli import command
-
-    command("report", "what a study ran and found: data budget, results vs fine-tuning, majority/chance, "
-                      "paired bootstrap tests, search summary (markdown, LaTeX) and a scale plot")(
-        (add_report_args, handle_report))
+SUBCOMMAND = Subcommand(
+    "what a study ran and found: data budget, results vs fine-tuning, majority/chance, paired bootstrap tests, "
+    "search summary (markdown, LaTeX) and a scale plot",
+    add_report_args, handle_report,
+)

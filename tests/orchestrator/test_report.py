@@ -409,8 +409,7 @@ def test_missing_results_is_a_user_error(tmp_path):
 def test_cli(tmp_path, capsys):
     from orchestrator import cli
 
-    report.register_cli()
-    assert "report" in cli.COMMANDS
+    assert cli.subcommands()["report"] is report.SUBCOMMAND
     assert cli.main(["report", str(HERE / "single_seed"), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "results.md").is_file()
     printed = capsys.readouterr().out
