@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import results as R
@@ -46,13 +47,18 @@ DRIVER_MEMORY = 64 * 1024**2  # worker groups: the Tune trial only drives its Tr
 # ------------------------------------------------------------------ Tune plumbing
 
 
+def static_cost(values: dict[str, Any], default_examples: int = 1000) -> float:
+    """A run's size before anything has run: training examples per task (``train_size``,
+    else ``max_train_examples``, else ``default_examples``) x tasks x epochs. Only its order
+    matters (:meth:`Phases._longest_first`)."""
+    per_task = values.get("train_size") or values.get("max_train_examples") or default_examples
+    return float(per_task) * len(str(values.get("task", "")).split("+")) * float(values.get("epochs") or 10)
+
+
 def run_spec(ls: LoadedStudy, phase: str, train_env: dict[str, str]) -> dict[str, Any]:
     """What the driver fixes for a phase's trials (``trial_fn``'s ``spec``)."""
-    from ptcore.config import run_fields
-
     return {
         "phase": phase,
-        "run_keys": sorted(run_fields()),
         "resources": ls.study.resources.model_dump(),
         "cache_dir": ls.cache_dir,
         "storage_path": ls.storage_path,
@@ -168,6 +174,22 @@ class Phases:
             tags["ptcore.stale_params"] = f"{', '.join(stale)}: an earlier selection's values (MLflow params are write-once)"
         self.tracker.set_tags(run, tags)
 
+    def _log_search_plots(self, cell: Cell, run: str) -> None:
+        """The cell's search as figures under its run (``search/``; :mod:`orchestrator.search_plots`)."""
+        import tempfile
+
+        from .search_plots import draw
+
+        with tempfile.TemporaryDirectory() as d:
+            try:
+                written, skipped = draw(self.ls.optuna_storage, self.ls.optuna_study_name(cell), Path(d))
+            except Exception as e:  # noqa: BLE001  (no Optuna study yet, a storage hiccup: a figure never fails the study)
+                written, skipped = [], [f"{type(e).__name__}: {e}"]
+            if written:
+                self.tracker.log_artifacts(run, d, "search")
+        if skipped:
+            self.tracker.set_tags(run, {"ptcore.search_plots": "; ".join(skipped)[:5000]})
+
     def _seeds_left(self, cell: Cell, source: Optional[str]) -> list[int]:
         src = source or "fixed"
         done = {int(r["seed"]) for r in self.results.select(cell=cell.id, phase="final") if r.get("source_trial") == src}
@@ -245,7 +267,7 @@ class Phases:
 
         def search_job(index: int, params: dict) -> Job:
             cell = self.cells[index]
-            return Job(cell, self._cell_run(cell), [merge_params(spec["cells"][index]["base"], params, spec["run_keys"])], params)
+            return Job(cell, self._cell_run(cell), [merge_params(spec["cells"][index]["base"], params)], params)
 
         self.recorder = Recorder(
             study=self.ls, phase="search", tracker=self.tracker, results=self.results, progress=self.progress,
@@ -299,6 +321,8 @@ class Phases:
                 continue
             run = self._cell_run(cell)
             self._log_selection(cell, run, source, params)
+            if cell.method.search:
+                self._log_search_plots(cell, run)
             jobs.append(Job(cell, run, [compose_run(self.ls, cell, params, seed=s) for s in seeds], params, source))
         return jobs
 
@@ -339,14 +363,18 @@ class Phases:
                 self._finish_cell(cell, announce=True)
 
     def _longest_first(self, packs: list[list[Job]]) -> list[list[Job]]:
-        """Packs in decreasing expected duration (a cell's mean search-run wall time x its
-        runs), so the short ones fill the lanes at the end instead of a long one running
-        alone (longest-processing-time-first scheduling). Cells without search rows count 0."""
-        cost: dict[str, float] = {}
-        for cell in self.cells:
-            walls = [float(r["wall_s"]) for r in self.results.select(cell=cell.id, phase="search") if r.get("wall_s") is not None]
-            cost[cell.id] = statistics.fmean(walls) if walls else 0.0
-        return sorted(packs, key=lambda pack: -sum(cost[j.cell.id] * len(j.runs) for j in pack))  # stable for ties
+        """Packs in decreasing expected duration, so the short ones fill the lanes at the end
+        instead of a long one running alone (longest-processing-time-first scheduling). A run's
+        expected duration: its cell's mean search-run wall time; where no cell searched (fixed
+        configurations), its training examples x epochs (:func:`static_cost`), which ranks a
+        multi-task run above a single task's and a few-shot run below both."""
+        walls = {c.id: [float(r["wall_s"]) for r in self.results.select(cell=c.id, phase="search") if r.get("wall_s") is not None]
+                 for c in self.cells}
+        if any(walls.values()):
+            cost = lambda job, values: statistics.fmean(walls[job.cell.id]) if walls[job.cell.id] else 0.0  # noqa: E731
+        else:
+            cost = lambda job, values: static_cost(values)  # noqa: E731
+        return sorted(packs, key=lambda pack: -sum(cost(j, v) for j in pack for v in j.runs))  # stable for ties
 
     def _on_final_recorded(self, cell: Cell) -> None:
         """After each final run's row: a cell whose seeds are all in is done now."""

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ptcore.config import split_settings
 from ptcore.errors import ConfigError, PtcoreError
 
 # run settings a cell decides (backbone, task, method) or the study decides elsewhere
@@ -499,16 +500,6 @@ def final_seeds(study: Study, cell: Cell) -> list[int]:
     return list(study.final.seeds)
 
 
-def split_settings(method: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(run settings, method options) of a flat key -> value dict."""
-    from ptcore.config import run_fields
-
-    run, opts = {}, {}
-    for k, v in values.items():
-        (run if k in run_fields() else opts)[k] = v
-    return run, opts
-
-
 def compose_run(ls: "LoadedStudy", cell: Cell, params: Optional[dict[str, Any]] = None, seed: Optional[int] = None) -> dict[str, Any]:
     """The raw RunConfig values of one run of ``cell`` (``params``: searched values)."""
     study = ls.study
@@ -525,8 +516,8 @@ def compose_run(ls: "LoadedStudy", cell: Cell, params: Optional[dict[str, Any]] 
         if "dev_size" in regime:
             values.pop("max_dev_examples", None)
         values.update(regime)
-    fixed_run, fixed_opts = split_settings(cell.method.name, cell.method.fixed)
-    p_run, p_opts = split_settings(cell.method.name, params or {})
+    fixed_run, fixed_opts = split_settings(cell.method.fixed)
+    p_run, p_opts = split_settings(params or {})
     values.update(fixed_run)
     values.update(p_run)
     values["method_args"] = {**fixed_opts, **p_opts}
@@ -805,7 +796,7 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         if errors:
             continue
         # build the fixed configuration, then each end of every search range
-        fixed_run, fixed_opts = split_settings(m.name, m.fixed)
+        fixed_run, fixed_opts = split_settings(m.fixed)
         values = {**base, "method": m.name, **fixed_run, "method_args": dict(fixed_opts)}
         try:
             make_run_config(values)
@@ -817,11 +808,8 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         for key, sp in m.search.items():
             fixes = ["drop it from values"] * len(sp.ends()) if sp.type == "choice" else ["change low", "change high"]
             for v, fix in zip(sp.ends(), fixes):
-                probe = {**values, "method_args": dict(values["method_args"])}
-                if key in run_fields():
-                    probe[key] = v
-                else:
-                    probe["method_args"][key] = v
+                p_run, p_opts = split_settings({key: v})
+                probe = {**values, **p_run, "method_args": {**values["method_args"], **p_opts}}
                 try:
                     make_run_config(probe)
                 except ConfigError as e:

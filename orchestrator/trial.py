@@ -47,15 +47,15 @@ def searched_values(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != CELL_KEY}
 
 
-def merge_params(base: dict[str, Any], params: dict[str, Any], run_keys: list[str] | set[str]) -> dict[str, Any]:
-    """Searched values into a run's raw config: run settings at the top, the rest into method_args."""
+def merge_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Searched values into a run's raw config: run settings at the top, the rest into
+    method_args (:func:`ptcore.config.split_settings` tells them apart)."""
+    from ptcore.config import split_settings
+
     values = copy.deepcopy(base)
-    values.setdefault("method_args", {})
-    for k, v in params.items():
-        if k in run_keys:
-            values[k] = v
-        else:
-            values["method_args"][k] = v
+    run, opts = split_settings(params)
+    values.update(run)
+    values["method_args"] = {**(values.get("method_args") or {}), **opts}
     return values
 
 
@@ -473,7 +473,7 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
         runs, prefix = job["runs"], job["run_prefix"]
     else:
         cell = spec["cells"][int(config[CELL_KEY])]
-        runs, prefix = [merge_params(cell["base"], searched_values(config), spec["run_keys"])], cell["run_prefix"]
+        runs, prefix = [merge_params(cell["base"], searched_values(config))], cell["run_prefix"]
     res = spec["resources"]
     local = runs_locally(res, spec.get("trial_mode", "auto"))
     retries = int(spec.get("max_failures", 0))

@@ -9,7 +9,7 @@ import os
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from .errors import ConfigError
 
@@ -30,6 +30,7 @@ class RunConfig(BaseModel):
         False, description="let transformers run Python code shipped with the model (hub custom architectures); off unless set"
     )
     method_args: dict[str, Any] = Field(default_factory=dict, description="options of the method (see `orchestrate ls methods`)")
+    _method_config: Any = PrivateAttr(None)  # method_args as the method's own typed config, built once by the validator
     data_dir: Optional[str] = Field(None, description="data directory (default $PTCORE_DATA_DIR, else the hub)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (numpy's range: 0 .. 2**32 - 1)")
     epochs: int = Field(10, ge=1)
@@ -91,7 +92,7 @@ class RunConfig(BaseModel):
             get_task(name)
         if len(set(names)) != len(names):
             raise ConfigError(f"task {self.task!r}: a task is listed twice; join distinct tasks with '+'")
-        make_method_config(self.method, self.method_args)  # raises a ConfigError naming the option
+        self._method_config = make_method_config(self.method, self.method_args)  # a ConfigError names a bad option
         if self.train_size is not None and self.max_train_examples is not None:
             raise ConfigError("train_size and max_train_examples both set: keep train_size (stratified, seeded by data_seed)")
         if self.dev_size is not None and self.train_size is None:
@@ -105,12 +106,18 @@ class RunConfig(BaseModel):
             raise ConfigError("dev_size and max_dev_examples both set: dev_size replaces the dev split; drop max_dev_examples")
         return self
 
+    @property
+    def method_config(self):
+        """The method's options as its own config class (e.g. ``PTuningV2Config``), defaults
+        filled in and validated: what the method's encoder is built from."""
+        return self._method_config
+
     def resolved(self) -> dict[str, Any]:
         """Everything that determines the run, method defaults filled in."""
-        from .methods import get_method, make_method_config
+        from .methods import get_method
 
         d = self.model_dump()
-        d["method_args"] = make_method_config(self.method, self.method_args).model_dump()
+        d["method_args"] = self.method_config.model_dump()
         if d["lr"] is None:
             d["lr"] = get_method(self.method).config_cls.default_lr
         return d
@@ -164,6 +171,18 @@ def run_fields() -> set[str]:
     return set(RunConfig.model_fields) - {"method_args"}
 
 
+def split_settings(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run settings, method options) of a flat key -> value mapping: the one place that tells
+    them apart (a run setting is a RunConfig field; anything else is the method's option, which
+    the method's config class then accepts or refuses by name). ``--set``, a study's ``fixed`` and
+    ``search`` and a trial's searched values all go through here."""
+    run, opts = {}, {}
+    fields = run_fields()
+    for k, v in values.items():
+        (run if k in fields else opts)[k] = v
+    return run, opts
+
+
 def parse_value(text: str) -> Any:
     """``--set`` values are YAML scalars/lists: 16, 1e-2, true, [9, 10, 11], null."""
     try:
@@ -190,10 +209,10 @@ def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set prompt_length=16")
         key, text = item.split("=", 1)
         key = key.strip()
-        if key in run_fields():
-            out[key] = parse_value(text)
-        elif key in m_fields:
-            out["method_args"][key] = parse_value(text)
+        run, opts = split_settings({key: parse_value(text)})
+        if run or key in m_fields:
+            out.update(run)
+            out["method_args"].update(opts)
         else:
             known = sorted(run_fields() | m_fields)
             alias = [a for a in [SYNONYMS.get(key.lower())] if a in known]

@@ -40,9 +40,10 @@ from .config import RunConfig, task_names
 from .distributed import Dist
 from .errors import ConfigError, TrainingError
 from .kernels import install as install_kernels
-from .methods import get_method, make_method_config
+from .methods import get_method
 from .model import TaskModel
 from .precision import Amp
+from .result import RunResult
 from .tasks import get_task
 from .tasks.io import resolve_data_dir
 from .tasks.kinds import get_kind
@@ -77,7 +78,7 @@ def build_multitask_model(cfg: RunConfig, backbone: Backbone) -> MultiTaskModel:
     from .train import seed_everything
 
     seed_everything(cfg.seed)
-    encoder = get_method(cfg.method).encoder_cls(backbone, make_method_config(cfg.method, cfg.method_args))
+    encoder = get_method(cfg.method).encoder_cls(backbone, cfg.method_config)
     heads, kinds = {}, {}
     for t in task_names(cfg.task):
         spec = get_task(t)
@@ -133,7 +134,7 @@ def train_multitask(
     data_cache: Optional[MutableMapping[tuple, Any]] = None,
     report: bool = True,
     resume: Optional[str | Path] = None,
-) -> dict[str, Any]:
+) -> RunResult:
     """:func:`ptcore.train.train` for a multi-task ``cfg`` (tasks joined by '+'); same record,
     with each task's scores under ``tasks`` and their means as ``dev`` / ``val``."""
     from .checkpoint import load_init
@@ -252,7 +253,7 @@ def train_multitask(
         return out
 
     per_task = {t: {"dev": dict(loop.best_dev[t]), **{s: dict(v) for s, v in reported[t].items()}} for t in tasks}
-    result: dict[str, Any] = {
+    result: RunResult = {
         "task": cfg.task,
         "tasks": {t: {**per_task[t], "primary_metric": get_task(t).primary, "train_examples": sizes[t],
                       "mixing_weight": weights[t], "examples_seen": seen[t],

@@ -32,9 +32,10 @@ from .distributed import Dist
 from .data import encode_split, feature_length, make_loader, sort_by_length, subsample
 from .errors import TrainingError
 from .kernels import install as install_kernels
-from .methods import get_method, make_method_config
+from .methods import get_method
 from .model import TaskModel
 from .precision import Amp
+from .result import RunResult
 from .sampling import draw
 from .tasks import get_task, load_splits
 from .tasks.io import resolve_data_dir
@@ -89,7 +90,7 @@ def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
     spec = get_task(cfg.task)
     kind = get_kind(spec.kind)
     method = get_method(cfg.method)
-    encoder = method.encoder_cls(backbone, make_method_config(cfg.method, cfg.method_args))
+    encoder = method.encoder_cls(backbone, cfg.method_config)
     head = kind.make_head(encoder.hidden_size, spec, cfg.head_dropout)
     model = TaskModel(encoder, head, kind, pooling=cfg.pooling)
     model.task_name = cfg.task  # which head this is (init_from matches a multi-task checkpoint's heads by it)
@@ -308,8 +309,9 @@ def train(
     data_cache: Optional[MutableMapping[tuple, Prepared]] = None,
     report: bool = True,
     resume: Optional[str | Path] = None,
-) -> dict[str, Any]:
-    """Train ``cfg``; return the result record (and write it + the checkpoint to ``output``).
+) -> RunResult:
+    """Train ``cfg``; return the result record (:class:`ptcore.result.RunResult`; written with
+    the checkpoint to ``output``).
 
     ``data_cache``: a mapping that keeps prepared splits between runs in one process (a
     reused trial process passes the same dict every run; see :func:`prepared`).
@@ -446,7 +448,7 @@ def train(
             for s in ("val", "test")
             if s in eval_loaders and report
         }
-    result: dict[str, Any] = {
+    result: RunResult = {
         "task": cfg.task,
         "method": cfg.method,
         "model": cfg.model,

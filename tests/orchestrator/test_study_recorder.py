@@ -81,18 +81,18 @@ def _runs(env) -> dict[str, list]:
     return out
 
 
-def _search_recorder(env, run_keys) -> Recorder:
+def _search_recorder(env) -> Recorder:
     base = compose_run(env["ls"], env["cell"])
 
     def search_job(index: int, params: dict) -> Job:
         assert index == env["cell"].index
-        return Job(env["cell"], env["cell_run"], [merge_params(base, params, run_keys)], params)
+        return Job(env["cell"], env["cell_run"], [merge_params(base, params)], params)
 
     return Recorder(phase="search", search_job=search_job, epochs=2, **env["common"])
 
 
 def test_search_trials_ok_pruned_failed(env):
-    rec = _search_recorder(env, ["lr", "epochs", "seed"])
+    rec = _search_recorder(env)
     ok, pruned = FakeTrial("t_ok", {"lr": 0.01, CELL_KEY: 0}), FakeTrial("t_pruned", {"lr": 0.05, CELL_KEY: 0})
     bad = FakeTrial("t_bad", {"lr": 0.09, CELL_KEY: 0}, RuntimeError("Training failed\nptcore.errors.TrainingError: loss is nan at epoch 1"))
     for t in (ok, pruned, bad):
@@ -186,7 +186,7 @@ def test_final_pack_of_several_jobs(env):
 
 
 def test_abort_kills_open_runs_and_resume_closes_stale(env):
-    rec = _search_recorder(env, ["lr"])
+    rec = _search_recorder(env)
     a, b = FakeTrial("a", {"lr": 0.01, CELL_KEY: 0}), FakeTrial("b", {"lr": 0.02, CELL_KEY: 0})
     rec.on_trial_start(0, [], a)
     rec.on_trial_start(0, [], b)
@@ -257,7 +257,7 @@ def test_checkpoint_over_the_size_limit_is_not_logged(env, tmp_path):
 def test_an_epoch_reported_again_by_a_retried_process_is_logged_once(env):
     """A retried trial process re-delivers the report it continues from (and a Ray Train
     worker group may redo an epoch whose report was lost): each epoch is logged once."""
-    rec = _search_recorder(env, ["lr", "epochs", "seed"])
+    rec = _search_recorder(env)
     t = FakeTrial("t_retry", {"lr": 0.01, CELL_KEY: 0})
     rec.on_trial_start(0, [], t)
     for epoch, dev in ((1, 0.5), (2, 0.6), (2, 0.6), (1, 0.5), (3, 0.7)):
