@@ -32,7 +32,7 @@ from ray.tune import Callback
 from . import failpoints
 from . import results as R
 from .raysession import check_interrupt
-from .tracking import KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, flatten_config, provenance_tags
+from .tracking import KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, data_inputs, flatten_config, provenance_tags
 from .trial import BOOKKEEPING, CELL_KEY, error_line, searched_values, trial_error
 
 
@@ -155,6 +155,7 @@ class Recorder(Callback):
                 tags["ptcore.source_trial"] = rs.job.source_trial
             params = flatten_config(rs.resolved) if rs.resolved else {k: str(v) for k, v in rs.values.items()}
             rs.mlflow_id = self.tracker.start_run(name, rs.job.cell_run, tags, params)
+            self.tracker.log_inputs(rs.mlflow_id, data_inputs(rs.job.cell.task, self.ls.data_dir))  # the files, with digests
             rs.started = time.time()
         return rs.mlflow_id
 

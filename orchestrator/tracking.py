@@ -125,6 +125,49 @@ def experiment_tags(description: Optional[str]) -> dict[str, str]:
     return {EXPERIMENT_KIND: MODEL_TRAINING, **({NOTE: description} if description else {})}
 
 
+_DIGESTS: dict[str, tuple[float, int, str]] = {}  # path -> (mtime, size, sha256): each file hashed once per process
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (the first 16 hex digits), remembered while it is unchanged."""
+    import hashlib
+
+    st = path.stat()
+    known = _DIGESTS.get(str(path))
+    if known is None or known[:2] != (st.st_mtime, st.st_size):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        known = (st.st_mtime, st.st_size, h.hexdigest()[:16])
+        _DIGESTS[str(path)] = known
+    return known[2]
+
+
+def data_inputs(task: str, data_dir: Optional[str]) -> list:
+    """MLflow dataset inputs of a cell's task(s): each official data file the runs read (the
+    task's local layout under ``data_dir``), named ``<task>/<file role>``, with its digest, path
+    and size; its role (train / val / test) as the input's context tag. None without a data
+    directory (the runs read the hub)."""
+    if not data_dir:
+        return []
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from ptcore.tasks import get_task
+
+    inputs = []
+    for name in task.split("+"):
+        spec = get_task(name)
+        root = Path(data_dir) / spec.local.path
+        for role, fname in spec.local.files.items():
+            path = root / fname
+            if not path.is_file():
+                continue
+            ds = Dataset(name=f"{name}/{role}", digest=file_digest(path), source_type="local", source=json.dumps({"path": str(path)}),
+                         profile=json.dumps({"bytes": path.stat().st_size}))
+            inputs.append(DatasetInput(ds, tags=[InputTag("mlflow.data.context", role)]))
+    return inputs
+
+
 def provenance_tags(git: Optional[dict], versions: Optional[dict]) -> dict[str, str]:
     tags: dict[str, str] = {}
     if git:
@@ -284,6 +327,10 @@ class Tracker:
             items.append(Metric(k, float(v), ts, int(step)))
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
+
+    def log_inputs(self, run_id: str, inputs: list) -> None:
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def log_artifacts(self, run_id: str, local_dir: str, artifact_path: Optional[str] = None) -> None:
         self.client.log_artifacts(run_id, local_dir, artifact_path)

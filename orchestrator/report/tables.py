@@ -310,7 +310,9 @@ def data_caption(rep: Report) -> str:
 def search_caption(rep: Report) -> str:
     return ("Search trials per cell, by their status in the ledger: completed (trained to the end), stopped early "
             "by ASHA (pruned), failed (error). Selected trial: the trial whose configuration the final runs used; "
-            "Dev: its dev score ×100; selected hyperparameters: its searched values (3 significant digits).")
+            "Dev: its dev score ×100; selected hyperparameters: its searched values (3 significant digits). Each "
+            "cell's search drawn (parallel coordinates, parameter importances): its MLflow cell run, artifacts search/ "
+            "(studies run since these figures exist).")
 
 
 def tests_caption(rep: Report) -> str:

@@ -67,11 +67,9 @@ def _recorder(phases: Phases, phase: str, **kwargs) -> Recorder:
 
 def _fake_search(self: Phases) -> None:
     """``Phases.search_phase`` without Ray: two trials per cell, the second one better."""
-    from ptcore.config import run_fields
-
     def job(index: int, params: dict) -> Job:
         cell = self.cells[index]
-        return Job(cell, self._cell_run(cell), [merge_params(compose_run(self.ls, cell), params, sorted(run_fields()))], params)
+        return Job(cell, self._cell_run(cell), [merge_params(compose_run(self.ls, cell), params)], params)
 
     rec = _recorder(self, "search", search_job=job, on_recorded=self._search_recorded)
     for cell in self.cells:
@@ -162,3 +160,46 @@ def test_reused_experiment_and_run_take_the_current_description_and_name(tmp_pat
     again = tracker.reuse_or_create("CB · P-Tuning v2 · tiny", {"ptcore.kind": "cell", "ptcore.cell": "c"}, {"ptcore.phase": "cell"})
     run = tracker.client.get_run(again)
     assert again == old and run.info.run_name == "CB · P-Tuning v2 · tiny" and run.data.tags["ptcore.phase"] == "cell"
+
+
+def test_leaf_runs_name_their_data_files_with_digests(layout):
+    """The official files each run read, as MLflow dataset inputs: name, role, digest."""
+    import hashlib
+
+    from orch_study_helpers import FIXTURE_DATA
+
+    (run,) = [r for r in layout["runs"] if r.info.run_name == "CB · P-Tuning v2 · MiniLM-L6 · seed 0"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"superglue/cb/train", "superglue/cb/val"}
+    for role, fname in (("train", "train.jsonl"), ("val", "val.jsonl")):
+        d = inputs[f"superglue/cb/{role}"]
+        path = FIXTURE_DATA / "superglue" / "CB" / fname
+        assert d.dataset.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        assert json.loads(d.dataset.source)["path"] == str(path)
+        assert {t.key: t.value for t in d.tags}["mlflow.data.context"] == role
+
+
+def test_search_plots(tmp_path):
+    """A cell's Optuna study drawn: parallel coordinates and importances as PNGs; too few
+    trials draw nothing and say why."""
+    import optuna
+
+    from orchestrator.search_plots import draw
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s/cell", storage=storage, direction="maximize")
+    assert draw(storage, "s/cell", tmp_path / "none") == ([], ["0 completed trial(s), 0 searched parameter(s): nothing to draw"])
+    for lr, length in ((1e-3, 8), (1e-2, 16), (3e-2, 32), (3e-3, 8)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"lr": lr, "prompt_length": length}, value=0.5 + lr,
+            distributions={"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+                           "prompt_length": optuna.distributions.CategoricalDistribution([8, 16, 32])}))  # fmt: skip
+    written, skipped = draw(storage, "s/cell", tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["parallel_coordinates.png", "param_importances.png"] and skipped == []
+    assert all(p.stat().st_size > 1000 and p.read_bytes()[:4] == b"\x89PNG" for p in written)
+
+
+def test_cell_run_says_why_it_has_no_search_plots(layout):
+    """The fake search here has no Optuna study: the cell run says so rather than failing."""
+    (cb,) = [r for r in layout["runs"] if r.info.run_name == "CB · P-Tuning v2 · MiniLM-L6"]
+    assert "ptcore.search_plots" in cb.data.tags

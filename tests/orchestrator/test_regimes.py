@@ -161,3 +161,26 @@ def test_regimes_study_end_to_end(tiny_bert, tmp_path):  # noqa: F811
     assert set(multi.task) == {"superglue/cb+superglue/rte"} and multi["val_superglue-cb_primary"].notna().all()
     md = (out / "report" / "results.md").read_text()
     assert "## Regimes" in md and "multitask" in md
+
+
+def test_longest_first_without_search_rows():
+    """Fixed configurations (no search rows): packs ordered by training examples x tasks x
+    epochs, so the multi-task packs start first instead of running alone at the end."""
+    from orchestrator.phases import Phases, static_cost
+    from orchestrator.recorder import Job
+
+    raw = copy.deepcopy(BASE)
+    raw["train"]["epochs"], raw["regimes"][1]["train"]["epochs"] = 3, 12  # as studies/regimes.yaml
+    ls = loaded(raw)
+    cells = ls.cells()
+
+    class NoRows:
+        def select(self, **where):
+            return []
+
+    phases = Phases.__new__(Phases)
+    phases.cells, phases.results = cells, NoRows()
+    jobs = [Job(c, "run", [compose_run(ls, c, seed=s) for s in (0, 1, 2)], {}) for c in cells]
+    ordered = phases._longest_first([[j] for j in jobs])
+    assert ordered[0][0].cell.regime.name == "multitask" and ordered[-1][0].cell.regime.name == "few_shot"
+    assert static_cost({"task": "a+b", "train_size": 10, "epochs": 3}) == 60.0
