@@ -17,15 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from tabulate import tabulate
 
 from ptcore.config import HASH_ONLY_IF_SET, hashed_settings, settings_hash
 from ptcore.errors import PtcoreError
 
 from .subcommand import Subcommand
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a table is built: `orchestrate ls` and --help never pay for pandas
 from .report.labels import method_key, method_label, readable_params, task_labels
 
 SEED_KEYS = ("seed", "data_seed")  # what varies between the seeds of one configuration
@@ -77,6 +79,8 @@ def load_results(root: Path) -> pd.DataFrame:
         )
     if not rows:
         raise PtcoreError(f"no result.json below {root}; point collect at a directory of `orchestrate run --output` runs")
+    import pandas as pd
+
     df = pd.DataFrame(rows)
     labels = group_labels(configs)
     df.insert(2, "label", df["group"].map(labels))

@@ -272,6 +272,28 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
 
 
+# MLflow 3.17's UI opens in its GenAI view (traces, an assistant) unless the page asks for the
+# model-training one: the query parameter workflowType=machine_learning (then remembered in the
+# browser's localStorage, "mlflow.workflowType"); mlflow/server/js/build/static/js/main.*.js.
+# The experiment tag mlflow.experimentKind alone does not switch it (seen in headless Chromium).
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def experiment_links(uri: str, base: str, env: Optional[dict] = None) -> list[tuple[str, str]]:
+    """(experiment name, its runs table in the model-training view) for each study experiment
+    in the store; none where the store cannot be read (the UI still serves it)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        if env and "PGPASSWORD" in env:
+            os.environ.setdefault("PGPASSWORD", env["PGPASSWORD"])
+        experiments = MlflowClient(tracking_uri=uri).search_experiments()
+    except Exception:  # noqa: BLE001  (a link is a convenience; the server is what matters)
+        return []
+    return [(e.name, f"{base}/#/experiments/{e.experiment_id}?{MODEL_TRAINING_VIEW}")
+            for e in experiments if e.name != "Default"]
+
+
 def handle_ui(args: argparse.Namespace) -> int:
     from .stores import is_postgres, postgres_problem, redact, split_password
 
@@ -292,7 +314,10 @@ def handle_ui(args: argparse.Namespace) -> int:
 
     check_port(args.host, args.port, "the MLflow UI")  # before anything starts: one line, exit 2
     cmd = ui_command(uri, args.host, args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port}  ({redact(uri)}); Ctrl-C to stop", flush=True)
+    base = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI on {base}  ({redact(uri)}); Ctrl-C to stop", flush=True)
+    for name, link in experiment_links(uri, base, env):
+        print(f"  {name}: {link}", flush=True)
     # its own process group; Ctrl-C / SIGTERM stop MLflow's whole process tree (~15 processes)
     rc, stopped = run_process_tree(cmd, env=env)
     if stopped is not None:

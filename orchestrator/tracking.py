@@ -60,8 +60,10 @@ TASK, METHOD, BACKBONE, REGIME = "ptcore.task", "ptcore.method", "ptcore.backbon
 # on the MLflow experiment (a tag) and each cell's Optuna study (a user attribute): the output
 # directory whose study they are (its id, orchestrator.ledger.OutputDir.uid) and its path
 OWNER, OWNER_DIR = "ptcore.study_uid", "ptcore.output_dir"
-# MLflow 3 opens an experiment in its GenAI view unless it is marked as model training: the
-# tag and value of the UI's ExperimentKind enum (mlflow 3.17.2,
+# The experiment's kind, as MLflow 3 classifies experiments: model training, not GenAI. In
+# mlflow 3.17.2 the UI's view is chosen by the page's URL (workflowType=machine_learning, which
+# `orchestrate ui` prints, see orchestrator.commands.MODEL_TRAINING_VIEW), not by this tag:
+# seen in headless Chromium. The tag and value of the UI's ExperimentKind enum (mlflow 3.17.2,
 # mlflow/server/js/build/static/js/main.c2f5f8d4.js: CUSTOM_MODEL_DEVELOPMENT="custom_model_development",
 # read from the tag "mlflow.experimentKind"; also mlflow/assistant/skills/mlflow-onboarding/SKILL.md)
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"

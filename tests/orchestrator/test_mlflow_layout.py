@@ -203,3 +203,13 @@ def test_cell_run_says_why_it_has_no_search_plots(layout):
     """The fake search here has no Optuna study: the cell run says so rather than failing."""
     (cb,) = [r for r in layout["runs"] if r.info.run_name == "CB · P-Tuning v2 · MiniLM-L6"]
     assert "ptcore.search_plots" in cb.data.tags
+
+
+def test_ui_links_open_the_model_training_view(layout):
+    """`orchestrate ui` prints each experiment's runs table with the query that selects MLflow
+    3.17's model-training view (the experiment tag alone does not)."""
+    from orchestrator.commands import experiment_links
+
+    links = experiment_links(layout["uri"], "http://127.0.0.1:5000")
+    assert [name for name, _ in links] == ["tiny"]
+    assert links[0][1].startswith("http://127.0.0.1:5000/#/experiments/") and links[0][1].endswith("?workflowType=machine_learning")
