@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ptcore.config import split_settings
+from ptcore.config import split_settings, task_key
 from ptcore.errors import ConfigError, PtcoreError
 
 # run settings a cell decides (backbone, task, method) or the study decides elsewhere
@@ -487,7 +487,7 @@ def make_cells(study: Study, path: Optional[Path] = None) -> list[Cell]:
                 for m in study.methods:
                     if not m.runs_on(bb):
                         continue
-                    parts = [bb.display(), task.replace("/", "-"), m.display()] + ([regime.display()] if regime is not None else [])
+                    parts = [bb.display(), task_key(task), m.display()] + ([regime.display()] if regime is not None else [])
                     cid = "__".join(_slug(x) for x in parts)
                     cells.append(Cell(cid, len(cells), bb, _resolve_model(bb.id, base), task, m, regime))
     return cells

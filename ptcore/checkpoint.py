@@ -40,7 +40,7 @@ def load_init(model, directory: str | Path) -> str:
     task; a single-task one its own task's). Other heads start fresh. This is P-Tuning v2's
     MPT-2: prompts pre-trained on several tasks, then trained on one. Returns what was loaded,
     for the result record. A checkpoint of another method, option set or backbone is refused."""
-    from .config import task_names
+    from .config import task_key, task_names
     from .errors import ConfigError
 
     directory = Path(directory)
@@ -63,7 +63,7 @@ def load_init(model, directory: str | Path) -> str:
     multi = hasattr(model, "heads")
     saved_tasks = task_names(saved_cfg.get("task", ""))
     for task in (model.tasks if multi else [getattr(model, "task_name", None)]):
-        key = task.replace("/", "-")
+        key = task_key(task)
         target = f"heads.{key}." if multi else "head."
         for source in (f"heads.{key}.", "head." if saved_tasks == [task] else None):
             got = {target + n[len(source):]: t for n, t in saved.items() if source and n.startswith(source)}

@@ -167,6 +167,12 @@ def task_names(task: str) -> list[str]:
     return [t.strip() for t in task.split("+")]
 
 
+def task_key(task: str) -> str:
+    """A task's name where '/' cannot stand (a multi-task run's heads, its metric names and
+    prediction folders, cell ids): ``superglue/cb`` -> ``superglue-cb``."""
+    return task.replace("/", "-")
+
+
 def run_fields() -> set[str]:
     return set(RunConfig.model_fields) - {"method_args"}
 

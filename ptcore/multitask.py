@@ -34,9 +34,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from . import runinfo
 from .backbones import Backbone, load_backbone
-from .config import RunConfig, task_names
+from .config import RunConfig, task_key, task_names
 from .distributed import Dist
 from .errors import ConfigError, TrainingError
 from .kernels import install as install_kernels
@@ -45,14 +44,8 @@ from .model import TaskModel
 from .precision import Amp
 from .result import RunResult
 from .tasks import get_task
-from .tasks.io import resolve_data_dir
 from .tasks.kinds import get_kind
 from .trainstate import LoopState
-
-
-def head_key(task: str) -> str:
-    """A task's name among the heads (and in metric names): ``superglue/cb`` -> ``superglue-cb``."""
-    return task.replace("/", "-")
 
 
 class MultiTaskModel(nn.Module):
@@ -62,7 +55,7 @@ class MultiTaskModel(nn.Module):
     def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module], kinds: dict[str, Any], pooling: str):
         super().__init__()
         self.encoder = encoder
-        self.heads = nn.ModuleDict({head_key(t): h for t, h in heads.items()})
+        self.heads = nn.ModuleDict({task_key(t): h for t, h in heads.items()})
         self.tasks = list(heads)
         self.views = {t: TaskModel(encoder, heads[t], kinds[t], pooling=pooling) for t in heads}  # not registered: shared
 
@@ -138,7 +131,9 @@ def train_multitask(
     """:func:`ptcore.train.train` for a multi-task ``cfg`` (tasks joined by '+'); same record,
     with each task's scores under ``tasks`` and their means as ``dev`` / ``val``."""
     from .checkpoint import load_init
-    from .train import PhaseTimer, Resumable, data_budget, evaluate, make_loader, make_optimizer, pick_device, prepared, sort_by_length
+    from .train import (
+        PhaseTimer, Resumable, data_budget, evaluate, make_loader, make_optimizer, pick_device, prepared, provenance, sort_by_length,
+    )  # fmt: skip
 
     if resume is not None:
         raise ConfigError("multi-task runs cannot resume from a saved epoch yet; run it again from the start (ray.max_failures: 0)")
@@ -216,7 +211,7 @@ def train_multitask(
         mean_dev = float(np.mean([dev[t]["primary"] for t in tasks]))
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
                   "lr": scheduler.get_last_lr()[0], **aux, "dev_primary": mean_dev}
-        record.update({f"dev_{head_key(t)}_primary": dev[t]["primary"] for t in tasks})
+        record.update({f"dev_{task_key(t)}_primary": dev[t]["primary"] for t in tasks})
         loop.history.append(record)
         if log is not None:
             each = " ".join(f"{t} {dev[t]['primary']:.4f}" for t in tasks)
@@ -249,9 +244,10 @@ def train_multitask(
         if len(have) < len(tasks):
             return None
         out = {"primary": float(np.mean([scores[t][split]["primary"] for t in tasks]))}
-        out.update({f"{head_key(t)}_primary": float(scores[t][split]["primary"]) for t in tasks})
+        out.update({f"{task_key(t)}_primary": float(scores[t][split]["primary"]) for t in tasks})
         return out
 
+    notes = [f"{t}: {n}" for t in tasks for n in data[t].notes]  # each task's data notes, named
     per_task = {t: {"dev": dict(loop.best_dev[t]), **{s: dict(v) for s, v in reported[t].items()}} for t in tasks}
     result: RunResult = {
         "task": cfg.task,
@@ -275,23 +271,16 @@ def train_multitask(
         "data": {"multitask": True, "mixing": cfg.mixing, "mixing_temperature": cfg.mixing_temperature,
                  "sizes": {"train": sum(sizes.values())}, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
                  "task_sizes": {t: {s: len(exs) for s, exs in data[t].examples.items()} for t in tasks},
-                 "notes": [f"{t}: {n}" for t in tasks for n in data[t].notes]},
+                 "notes": notes},
         "wall_s": time.time() - t_start,
         "train_s": timer.spent["train_s"],
         "history": loop.history,
         "resumed_at": [],
-        "data_notes": [f"{t}: {n}" for t in tasks for n in data[t].notes],
+        "data_notes": notes,
         "init_from": init_note,
-        "config": resolved,
-        "config_hash": config_hash,
-        "data_dir": str(resolve_data_dir(cfg.data_dir) or "hub"),
-        "versions": runinfo.versions(),
-        "git": runinfo.git_info(),
-        "device": str(device),
+        **provenance(cfg, resolved, config_hash, device, amp),
         "workers": 1,
         "sync_bytes_per_step": 0,
-        "precision": amp.precision,
-        "skipped_steps": amp.skipped,
     }
     out = Path(output) if output is not None else None
     if out is not None:
@@ -302,7 +291,7 @@ def train_multitask(
         with timer("checkpoint_s"):
             save_checkpoint(model, cfg, out / "checkpoint")
         result["checkpoint"] = str(out / "checkpoint")
-        files = {t: write_predictions(out, reported[t], data[t].examples, get_task(t), f"{PREDICTIONS_DIR}/{head_key(t)}")
+        files = {t: write_predictions(out, reported[t], data[t].examples, get_task(t), f"{PREDICTIONS_DIR}/{task_key(t)}")
                  for t in tasks}  # predictions/<task>/<split>.jsonl
         if any(files.values()):
             result["predictions_files"] = files

@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from .errors import DataError
-from .tasks.io import units
+from .tasks.io import take_units, units
 
 
 def _generator(data_seed: int, purpose: str) -> torch.Generator:
@@ -84,11 +84,7 @@ def sample(examples: list[dict], n: int, data_seed: int, purpose: str = "train")
             perm = torch.randperm(len(us), generator=g).tolist()
             chosen += [members[us[i]][0] for i in perm[: want[lab]]]
     else:
-        order = torch.randperm(len(members), generator=g).tolist()
-        for u in order:
-            if chosen and len(chosen) + len(members[u]) > n:
-                break
-            chosen += members[u]
+        chosen = take_units(members, torch.randperm(len(members), generator=g).tolist(), n)
     keep = set(chosen)
     how = "stratified by label" if stratify else ("whole groups, unstratified" if len(members) < len(examples) else "unstratified")
     return [examples[i] for i in sorted(keep)], [ex for i, ex in enumerate(examples) if i not in keep], how

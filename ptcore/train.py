@@ -259,6 +259,21 @@ def data_budget(cfg: RunConfig, data: Prepared, spec) -> dict[str, Any]:
     }
 
 
+def provenance(cfg: RunConfig, resolved: dict[str, Any], config_hash: str, device: torch.device, amp: Amp) -> dict[str, Any]:
+    """What ran, and where: the result record's keys that a single-task and a multi-task run share."""
+    return {
+        "config": resolved,
+        "config_hash": config_hash,
+        # where the data came from (config.data_dir may be null: $PTCORE_DATA_DIR, else the hub)
+        "data_dir": str(resolve_data_dir(cfg.data_dir) or "hub"),
+        "versions": runinfo.versions(),
+        "git": runinfo.git_info(),
+        "device": str(device),
+        "precision": amp.precision,  # what ran (precision: auto resolves per device)
+        "skipped_steps": amp.skipped,  # fp16 steps skipped on overflow
+    }
+
+
 def split_batch(batch: dict[str, Any], k: int) -> list[dict[str, Any]]:
     """``batch`` cut into (up to) ``k`` slices along its first dimension (examples); tensors
     and per-example lists alike, padding kept (it is masked)."""
@@ -471,17 +486,9 @@ def train(
         "resumed_at": loop.resumed_at,  # epochs after which this run was continued from a saved state
         "data_notes": data.notes,
         "init_from": init_note,
-        "config": resolved,
-        "config_hash": config_hash,
-        # where the data came from (config.data_dir may be null: $PTCORE_DATA_DIR, else the hub)
-        "data_dir": str(resolve_data_dir(cfg.data_dir) or "hub"),
-        "versions": runinfo.versions(),
-        "git": runinfo.git_info(),
-        "device": str(device),
+        **provenance(cfg, resolved, config_hash, device, amp),
         "workers": dist.world,  # data-parallel processes (batch_size is the global batch)
         "sync_bytes_per_step": dist.sync_bytes,  # gradient bytes all-reduced per step (0 on one worker)
-        "precision": amp.precision,  # what ran (precision: auto resolves per device)
-        "skipped_steps": amp.skipped,  # fp16 steps skipped on overflow
     }
     # the per-item metric inputs of the reported splits: a report's paired bootstrap resamples them
     predictions = {s: v.inputs.as_dict() for s, v in reported.items() if getattr(v, "inputs", None) is not None}

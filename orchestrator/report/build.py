@@ -14,7 +14,7 @@ import numpy as np
 
 from . import stats
 from .regimes import RegimeTable, build_regimes
-from .labels import BASELINE, LABEL_KINDS, backbone_short, human_count, method_key, method_label, task_labels, task_spec
+from .labels import BASELINE, LABEL_KINDS, backbone_short, human_count, method_key, method_label, span, task_labels, task_spec
 from .load import ERROR, OK, PRUNED, StudyResults
 
 SPLITS = ("train", "dev", "val", "test")
@@ -217,17 +217,6 @@ def _natural(s: str) -> tuple:
     return (0, int(s), "") if s.isdigit() else (1, 0, s)
 
 
-def _span(values: Iterable[Any], fmt=lambda v: f"{v:,}" if isinstance(v, int) else str(v)) -> str:
-    vals = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))
-    if not vals:
-        return ""
-    if len(vals) == 1:
-        return fmt(vals[0])
-    if all(isinstance(v, (int, float)) for v in vals):
-        return f"{fmt(vals[0])}–{fmt(vals[-1])}"
-    return ", ".join(fmt(v) for v in vals)
-
-
 def _note_splits(notes: list[str]) -> tuple[dict[str, str], dict[str, bool]]:
     """What the runs' data notes say about each split: subsampled (from how many) and carved."""
     import re
@@ -261,21 +250,21 @@ def _data_rows(tasks: list[str], finals: list[dict], rows: list[dict]) -> list[D
                 if isinstance(n, str) and n not in notes:
                     notes.append(n)
         sub, carved = _note_splits(notes)
-        sizes = {s: _span((d.get("sizes") or {}).get(s) for d in datas) for s in SPLITS}
+        sizes = {s: span((d.get("sizes") or {}).get(s) for d in datas) for s in SPLITS}
         trunc_parts = []
         for s in SPLITS:
-            span = _span((d.get("truncated") or {}).get(s) for d in datas)
-            if span and span != "0":
-                trunc_parts.append(f"{s} {span}")
+            cut = span((d.get("truncated") or {}).get(s) for d in datas)
+            if cut and cut != "0":
+                trunc_parts.append(f"{s} {cut}")
         has_trunc = any(isinstance(d.get("truncated"), dict) and d["truncated"] for d in datas)
         out.append(DataRow(
             task=t,
             sizes={s: v for s, v in sizes.items() if v},
             subsampled=sub,
             carved=carved,
-            max_length=_span(d.get("max_length") for d in datas),
-            epochs=_span(d.get("epochs") for d in datas),
-            batch_size=_span(d.get("batch_size") for d in datas),
+            max_length=span(d.get("max_length") for d in datas),
+            epochs=span(d.get("epochs") for d in datas),
+            batch_size=span(d.get("batch_size") for d in datas),
             truncated=", ".join(trunc_parts) if trunc_parts else ("0" if has_trunc else ""),
             notes=notes,
             runs=len(mine),

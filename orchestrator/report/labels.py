@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 MISSING = "–"  # en dash: no value (markdown); LaTeX writes "--"
 
@@ -240,3 +240,15 @@ def fmt_p(p: Optional[float]) -> str:
     if p is None:
         return MISSING
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def span(values: Iterable[Any], fmt=lambda v: f"{v:,}" if isinstance(v, int) else str(v)) -> str:
+    """Values as one cell: ``a`` where all agree, ``lo–hi`` for numbers that differ, else a list; "" for none."""
+    vals = sorted({v for v in values if v is not None}, key=lambda v: (str(type(v)), v))
+    if not vals:
+        return ""
+    if len(vals) == 1:
+        return fmt(vals[0])
+    if all(isinstance(v, (int, float)) for v in vals):
+        return f"{fmt(vals[0])}–{fmt(vals[-1])}"
+    return ", ".join(fmt(v) for v in vals)

@@ -13,9 +13,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Optional
 
+from ptcore.config import task_key
 
-def task_key(task: str) -> str:
-    return task.replace("/", "-")  # ptcore.multitask.head_key, without importing torch
+from ..study import Regime
+from .labels import span
 
 
 @dataclass
@@ -47,20 +48,15 @@ class RegimeTable:
     split: dict[str, str]  # task -> the reported split (val / test)
 
 
-def _span(xs: list[int]) -> str:
-    if not xs:
-        return "–"
-    lo, hi = min(xs), max(xs)
-    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
-
-
 def _regime_order(config: dict, rows: list[dict]) -> tuple[list[str], dict[str, str]]:
     order, kinds = [], {}
-    for r in config.get("regimes") or []:
-        if isinstance(r, dict) and r.get("name"):
-            label = r.get("label") or (f"few_shot-{r.get('train_size')}" if r["name"] == "few_shot" else r["name"])
-            order.append(label)
-            kinds[label] = r["name"]
+    for raw in config.get("regimes") or []:
+        try:
+            r = Regime.model_validate(raw)  # the study file's own schema names it, as the cells were named
+        except ValueError:
+            continue
+        order.append(r.display())
+        kinds[r.display()] = r.name
     for r in rows:  # regimes in the ledger the study file no longer lists
         if r["regime"] not in order:
             order.append(r["regime"])
@@ -98,7 +94,7 @@ def build_regimes(rows: list[dict], config: dict, task_split: dict[str, str], me
     methods = sorted({m for _, m, _ in cells}, key=method_key)
     return RegimeTable(
         regimes=regimes, kinds=kinds, tasks=tasks, methods=methods, cells=cells,
-        train_sizes={k: _span(v) for k, v in train_n.items()}, dev_sizes={k: _span(v) for k, v in dev_n.items()},
+        train_sizes={k: span(v) for k, v in train_n.items()}, dev_sizes={k: span(v) for k, v in dev_n.items()},
         split={t: task_split.get(t, "val") for t in tasks},
     )
 

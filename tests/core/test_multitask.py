@@ -14,7 +14,8 @@ from tinymodels import tiny_backbone
 from ptcore.checkpoint import load_init
 from ptcore.config import make_run_config
 from ptcore.errors import ConfigError
-from ptcore.multitask import head_key, mixing_weights, task_schedule
+from ptcore.config import task_key
+from ptcore.multitask import mixing_weights, task_schedule
 from ptcore.train import build_model, train
 
 TASKS = "superglue/cb+glue/sst2+superglue/rte"
@@ -61,7 +62,7 @@ def test_each_head_sees_only_its_own_task(tmp_path, monkeypatch):
     def build(c, backbone):
         model = real_build(c, backbone)
         for t in model.tasks:
-            model.heads[head_key(t)].register_forward_hook(lambda m, a, o, t=t: ran.append((t, a[0].shape[0])) if m.training else None)
+            model.heads[task_key(t)].register_forward_hook(lambda m, a, o, t=t: ran.append((t, a[0].shape[0])) if m.training else None)
         return model
 
     monkeypatch.setattr(mt, "build_multitask_model", build)
@@ -83,7 +84,7 @@ def test_one_step_moves_only_that_task_s_head(tmp_path):
     view = model.views["glue/sst2"]
     batch = next(iter(make_loader(data.features["train"], view.kind, bb.tokenizer.pad_token_id, 4, shuffle=True)))
     view.kind.loss(view(batch), batch).backward()
-    grads = {t: any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.heads[head_key(t)].parameters()) for t in model.tasks}
+    grads = {t: any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.heads[task_key(t)].parameters()) for t in model.tasks}
     assert grads == {"superglue/cb": False, "glue/sst2": True, "superglue/rte": False}
     assert any(p.grad is not None for p in model.encoder.parameters() if p.requires_grad)  # the shared prompts learn
 
@@ -95,7 +96,7 @@ def test_multitask_run_reports_each_task(tmp_path):
     for t in tasks:
         assert {"dev", "val"} <= set(result["tasks"][t]) and result["tasks"][t]["examples_seen"] > 0
     assert result["val"]["primary"] == pytest.approx(sum(result["tasks"][t]["val"]["primary"] for t in tasks) / 3)
-    assert result["dev"][f"{head_key(tasks[1])}_primary"] == result["tasks"][tasks[1]]["dev"]["primary"]
+    assert result["dev"][f"{task_key(tasks[1])}_primary"] == result["tasks"][tasks[1]]["dev"]["primary"]
     assert [r["epoch"] for r in result["history"]] == [1, 2]
     assert (tmp_path / "out" / "checkpoint" / "trainable.safetensors").is_file()
 
