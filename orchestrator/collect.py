@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
-from ptcore.config import HASH_ONLY_IF_SET, hashed_settings, settings_hash
+from ptcore.config import HASH_ONLY_IF_SET, flat_settings, hashed_settings, settings_hash
 from ptcore.errors import PtcoreError
 
 from .subcommand import Subcommand
@@ -88,11 +88,9 @@ def load_results(root: Path) -> pd.DataFrame:
 
 
 def flat(config: dict[str, Any]) -> dict[str, Any]:
-    """``method_args`` spread as ``method_args.<option>``; the later-added settings at their defaults."""
-    out = {**{k: v for k, v in HASH_ONLY_IF_SET.items() if k not in SEED_KEYS}, **config}
-    for k, v in out.pop("method_args", {}).items():
-        out[f"method_args.{k}"] = v
-    return out
+    """The settings spelled as in a study file (:func:`ptcore.config.flat_settings`); the
+    later-added settings at their defaults."""
+    return flat_settings({**{k: v for k, v in HASH_ONLY_IF_SET.items() if k not in SEED_KEYS}, **config})
 
 
 def group_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -365,15 +365,23 @@ class Phases:
     def _longest_first(self, packs: list[list[Job]]) -> list[list[Job]]:
         """Packs in decreasing expected duration, so the short ones fill the lanes at the end
         instead of a long one running alone (longest-processing-time-first scheduling). A run's
-        expected duration: its cell's mean search-run wall time; where no cell searched (fixed
+        expected duration: its selected search run's wall time per epoch (else its cell's
+        search runs' mean per epoch) x the run's epochs, so an ASHA-stopped trial's one epoch
+        does not make an expensive cell look cheap; where no cell searched (fixed
         configurations), its training examples x epochs (:func:`static_cost`), which ranks a
         multi-task run above a single task's and a few-shot run below both."""
-        walls = {c.id: [float(r["wall_s"]) for r in self.results.select(cell=c.id, phase="search") if r.get("wall_s") is not None]
-                 for c in self.cells}
-        if any(walls.values()):
-            cost = lambda job, values: statistics.fmean(walls[job.cell.id]) if walls[job.cell.id] else 0.0  # noqa: E731
-        else:
-            cost = lambda job, values: static_cost(values)  # noqa: E731
+        per_epoch: dict[str, dict[str, float]] = {}  # cell -> trial id -> search wall seconds per epoch
+        for c in self.cells:
+            for r in self.results.select(cell=c.id, phase="search"):
+                if r.get("wall_s") is not None and r.get("epochs_run"):
+                    per_epoch.setdefault(c.id, {})[str(r.get("trial_id"))] = float(r["wall_s"]) / float(r["epochs_run"])
+
+        def expected(job: Job, values: dict[str, Any]) -> float:
+            mine = per_epoch.get(job.cell.id, {})
+            rate = mine.get(str(job.source_trial)) or (statistics.fmean(mine.values()) if mine else 0.0)
+            return rate * float(values.get("epochs") or 1)
+
+        cost = expected if per_epoch else (lambda job, values: static_cost(values))
         return sorted(packs, key=lambda pack: -sum(cost(j, v) for j in pack for v in j.runs))  # stable for ties
 
     def _on_final_recorded(self, cell: Cell) -> None:

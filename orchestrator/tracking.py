@@ -71,17 +71,12 @@ NOTE = "mlflow.note.content"  # an experiment's (or run's) description in the UI
 
 
 def flatten_config(resolved: dict[str, Any]) -> dict[str, str]:
-    """The resolved RunConfig as MLflow params, each by the name the study file gives it: run
-    settings and method options alike (``lr``, ``prompt_length``); a method option named like a
-    run setting becomes ``method.<k>``."""
-    out: dict[str, str] = {}
-    for k, v in sorted(resolved.items()):
-        if k == "method_args":
-            for mk, mv in sorted((v or {}).items()):
-                out[f"method.{mk}" if mk in resolved else mk] = _param_str(mv)
-        else:
-            out[k] = _param_str(v)
-    return out
+    """The resolved RunConfig as MLflow params, each spelled as the study file spells it
+    (:func:`ptcore.config.flat_settings`: ``lr``, ``prompt_length``; a method option named like a
+    run setting becomes ``method.<k>``)."""
+    from ptcore.config import flat_settings
+
+    return {k: _param_str(v) for k, v in sorted(flat_settings(resolved).items())}
 
 
 def _param_str(v: Any) -> str:

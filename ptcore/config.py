@@ -9,9 +9,10 @@ import os
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
+from .methods.config_base import MethodConfig
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -29,8 +30,13 @@ class RunConfig(BaseModel):
     trust_remote_code: bool = Field(
         False, description="let transformers run Python code shipped with the model (hub custom architectures); off unless set"
     )
-    method_args: dict[str, Any] = Field(default_factory=dict, description="options of the method (see `orchestrate ls methods`)")
-    _method_config: Any = PrivateAttr(None)  # method_args as the method's own typed config, built once by the validator
+    # The method's options as the method's own config class (PTuningV2Config, DynamicConfig, ...):
+    # a union discriminated by the sibling field `method`, resolved through the method registry
+    # (so a method registered later extends it). Given as a mapping (YAML, JSON, --set), built
+    # and validated once here; model_dump() writes every option, defaults filled in.
+    method_args: SerializeAsAny[MethodConfig] = Field(
+        default_factory=dict, validate_default=True, description="options of the method (see `orchestrate ls methods`)"
+    )
     data_dir: Optional[str] = Field(None, description="data directory (default $PTCORE_DATA_DIR, else the hub)")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed (numpy's range: 0 .. 2**32 - 1)")
     epochs: int = Field(10, ge=1)
@@ -82,9 +88,27 @@ class RunConfig(BaseModel):
         "'reference' = torch's dropout and transformers' SDPA attention (see ptcore.kernels)",
     )
 
+    @field_validator("method_args", mode="before")
+    @classmethod
+    def _method_options(cls, value: Any, info: ValidationInfo) -> Any:
+        """A mapping of options -> the config class of the run's ``method`` (the discriminator)."""
+        from .methods import get_method, make_method_config
+
+        method = info.data.get("method")
+        if method is None:  # `method` itself failed validation: pydantic reports that
+            return value
+        if isinstance(value, MethodConfig):
+            if type(value) is get_method(method).config_cls:
+                return value
+            raise ConfigError(f"method_args is a {type(value).__name__}, but method is {method!r}: give {method!r}'s options")
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"method_args: expected a mapping of {method!r} options (got {value!r})")
+        return make_method_config(method, value)  # a ConfigError names a bad option
+
     @model_validator(mode="after")
     def _check_names(self) -> "RunConfig":
-        from .methods import make_method_config
         from .tasks import get_task
 
         names = task_names(self.task)
@@ -92,7 +116,6 @@ class RunConfig(BaseModel):
             get_task(name)
         if len(set(names)) != len(names):
             raise ConfigError(f"task {self.task!r}: a task is listed twice; join distinct tasks with '+'")
-        self._method_config = make_method_config(self.method, self.method_args)  # a ConfigError names a bad option
         if self.train_size is not None and self.max_train_examples is not None:
             raise ConfigError("train_size and max_train_examples both set: keep train_size (stratified, seeded by data_seed)")
         if self.dev_size is not None and self.train_size is None:
@@ -106,18 +129,11 @@ class RunConfig(BaseModel):
             raise ConfigError("dev_size and max_dev_examples both set: dev_size replaces the dev split; drop max_dev_examples")
         return self
 
-    @property
-    def method_config(self):
-        """The method's options as its own config class (e.g. ``PTuningV2Config``), defaults
-        filled in and validated: what the method's encoder is built from."""
-        return self._method_config
-
     def resolved(self) -> dict[str, Any]:
         """Everything that determines the run, method defaults filled in."""
         from .methods import get_method
 
-        d = self.model_dump()
-        d["method_args"] = self.method_config.model_dump()
+        d = self.model_dump()  # method_args: every option of the method, defaults filled in
         if d["lr"] is None:
             d["lr"] = get_method(self.method).config_cls.default_lr
         return d
@@ -171,6 +187,18 @@ def task_key(task: str) -> str:
     """A task's name where '/' cannot stand (a multi-task run's heads, its metric names and
     prediction folders, cell ids): ``superglue/cb`` -> ``superglue-cb``."""
     return task.replace("/", "-")
+
+
+def flat_settings(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (``RunConfig.resolved()``, a result's ``config``) with each key spelled
+    as a study file and ``--set`` spell it: run settings and method options side by side
+    (``lr``, ``prompt_length``, ``tau0``), ``method_args`` dissolved. A method option named like
+    a run setting keeps the prefix ``method.``. The one spelling of MLflow params, ``collect``'s
+    columns and labels, and the report's searched-settings columns."""
+    out = {k: v for k, v in resolved.items() if k != "method_args"}
+    for k, v in (resolved.get("method_args") or {}).items():
+        out[f"method.{k}" if k in out else k] = v
+    return out
 
 
 def run_fields() -> set[str]:

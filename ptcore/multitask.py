@@ -71,7 +71,7 @@ def build_multitask_model(cfg: RunConfig, backbone: Backbone) -> MultiTaskModel:
     from .train import seed_everything
 
     seed_everything(cfg.seed)
-    encoder = get_method(cfg.method).encoder_cls(backbone, cfg.method_config)
+    encoder = get_method(cfg.method).encoder_cls(backbone, cfg.method_args)
     heads, kinds = {}, {}
     for t in task_names(cfg.task):
         spec = get_task(t)

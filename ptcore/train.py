@@ -90,7 +90,7 @@ def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel:
     spec = get_task(cfg.task)
     kind = get_kind(spec.kind)
     method = get_method(cfg.method)
-    encoder = method.encoder_cls(backbone, cfg.method_config)
+    encoder = method.encoder_cls(backbone, cfg.method_args)
     head = kind.make_head(encoder.hidden_size, spec, cfg.head_dropout)
     model = TaskModel(encoder, head, kind, pooling=cfg.pooling)
     model.task_name = cfg.task  # which head this is (init_from matches a multi-task checkpoint's heads by it)

@@ -1,6 +1,6 @@
 """Every name, colour, mark and number format a report prints: one place, so a method has
 the same label and colour in every table and plot of every study, and a hyperparameter the
-same readable name everywhere (``τ0=1.32``, not ``method_args.tau0=1.31732``)."""
+same readable name everywhere (``τ0=1.32``, not ``tau0=1.31732``)."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def backbone_short(backbone: str) -> str:
 
 # ------------------------------------------------------------------ hyperparameters
 
-# readable names of searched settings; keys are the setting's own name (``method_args.`` dropped)
+# readable names of searched settings; keys are spelled as in a study file (ptcore.config.flat_settings)
 HPARAM_LABELS = {
     "lr": "lr",
     "learning_rate": "lr",
@@ -165,7 +165,7 @@ HPARAM_NONE = {"depth": "all layers"}
 
 
 def hparam_name(key: str) -> str:
-    short = key.split(".")[-1]  # method_args.tau0 -> tau0
+    short = key.split(".")[-1]  # method.lr (an option named like a run setting) -> lr
     return HPARAM_LABELS.get(short, short.replace("_", " "))
 
 
@@ -205,7 +205,7 @@ def hparam_sort_key(key: str) -> tuple:
 
 
 def readable_params(params: Mapping[str, Any]) -> str:
-    """``{"lr": 3e-4, "method_args.tau0": 1.31732}`` -> ``lr=3e-4, τ0=1.32``."""
+    """``{"lr": 3e-4, "tau0": 1.31732}`` -> ``lr=3e-4, τ0=1.32``."""
     keys = sorted(params, key=hparam_sort_key)
     return ", ".join(f"{hparam_name(k)}={hparam_value(k, params[k])}" for k in keys)
 
