@@ -197,13 +197,24 @@ class Phases:
 
     def _selection(self, cell: Cell) -> tuple[Optional[dict], str, dict]:
         """(best search row or None, its trial id or 'fixed', its searched values)."""
-        best = R.best_search_row(self.results.select(cell=cell.id))
+        best = R.best_search_row(self.results.select(cell=cell.id), self._halving(cell))
         if best is None:
             return None, "fixed", {}
         return best, str(best["trial_id"]), json.loads(best["params_json"] or "{}")
 
+    def _halving(self, cell: Cell) -> Optional[tuple[int, int, float]]:
+        """(epochs, grace period, reduction factor) where the study selects by successive
+        halving over the ledger's curves (orchestrator.halving); None under 'asha'."""
+        from .search import search_epochs
+
+        b = self.ls.study.budget
+        if b.scheduler != "halving":
+            return None
+        return search_epochs(cell, compose_run(self.ls, cell)), b.grace_period, b.reduction_factor
+
     def _cell_summary(self, cell: Cell) -> dict[str, Any]:
-        return cell_summary(cell, self.results.select(cell=cell.id), self._targets(cell), final_seeds(self.ls.study, cell))
+        return cell_summary(cell, self.results.select(cell=cell.id), self._targets(cell), final_seeds(self.ls.study, cell),
+                            self._halving(cell))
 
     def _finish_cell(self, cell: Cell, announce: bool) -> None:
         summ = self._cell_summary(cell)
@@ -242,7 +253,7 @@ class Phases:
         import ray.tune
 
         from .recorder import Job, Recorder
-        from .search import CellASHA, CellSearch, cell_search, cell_seed, search_epochs
+        from .search import CellASHA, CellHalving, CellSearch, cell_search, cell_seed, search_epochs
 
         storage = self.ledger.optuna_storage()
         b = self.ls.study.budget
@@ -262,7 +273,8 @@ class Phases:
             if self.uid:
                 self.ledger.claim_optuna(storage, study_name, self.uid)
             searchers[index], schedulers[index] = cell_search(
-                cell, storage=storage, study_name=study_name, seed=cell_seed(b.seed, cell.id, n_before), epochs=epochs, budget=b
+                cell, storage=storage, study_name=study_name, seed=cell_seed(b.seed, cell.id, n_before), epochs=epochs, budget=b,
+                n=self._targets(cell), prior=self.results.select(cell=cell.id, phase="search"),
             )
 
         def search_job(index: int, params: dict) -> Job:
@@ -278,7 +290,7 @@ class Phases:
             trainable(self.ls, spec),
             tune_config=ray.tune.TuneConfig(
                 search_alg=CellSearch(searchers, todo, metric="dev_primary", mode="max"),
-                scheduler=CellASHA(schedulers),
+                scheduler=CellHalving(schedulers) if b.scheduler == "halving" else CellASHA(schedulers),
                 num_samples=sum(todo.values()),
                 max_concurrent_trials=b.max_concurrent,
                 time_budget_s=b.time_budget_s,

@@ -9,8 +9,12 @@ arguments of the task's metric functions), which a report resamples for a paired
 the row's ``predictions`` column names the file (relative to the output directory), and
 ``data_json`` records the run's data budget (split sizes, notes, max_length, epochs, ...).
 
+``dev_curve`` is the run's dev score after each epoch (a JSON list): the selection of a search
+cell (:func:`best_search_row`, :mod:`orchestrator.halving`) is computed from these curves, so it
+is the same whatever order the trials reported in.
+
 Statuses: ``ok`` (trained to the end; val/test reported), ``pruned`` (stopped early by
-ASHA: dev only), ``error`` (the run failed; ``error`` says why).
+successive halving: dev only), ``error`` (the run failed; ``error`` says why).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ COLUMNS = [
     "dev_primary", "val_primary", "test_primary", "primary_metric",
     "best_epoch", "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes",
     "wall_s", "train_s", "train_examples", "workers", "sync_bytes_per_step", "precision",
-    "params_json", "config_json", "config_hash", "source_trial", "data_json", "predictions",
+    "params_json", "config_json", "config_hash", "source_trial", "data_json", "predictions", "dev_curve",
     "git_commit", "git_dirty", "node_id", "mlflow_run_id", "error", "finished_at",
 ]  # fmt: skip
 NUMERIC = {
@@ -148,6 +152,16 @@ def base_row(study: str, cell, phase: str, trial_id: str, run_index: int, seed: 
     }
 
 
+def dev_curve(history: list[dict[str, Any]]) -> Optional[str]:
+    """The per-epoch dev score of a run's history, as the ledger's ``dev_curve`` column (JSON)."""
+    if not history:
+        return None
+    by_epoch = {int(r["epoch"]): r.get("dev_primary") for r in history if r.get("epoch") is not None}
+    if not by_epoch:
+        return None
+    return json.dumps([by_epoch.get(e) for e in range(1, max(by_epoch) + 1)])
+
+
 def row_from_result(row: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """Fill a row from ptcore's ``train()`` result record (status ok)."""
     git = result.get("git") or {}
@@ -168,6 +182,7 @@ def row_from_result(row: dict[str, Any], result: dict[str, Any]) -> dict[str, An
         train_s=result.get("train_s"),
         train_examples=result.get("train_examples"),
         data_json=json.dumps(result["data"], sort_keys=True) if result.get("data") else None,
+        dev_curve=dev_curve(result.get("history") or []),
         config_json=json.dumps(result.get("config"), sort_keys=True),
         config_hash=result.get("config_hash"),
         git_commit=git.get("commit"),
@@ -195,6 +210,7 @@ def row_from_history(row: dict[str, Any], history: list[dict[str, Any]], resolve
         layers=last.get("layers", row.get("layers")),
         config_json=json.dumps(resolved, sort_keys=True) if resolved else None,
         config_hash=config_hash,
+        dev_curve=dev_curve(history),
         git_commit=git.get("commit"),
         git_dirty=git.get("dirty"),
     )
@@ -203,11 +219,24 @@ def row_from_history(row: dict[str, Any], history: list[dict[str, Any]], resolve
     return row
 
 
-def best_search_row(rows: Iterable[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """Selection: the highest dev_primary among runs that produced one (ties: earliest)."""
+def best_search_row(rows: Iterable[dict[str, Any]], halving: Optional[tuple[int, int, int]] = None) -> Optional[dict[str, Any]]:
+    """Selection of one cell's search.
+
+    ``halving`` = (epochs, grace_period, reduction_factor): where the rows carry their
+    ``dev_curve``, the trial whose curve, read up to the rung where successive halving stops
+    it, has the best dev score (:func:`orchestrator.halving.select`: independent of the order
+    trials reported in). Otherwise (older ledgers, no halving): the highest dev_primary among
+    runs that produced one (ties: earliest)."""
+    rows = [r for r in rows if r.get("phase") == "search"]
+    if halving is not None:
+        from .halving import select
+
+        usable = [r for r in rows if r.get("dev_curve")]
+        if usable and len(usable) == len([r for r in rows if r.get("status") != "error"]):
+            return select(rows, *halving)
     best = None
     for r in rows:
-        if r.get("phase") != "search" or r.get("status") == "error" or r.get("dev_primary") is None:
+        if r.get("status") == "error" or r.get("dev_primary") is None:
             continue
         if best is None or r["dev_primary"] > best["dev_primary"]:
             best = r

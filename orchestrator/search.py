@@ -28,6 +28,7 @@ from ray.tune.search import Searcher
 from .trial import CELL_KEY  # index of the trial's cell in the study's cell list
 
 if TYPE_CHECKING:
+    from .halving import Halving
     from .study import Cell
 
 
@@ -70,6 +71,58 @@ class CellSearch(Searcher):
 
     # Resume does not go through Tune's experiment snapshots: results.csv and the Optuna
     # storage are the ledgers (see orchestrator.ledger). Nothing to pickle here.
+    def save(self, checkpoint_path: str) -> None:
+        pass
+
+    def restore(self, checkpoint_path: str) -> None:  # pragma: no cover - never restored
+        pass
+
+
+class CellHalving(FIFOScheduler):
+    """Successive halving per cell, decided from the cell's dev scores alone
+    (:class:`orchestrator.halving.Halving`): a trial is stopped once halving's verdict on it is
+    certain, whatever order the trials report in. ``cells``: cell index -> its ``Halving``."""
+
+    def __init__(self, cells: dict[int, "Halving"]):
+        super().__init__()
+        self.cells = cells
+        self.stopped = 0
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+        return True
+
+    def _of(self, trial):
+        return self.cells.get(trial.config.get(CELL_KEY))
+
+    @staticmethod
+    def _tiebreak(trial) -> str:
+        import json
+
+        return json.dumps({k: v for k, v in trial.config.items() if k != CELL_KEY}, sort_keys=True, default=str)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        h = self._of(trial)
+        if h is not None:
+            h.add(trial.trial_id, 0, None, tiebreak=self._tiebreak(trial))
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        h = self._of(trial)
+        if h is None or result.get("final"):  # a run's final report carries its best epoch, not an epoch's score
+            return TrialScheduler.CONTINUE
+        h.add(trial.trial_id, int(result.get("epoch", 0)), result.get("dev_primary"), tiebreak=self._tiebreak(trial))
+        if h.stopped(trial.trial_id):
+            self.stopped += 1
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        h = self._of(trial)
+        if h is not None:
+            h.fail(trial.trial_id)
+
+    def debug_string(self) -> str:
+        return f"successive halving per cell ({len(self.cells)} cells): {self.stopped} trial(s) stopped early"
+
     def save(self, checkpoint_path: str) -> None:
         pass
 
@@ -183,9 +236,13 @@ def cell_seed(seed: int, cell_id: str, n_before: int = 0) -> int:
     return (seed + zlib.crc32(cell_id.encode()) + n_before) % 2**31
 
 
-def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int, budget) -> tuple[Searcher, ASHAScheduler]:
+def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int, budget, n: int = 0,
+                prior: Optional[list[dict]] = None) -> tuple[Searcher, Any]:
     """A cell's Optuna searcher (TPE with ``seed``, its study ``study_name`` in ``storage``)
-    and its ASHA scheduler (``budget``: the study's grace period and reduction factor)."""
+    and its early stopping: with ``budget.scheduler == 'halving'`` a
+    :class:`~orchestrator.halving.Halving` over the cell's ``n`` trials, which already knows the
+    curves of the cell's ``prior`` search rows (a resumed search); with 'asha' Ray's
+    ``ASHAScheduler`` (``budget``: the grace period and reduction factor)."""
     import optuna
 
     searcher = _OptunaSearch(
@@ -196,8 +253,33 @@ def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int,
         study_name=study_name,
         storage=storage,
     )
+    if getattr(budget, "scheduler", "asha") == "halving":
+        return searcher, halving_for(epochs, budget, n, prior or [])
     scheduler = ASHAScheduler(
         time_attr="epoch", metric="dev_primary", mode="max", max_t=epochs + 1,  # +1: the last epoch's report is never a stop
         grace_period=budget.grace_period, reduction_factor=budget.reduction_factor,
     )
     return searcher, scheduler
+
+
+def halving_for(epochs: int, budget, n: int, prior: list[dict]) -> "Halving":
+    """A cell's :class:`~orchestrator.halving.Halving`: its rungs below ``epochs``, ``n`` trials in
+    all, and the per-epoch dev scores of the search rows it already has in the ledger."""
+    import json
+
+    from .halving import Halving, rungs
+
+    h = Halving(n=n, milestones=rungs(epochs, budget.grace_period, budget.reduction_factor),
+                reduction_factor=budget.reduction_factor)
+    for r in prior:
+        key = f"ledger:{r.get('trial_id')}:{r.get('run_index') or 0}"
+        h.add(key, 0, None, tiebreak=str(r.get("params_json") or ""))
+        try:
+            curve = json.loads(r.get("dev_curve") or "[]")
+        except ValueError:
+            curve = []
+        for e, v in enumerate(curve, start=1):
+            h.add(key, e, v)
+        if r.get("status") == "error":
+            h.fail(key)
+    return h

@@ -153,8 +153,13 @@ class MethodSpec(Strict):
 class Budget(Strict):
     trials_per_cell: int = Field(2, ge=1, description="search trials per cell")
     max_concurrent: int = Field(2, ge=1, description="trials running at once (each ~2 GB RSS + ~10 s startup here)")
-    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
-    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep 1/reduction_factor at each rung")
+    scheduler: Literal["halving", "asha"] = Field(
+        "halving", description="early stopping of search trials: 'halving' (successive halving decided from the cell's "
+        "dev scores alone, so a second run selects the same configurations: orchestrator.halving) or 'asha' (Ray's "
+        "asynchronous ASHA: decides against whichever trials reported first, so the selection can change with lane timing)"
+    )
+    grace_period: int = Field(1, ge=1, description="epochs before a trial can be stopped (the first rung)")
+    reduction_factor: float = Field(2.0, gt=1, description="keep the best 1/reduction_factor of a cell's trials at each rung")
     time_budget_s: Optional[float] = Field(None, gt=0, description="search phase: start no new trial after this many seconds")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the TPE sampler")
 
@@ -350,6 +355,33 @@ class Regime(Strict):
         return self.data_seeds[i]
 
 
+# the seed papers' claims, tested by default where a study runs both methods of a pair:
+# P-Tuning v2 ~ fine-tuning (its "comparable"), deep vs shallow prompts (P-Tuning v2 vs Lester),
+# dynamic vs a fixed prompt (the DP paper), and the PEFT baseline reviewers expect
+DEFAULT_CONTRASTS = (("ptuning_v2", "finetune"), ("ptuning_v2", "prompt_tuning"), ("dynamic", "prompt_tuning"),
+                     ("lora", "finetune"))
+DEFAULT_MARGIN = 2.0
+
+
+class ReportSettings(Strict):
+    contrasts: Optional[list[Annotated[list[str], Field(min_length=2, max_length=2)]]] = Field(
+        None, description="the method pairs the report tests, [a, b] (a against b), by method label; default: "
+        + ", ".join(f"[{a}, {b}]" for a, b in DEFAULT_CONTRASTS) + " where the study runs both",
+    )
+    equivalence_margin: float = Field(
+        DEFAULT_MARGIN, gt=0, description="points (x100 of the primary metric): 'equivalent' means the difference "
+        "lies within ± this, by two one-sided tests (TOST)",
+    )
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="family-wise error rate of each family (Holm)")
+    bootstrap_resamples: int = Field(1000, ge=99, description="resamples of the test items for each cell's interval")
+
+    def pairs(self, labels: list[str]) -> list[tuple[str, str]]:
+        """The contrasts that apply to a study whose methods are ``labels``."""
+        if self.contrasts is not None:
+            return [(a, b) for a, b in self.contrasts]
+        return [(a, b) for a, b in DEFAULT_CONTRASTS if a in labels and b in labels]
+
+
 class Study(Strict):
     name: str = Field(min_length=1)
     description: Optional[str] = None
@@ -367,6 +399,7 @@ class Study(Strict):
     tracking: Tracking = Field(default_factory=Tracking)
     ray: RaySettings = Field(default_factory=RaySettings)
     output_dir: Optional[str] = Field(None, description="default studies_out/<name>, relative to the working directory")
+    report: ReportSettings = Field(default_factory=ReportSettings, description="what the report tests (contrasts, margin)")
 
     @field_validator("name")
     @classmethod
@@ -724,6 +757,13 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
     for i, lab in enumerate(mlabels):
         if mlabels.index(lab) != i:
             errors.append((f"methods.{i}", f"method {lab!r} is listed twice; give one a distinct `label`"))
+    for i, pair in enumerate(study.report.contrasts or []):
+        for j, name in enumerate(pair):
+            if name not in mlabels:
+                errors.append((f"report.contrasts.{i}.{j}", f"no method {name!r} in this study; {_did_you_mean(name, mlabels)}"
+                               f"a contrast names two of methods: {', '.join(mlabels)}"))
+        if pair[0] == pair[1]:
+            errors.append((f"report.contrasts.{i}", f"[{pair[0]}, {pair[1]}] compares a method with itself; name two methods"))
     if len(set(t.strip().lower() for t in study.tasks)) != len(study.tasks):
         errors.append(("tasks", "a task is listed twice; list each task once"))
 

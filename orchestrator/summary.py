@@ -26,9 +26,10 @@ def R_fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def cell_summary(cell: Cell, rows: list[dict[str, Any]], target: int, seeds: list[int]) -> dict[str, Any]:
+def cell_summary(cell: Cell, rows: list[dict[str, Any]], target: int, seeds: list[int],
+                 halving: Optional[tuple[int, int, float]] = None) -> dict[str, Any]:
     search = [r for r in rows if r["phase"] == "search"]
-    best = R.best_search_row(rows)
+    best = R.best_search_row(rows, halving)
     source = best["trial_id"] if best else "fixed"
     finals = [r for r in rows if r["phase"] == "final" and r.get("source_trial") == source]
     ok = [r for r in finals if r["status"] == "ok"]
