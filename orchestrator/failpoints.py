@@ -21,6 +21,14 @@ Points (grep for ``failpoints.hit``):
 * ``report.mid``: the driver has written the first report file of several;
 * ``worker.<phase>.run<i>.epoch<e>``: a training process (a Ray Train worker, or the Tune
   trial process in local mode) has reported epoch ``e`` of the trial's run ``i``.
+
+Lane timing, for the tests that a study's selection does not depend on it::
+
+    PTCORE_JITTER=salt   PTCORE_JITTER_MAX_S=1.5
+
+makes every worker sleep after each epoch report for a time drawn from the salt, the run's
+configuration and the epoch (:func:`jitter`), so two runs of one study with other salts see
+their trials report in other orders. Unset, it costs one environment lookup.
 """
 
 from __future__ import annotations
@@ -52,3 +60,20 @@ def hit(name: str) -> None:
     os.write(fd, f"{os.getpid()}\n".encode())
     os.close(fd)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+JITTER = "PTCORE_JITTER"
+JITTER_MAX = "PTCORE_JITTER_MAX_S"
+
+
+def jitter(key: str) -> None:
+    """Sleep a salted pseudo-random time (0 to ``PTCORE_JITTER_MAX_S``, default 1 s) for ``key``
+    when ``PTCORE_JITTER`` is set: a test's way to change the order trials report in."""
+    salt = os.environ.get(JITTER)
+    if not salt:
+        return
+    import time
+    import zlib
+
+    top = float(os.environ.get(JITTER_MAX, "1.0"))
+    time.sleep(top * (zlib.crc32(f"{salt}|{key}".encode()) % 1000) / 1000.0)

@@ -1,6 +1,7 @@
 """From ledger rows to the report's numbers (no formatting): the main cells (mean ± std over
-seeds), the data budget each task ran with, the majority-class and chance references, the
-paired bootstrap against fine-tuning with Holm's correction, and the search summary."""
+seeds, each cell's interval and selected configuration), the data budget each task ran with,
+the majority-class and chance references, the study's contrasts tested over seeds in every
+regime with their verdicts (:mod:`.contrasts`), and the search summary."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 
 from . import stats
+from .contrasts import ContrastRow, ContrastSettings, settings_of, test_contrasts
 from .regimes import RegimeTable, build_regimes
 from .labels import BASELINE, LABEL_KINDS, backbone_short, human_count, method_key, method_label, span, task_labels, task_spec
 from .load import ERROR, OK, PRUNED, StudyResults
@@ -31,9 +33,13 @@ class Group:
     layers: Optional[int]
     params: Optional[int]
     model: str = ""  # the hub id (ledger column `model`), for the pre-training check
+    truncated: bool = False  # one rung of a ladder that keeps the first k layers of one pretrained model
 
     @property
     def label(self) -> str:
+        if self.truncated and self.layers is not None:  # not a smaller pretrained model: say what it is
+            size = f", {human_count(self.params)} params" if self.params is not None else ""
+            return f"{backbone_short(self.model or self.backbone)}, first {self.layers} layers{size}"
         bits = []
         if self.layers is not None:
             bits.append(f"{self.layers} layer" + ("" if self.layers == 1 else "s"))
@@ -47,11 +53,12 @@ class Cell:
     seeds: dict[int, float] = field(default_factory=dict)  # seed -> metric x100 (from the ledger)
     failed: int = 0
     runs: list[dict] = field(default_factory=list)  # the ok rows behind `seeds`
-    boot: Optional[np.ndarray] = None  # mean over seeds on each bootstrap resample (predictions of every run)
-    ci: Optional[tuple[float, float]] = None  # 95% percentile interval of `boot`
-    p: Optional[float] = None  # paired bootstrap vs fine-tuning on the same backbone
-    p_holm: Optional[float] = None
-    near_majority: bool = False  # `ci` includes the task's majority-class score
+    boot: Optional[np.ndarray] = None  # mean over seeds on each bootstrap resample of the items
+    interval: Optional[tuple[float, float]] = None  # 95%: seeds' and items' variance (stats.cell_interval)
+    near_majority: bool = False  # `interval` reaches down to the task's majority-class score or below
+    config: str = ""  # the selected configuration's structural settings ("depth=2, prompt length=16")
+    configs: int = 1  # distinct configurations among its runs (more than 1: the cell mixes them)
+    trainable: Optional[float] = None  # the selected configuration's trainable parameters
 
     @property
     def n(self) -> int:
@@ -65,9 +72,6 @@ class Cell:
     def std(self) -> Optional[float]:
         return stats.std([self.seeds[s] for s in sorted(self.seeds)])
 
-    @property
-    def significant(self) -> bool:
-        return self.p_holm is not None and self.p_holm < stats.ALPHA
 
 
 @dataclass
@@ -79,6 +83,7 @@ class Row:
     avg_mean: Optional[float]  # mean over tasks of the task means (all tasks present)
     delta: Optional[float] = None
     trainable: Optional[float] = None
+    trainable_span: str = ""  # "84.5K–310K" where the row's cells trained different counts
     ckpt: Optional[float] = None
     train_s: Optional[float] = None
 
@@ -99,21 +104,6 @@ class DataRow:
     def whole(self, split: str) -> bool:
         """No note says ``split`` is a subset of the official one (subsampled or carved)."""
         return not (self.subsampled.get(split) or self.carved.get(split))
-
-
-@dataclass
-class Comparison:
-    group: Group
-    task: str
-    method: str
-    delta: Optional[float]  # method mean - fine-tuning mean (x100)
-    p: Optional[float]
-    p_holm: Optional[float] = None
-    why: str = ""  # why not tested
-
-    @property
-    def significant(self) -> bool:
-        return self.p_holm is not None and self.p_holm < stats.ALPHA
 
 
 @dataclass
@@ -151,9 +141,12 @@ class Report:
     data: list[DataRow] = field(default_factory=list)
     majority: dict[str, Optional[float]] = field(default_factory=dict)
     chance: dict[str, Optional[float]] = field(default_factory=dict)
+    chance_exact: dict[str, bool] = field(default_factory=dict)  # task -> 1/K exactly (accuracy), else a Monte-Carlo mean
     reference_why: dict[str, str] = field(default_factory=dict)  # task -> why no majority/chance
-    comparisons: list[Comparison] = field(default_factory=list)
-    resamples: dict[str, int] = field(default_factory=dict)  # metric -> B used
+    contrasts: list[ContrastRow] = field(default_factory=list)  # every regime's, one Holm family
+    settings: Optional[ContrastSettings] = None
+    halving: bool = False  # the search stopped trials by orchestrator.halving (else Ray's ASHA, or no search)
+    resamples: dict[str, int] = field(default_factory=dict)  # metric -> B used for the cells' intervals
     stat_notes: list[str] = field(default_factory=list)  # what the tests could not use, and why
     pretraining: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # task -> [(backbone, dataset)]
     epochs: list[int] = field(default_factory=list)
@@ -167,8 +160,8 @@ class Report:
         return len(self.seeds) <= 1
 
     @property
-    def tested(self) -> list[Comparison]:
-        return [c for c in self.comparisons if c.p is not None]
+    def tested(self) -> list[ContrastRow]:
+        return [c for c in self.contrasts if c.test is not None]
 
     def data_row(self, task: str) -> Optional[DataRow]:
         return next((d for d in self.data if d.task == task), None)
@@ -272,6 +265,27 @@ def _data_rows(tasks: list[str], finals: list[dict], rows: list[dict]) -> list[D
     return out
 
 
+# searched settings that change a cell's structure (and its trainable count), shown beside its score
+STRUCTURAL = ("depth", "prompt_length", "r", "pool_size", "num_layers")
+
+
+def _configuration(cell: Cell) -> None:
+    """The cell's selected structural settings (from its runs' searched values), how many
+    distinct configurations its runs used, and the trainable count of the selected one."""
+    from .labels import readable_params
+
+    params = [r.get("params") or {} for r in cell.runs]
+    keys = [json.dumps(p, sort_keys=True, default=str) for p in params]
+    cell.configs = len(set(keys)) if keys else 1
+    first = params[0] if params else {}
+    shown = {k: first[k] for k in STRUCTURAL if k in first}
+    if "depth" in shown and shown["depth"] is None:
+        shown["depth"] = "all"
+    cell.config = readable_params(shown) if shown else ""
+    counts = sorted({r["trainable_params"] for r in cell.runs if r.get("trainable_params") is not None})
+    cell.trainable = counts[0] if len(counts) == 1 else None
+
+
 def _common(values: list[Any]) -> Any:
     """The most common value (by its JSON form; ties: the first seen)."""
     if not values:
@@ -294,11 +308,15 @@ def _split_inputs(data: StudyResults, row: dict, split: str) -> Optional[dict]:
     groups = entry.get("groups")
     if groups is not None and (not isinstance(groups, list) or len(groups) != len(entry["references"]) or all(g is None for g in groups)):
         groups = None
-    return {"predictions": entry["predictions"], "references": entry["references"], "groups": groups}
+    clusters = entry.get("clusters")
+    if clusters is not None and (not isinstance(clusters, list) or len(clusters) != len(entry["references"])
+                                 or all(c is None for c in clusters)):
+        clusters = None
+    return {"predictions": entry["predictions"], "references": entry["references"], "groups": groups, "clusters": clusters}
 
 
 def _signature(inputs: dict) -> str:
-    return json.dumps([inputs["references"], inputs["groups"]], sort_keys=True, default=str)
+    return json.dumps([inputs["references"], inputs["groups"], inputs.get("clusters")], sort_keys=True, default=str)
 
 
 def _where(group: Group, method: str, task_label: str) -> str:
@@ -320,7 +338,7 @@ def _task_statistics(rep: Report, data: StudyResults, t: str, cells: list[tuple[
         return
     canonical = _common([_signature(x) for x in inputs.values()])
     refs_x = next(x for x in inputs.values() if _signature(x) == canonical)
-    refs, groups = refs_x["references"], refs_x["groups"]
+    refs, groups, clusters = refs_x["references"], refs_x["groups"], refs_x.get("clusters")
     for _, _, c in cells:
         for r in c.runs:
             x = inputs.get(id(r))
@@ -345,12 +363,12 @@ def _task_statistics(rep: Report, data: StudyResults, t: str, cells: list[tuple[
             label_set: list = list(range(len(labels)))
         else:
             label_set = [stats.label_value(k, refs) for k in sorted(counts)]
-        rep.chance[t] = stats.chance_score(metric, label_set, refs, groups)
+        rep.chance[t], rep.chance_exact[t] = stats.chance_score(metric, label_set, refs, groups)
 
-    # bootstrap: every cell whose runs all have predictions
-    b = stats.resamples_for(metric)
+    # the items' bootstrap, for every cell whose runs all have predictions (its interval)
+    b = stats.resamples_for(metric, rep.settings.resamples if rep.settings else None)
     rep.resamples[metric] = b
-    resamples = stats.draw_resamples(len(refs), groups, b)
+    resamples = stats.draw_resamples(len(refs), groups, b, clusters=clusters)
     for g, m, c in cells:
         if not c.runs:
             continue
@@ -368,13 +386,14 @@ def _task_statistics(rep: Report, data: StudyResults, t: str, cells: list[tuple[
                 rep.stat_notes.append(f"{_where(g, m, tl)}, seed {r['seed']}: its predictions give "
                                       f"{whole:.2f}, the ledger says {ledger:.2f}")
         c.boot = stats.method_scores(metric, [inputs[id(r)] for r in ordered], resamples)
-        c.ci = stats.percentile_ci(c.boot)
+        c.interval = stats.cell_interval([c.seeds[r["seed"]] for r in ordered], c.boot)
         maj = rep.majority.get(t)
-        c.near_majority = maj is not None and c.ci[0] <= maj <= c.ci[1]
+        c.near_majority = maj is not None and c.interval is not None and c.interval[0] <= maj
 
 
 def _statistics(rep: Report, data: StudyResults, by_group: dict[tuple, dict[str, Row]], finals: list[dict]) -> None:
-    """Majority/chance per task, bootstrap intervals per cell, paired tests vs fine-tuning, Holm."""
+    """Majority/chance per task and each cell's interval (seeds' and items' variance); the
+    contrasts are tested in :func:`build_report` over every regime."""
     from ptcore.metrics import METRICS
 
     for t in rep.tasks:
@@ -388,37 +407,12 @@ def _statistics(rep: Report, data: StudyResults, by_group: dict[tuple, dict[str,
             _task_statistics(rep, data, t, cells, finals)
         except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError) as e:  # malformed predictions
             for _, _, c in cells:
-                c.boot, c.ci, c.near_majority = None, None, False
+                c.boot, c.interval, c.near_majority = None, None, False
             rep.majority[t] = rep.chance[t] = None
             rep.reference_why[t] = "predictions could not be scored"
             rep.stat_notes.append(f"{rep.task_labels[t]}: the stored predictions could not be scored "
                                   f"({type(e).__name__}: {e}); no majority, chance or tests for this task")
 
-    # paired tests against fine-tuning on the same backbone, then Holm over all of them
-    for gk, rs in by_group.items():
-        ft = rs.get(BASELINE)
-        if ft is None:
-            continue
-        for m, row in rs.items():
-            if m == BASELINE:
-                continue
-            for t in rep.tasks:
-                c, base = row.cells[t], ft.cells[t]
-                if c.mean is None or base.mean is None:
-                    continue
-                comp = Comparison(group=row.group, task=t, method=m, delta=c.mean - base.mean, p=None)
-                if c.boot is None or base.boot is None:
-                    comp.why = "predictions missing"
-                else:
-                    comp.p = stats.bootstrap_p(c.boot - base.boot)
-                    c.p = comp.p
-                rep.comparisons.append(comp)
-    adjusted = stats.holm([c.p for c in rep.comparisons])
-    for comp, adj in zip(rep.comparisons, adjusted):
-        comp.p_holm = adj
-        if adj is not None:
-            row = next(r for r in rep.rows if r.group is comp.group and r.method == comp.method)
-            row.cells[comp.task].p_holm = adj
 
 
 # ------------------------------------------------------------------ search
@@ -561,6 +555,11 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
         k: Group(backbone=k[0], layers=k[1], params=min(v) if v else None, model=gmodel[k])
         for k, v in sorted(gparams.items(), key=lambda kv: (min(kv[1]) if kv[1] else math.inf, kv[0][0], kv[0][1] or 0))
     }
+    depths: dict[str, set] = {}
+    for g in groups.values():
+        depths.setdefault(g.model, set()).add(g.layers)
+    for g in groups.values():  # a model kept at several depths: its groups are truncations of one model
+        g.truncated = len(depths[g.model]) > 1 and g.layers is not None
 
     # reported split per task: the official test split where the task has one (NER), else val
     task_split = {}
@@ -596,6 +595,7 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
                         cell.runs.append(r)
                     else:
                         cell.failed += 1
+                _configuration(cell)
                 cells[t] = cell
             complete = sorted(set.intersection(*(set(c.seeds) for c in cells.values()))) if cells else []
             avg = Cell(seeds={s: stats.mean([cells[t].seeds[s] for t in tasks]) for s in complete})
@@ -608,10 +608,13 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
                 return stats.mean(xs) if xs else None
 
             train = avg_of("train_s")
+            counts = sorted({c.trainable for c in cells.values() if c.trainable is not None})
             row = Row(
                 group=group, method=m, cells=cells, avg=avg, avg_mean=avg_mean,
-                trainable=avg_of("trainable_params"), ckpt=avg_of("checkpoint_bytes"),
-                train_s=train if train is not None else avg_of("wall_s"),
+                trainable=counts[0] if len(counts) == 1 else avg_of("trainable_params"),
+                trainable_span="" if len(counts) < 2 or human_count(counts[0]) == human_count(counts[-1])
+                else f"{human_count(counts[0])}–{human_count(counts[-1])}",
+                ckpt=avg_of("checkpoint_bytes"), train_s=train if train is not None else avg_of("wall_s"),
             )
             table.append(row)
             by_group.setdefault(gk, {})[m] = row
@@ -679,5 +682,19 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
         rep.main_regime = main_regime
         for t in rep.regimes.tasks:  # tasks only a multi-task regime ran: the reported split of their rows
             rep.regimes.split.setdefault(t, "val")
+    rep.settings = settings_of(data.config, sorted({r.get("method", "") for r in every if r.get("method")}))
+    rep.halving = budget.get("scheduler", "halving") == "halving" and any(
+        r.get("dev_curve") for r in rows if r["phase"] == "search")  # ledgers before dev_curve ran ASHA
     _statistics(rep, data, by_group, finals)
+
+    # the study's contrasts, in every regime, by one test; one Holm family for the report
+    splits = {**(rep.regimes.split if rep.regimes is not None else {}), **task_split}
+    order = rep.regimes.regimes if rep.regimes is not None else [main_regime]
+
+    def group_label(gk: tuple) -> str:
+        return groups[gk].label if gk in groups else Group(backbone=gk[0], layers=gk[1], params=None).label
+
+    task_order = tasks + [t for t in (rep.regimes.tasks if rep.regimes is not None else []) if t not in tasks]
+    rep.contrasts = test_contrasts([r for r in every if r["phase"] == "final"], splits, rep.settings, order, group_label,
+                                   task_order)
     return rep

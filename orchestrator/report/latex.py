@@ -10,10 +10,17 @@ from typing import Optional
 from .build import Report
 from .tables import (
     FAILURES_HEADING, TEX, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes,
-    pretraining_notes, protocol_text, provenance_text, search_caption, search_table, tests_caption, tests_table, tex_escape,
+    pretraining_notes, protocol_text, provenance_text, search_caption, search_table, contrasts_caption, contrasts_table,
+    findings, tex_escape,
 )  # fmt: skip
 
-FRAGMENTS = ("results_data.tex", "results_main.tex", "results_regimes.tex", "results_tests.tex", "results_search.tex")
+FRAGMENTS = ("results_data.tex", "results_main.tex", "results_regimes.tex", "results_contrasts.tex", "results_search.tex")
+
+
+def _bold_md(text: str) -> str:
+    """Escape for LaTeX, with markdown's **bold** as \\textbf."""
+    parts = text.split("**")
+    return "".join(rf"\textbf{{{tex_escape(p)}}}" if i % 2 else tex_escape(p) for i, p in enumerate(parts))
 
 
 def _label(rep: Report, what: str) -> str:
@@ -90,10 +97,11 @@ def render_fragments(rep: Report) -> dict[str, str]:
             blocks[-1][1].append([c if "$" in c else tex_escape(c) for c in row[1:]])
         out["results_regimes.tex"] = _table(rep, "regimes", regimes_caption(rep.regimes, label), "l" + "r" * (len(header) - 2),
                                             [tex_escape(h) for h in header[1:]], blocks, len(header) - 1)
-    if rep.tested:
-        header, body = tests_table(rep, TEX)
-        out["results_tests.tex"] = _table(rep, "tests", tests_caption(rep), "ll" + "r" * 3 + "l", header[1:],
-                                          _grouped(body), len(header) - 1)
+    if rep.contrasts:
+        header, body = contrasts_table(rep, TEX)
+        lead = len(header) - 10  # Regime (where several), Backbone
+        out["results_contrasts.tex"] = _table(rep, "contrasts", contrasts_caption(rep), "l" * (lead + 1) + "rrlrrrl",
+                                              header[1:], _grouped(body), len(header) - 1)
     if rep.search:
         header, body = search_table(rep, TEX)
         n_counts = len(header) - 6
@@ -140,8 +148,12 @@ def render_latex(rep: Report, fragments: dict[str, str], figure: Optional[str] =
         lines += [r"\end{itemize}", ""]
     if "results_regimes.tex" in fragments:
         lines += [r"\input{results_regimes}", ""]
-    if "results_tests.tex" in fragments:
-        lines += [r"\input{results_tests}", ""]
+    if "results_contrasts.tex" in fragments:
+        lines += [r"\input{results_contrasts}", ""]
+        lines += [r"\subsection*{Findings}", r"\noindent Written from the ledger by orchestrate report: each verdict, "
+                  r"effect and p-value below is computed, none is hand-written.", r"\begin{itemize}"]
+        lines += [rf"\item {_bold_md(x)}" for x in findings(rep)]
+        lines += [r"\end{itemize}", ""]
     if figure:
         lines += [
             rf"\IfFileExists{{{figure}}}{{",

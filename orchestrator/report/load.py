@@ -1,10 +1,13 @@
 """A study's results as the runner wrote them: ``<output_dir>/results.csv`` read through
 :class:`orchestrator.results.ResultsTable` (the one reader and number parser of the ledger),
-plus the per-run files its rows point to (``predictions``)."""
+plus the per-run files its rows point to (``predictions``: ``<rel>``, or ``<rel>.gz`` as a
+committed report's ``ledger/`` keeps them)."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,22 +26,49 @@ class StudyResults:
     output_dir: Path
     config: dict  # the study file (may be empty)
     rows: list[dict]  # ledger rows (ResultsTable), normalised: see :func:`normalise`
+    config_path: Optional[Path] = None  # the study file `config` was read from (None: none)
     _predictions: dict[str, Optional[dict]] = field(default_factory=dict, repr=False)
 
     def predictions(self, row: dict) -> Optional[dict]:
         """The row's predictions file (``{"val": {"predictions", "references", "groups"}, ...}``)
-        or None where the ledger names none or the file is missing/unreadable."""
+        or None where the ledger names none or the file is missing/unreadable. The file is
+        ``<output_dir>/<rel>`` or, failing that, its gzip-compressed ``<rel>.gz``."""
         rel = row.get("predictions")
         if not rel:
             return None
         if rel not in self._predictions:
-            path = self.output_dir / rel
+            blob = read_predictions(self.output_dir, rel)
             try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
+                data = json.loads(blob) if blob is not None else None
+            except ValueError:
                 data = None
             self._predictions[rel] = data if isinstance(data, dict) else None
         return self._predictions[rel]
+
+    def predictions_file(self, rel: str) -> Optional[Path]:
+        """Where the predictions file ``rel`` (a row's ``predictions``) lies: ``<rel>`` or ``<rel>.gz``."""
+        return predictions_file(self.output_dir, rel)
+
+
+def predictions_file(output_dir: Path, rel: str) -> Optional[Path]:
+    """``<output_dir>/<rel>`` if it is a file, else ``<output_dir>/<rel>.gz``, else None."""
+    for path in (Path(output_dir) / rel, Path(output_dir) / f"{rel}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_predictions(output_dir: Path, rel: str) -> Optional[bytes]:
+    """The bytes of the predictions file ``rel`` (decompressed where it is a ``.gz``), or None
+    where it is missing or unreadable."""
+    path = predictions_file(output_dir, rel)
+    if path is None:
+        return None
+    try:
+        blob = path.read_bytes()
+        return gzip.decompress(blob) if path.suffix == ".gz" else blob
+    except (OSError, EOFError, zlib.error):
+        return None
 
 
 def _number(v: Any) -> Optional[float]:
@@ -90,12 +120,16 @@ def _read_yaml(path: Path) -> dict:
 def load_study(study: str | os.PathLike) -> StudyResults:
     """A study file (yaml: ``name``, ``output_dir``) or a study output directory."""
     path = Path(study)
+    config_path: Optional[Path] = None
     if path.is_dir():
         out = path
-        config = _read_yaml(out / "study.yaml") if (out / "study.yaml").is_file() else {}
+        if (out / "study.yaml").is_file():
+            config_path = out / "study.yaml"
+        config = _read_yaml(config_path) if config_path is not None else {}
         name = config.get("name")
     elif path.is_file():
         config = _read_yaml(path)
+        config_path = path
         name = config.get("name")
         if not name:
             raise PtcoreError(f"{path}: name: required key is missing; add it (`name: my-study`), or pass the study's output directory")
@@ -117,4 +151,4 @@ def load_study(study: str | os.PathLike) -> StudyResults:
     if not name:
         names = sorted({r["study"] for r in rows if r["study"]})
         name = names[0] if names else out.resolve().name
-    return StudyResults(name=str(name), output_dir=out, config=config, rows=rows)
+    return StudyResults(name=str(name), output_dir=out, config=config, rows=rows, config_path=config_path)

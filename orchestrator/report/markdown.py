@@ -8,7 +8,7 @@ from .regimes import regimes_caption, regimes_table
 from .tables import (
     FAILURES_HEADING, MD, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes,
     pretraining_notes, protocol_text,
-    provenance_text, search_caption, search_table, tests_caption, tests_table,
+    provenance_text, search_caption, search_table, contrasts_caption, contrasts_table, findings,
 )  # fmt: skip
 
 
@@ -25,8 +25,9 @@ def task_label_of(rep: Report, t: str) -> str:
 def render_markdown(rep: Report) -> str:
     out = [f"# Results: {rep.name}", "", protocol_text(rep), ""]
     if rep.main_regime is not None:
-        out += [f"Regimes: the data, main-results, significance, scale and search sections show the **{rep.main_regime}** "
-                f"regime; the Regimes section sets every regime side by side.", ""]
+        out += [f"Regimes: the data, main-results, scale and search sections show the **{rep.main_regime}** "
+                f"regime; the Regimes section sets every regime side by side, and the Contrasts and Findings cover every "
+                f"regime.", ""]
     n = 0
 
     out += ["## Data", ""]
@@ -59,11 +60,13 @@ def render_markdown(rep: Report) -> str:
         out += ["", "## Regimes", "", f"**Table {n}.** {regimes_caption(rep.regimes, lambda t: task_label_of(rep, t))}", "",
                 _pipe(header, body, ["left", "left"] + ["right"] * (len(header) - 2))]
 
-    if rep.tested:
+    if rep.contrasts:
         n += 1
-        header, body = tests_table(rep, MD)
-        out += ["", "## Significance", "", f"**Table {n}.** {tests_caption(rep)}", "",
-                _pipe(header, body, ["left"] * 3 + ["right"] * 3 + ["left"])]
+        header, body = contrasts_table(rep, MD)
+        out += ["", "## Contrasts", "", f"**Table {n}.** {contrasts_caption(rep)}", "",
+                _pipe(header, body, ["left"] * (len(header) - 7) + ["right", "right", "left", "right", "right", "right", "left"])]
+        out += ["", "## Findings", "", "Written from the ledger by `orchestrate report`: each verdict, effect and p-value "
+                "below is computed, none is hand-written.", ""] + [f"- {x}" for x in findings(rep)]
 
     out += ["", "## Scale", "", "![Primary metric vs backbone parameters](scale.png)", "",
             f"**Figure 1.** {figure_caption(rep)}", "", "## Hyperparameter search", ""]

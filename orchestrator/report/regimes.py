@@ -64,6 +64,14 @@ def _regime_order(config: dict, rows: list[dict]) -> tuple[list[str], dict[str, 
     return order, kinds
 
 
+def run_score(r: dict, task: str, split: str) -> Optional[float]:
+    """A final run's primary score (0-1) on ``task``'s reported ``split``: its own column, or, for
+    a multi-task run, the task's ``<split>_<task>_primary``."""
+    if "+" in r.get("task", ""):
+        return r.get(f"{split}_{task_key(task)}_primary")
+    return r.get(f"{split}_primary")
+
+
 def build_regimes(rows: list[dict], config: dict, task_split: dict[str, str], method_key=lambda m: m) -> Optional[RegimeTable]:
     """The table, or None when the study ran one regime (the main tables say it all)."""
     finals = [r for r in rows if r["phase"] == "final" and r["status"] == "ok"]
@@ -78,8 +86,7 @@ def build_regimes(rows: list[dict], config: dict, task_split: dict[str, str], me
         data = r.get("data") or {}
         for t in r["task"].split("+"):
             multi = "+" in r["task"]
-            split = task_split.get(t, "val")
-            v = r.get(f"{split}_{task_key(t)}_primary") if multi else r.get(f"{split}_primary")
+            v = run_score(r, t, task_split.get(t, "val"))
             if v is None:
                 continue
             if t not in tasks:

@@ -9,8 +9,9 @@ from typing import Callable, Optional, Sequence
 
 from . import stats
 from .build import Report, Row
+from .contrasts import finding, fmt_pvalue, power_line, summary_counts, verdict_text
 from .labels import (
-    BASELINE, MISSING, NOISE_MARK, PRETRAIN_MARK, SIG_MARK, fmt_p, fmt_score, fmt_seconds, human_bytes,
+    BASELINE, MISSING, NOISE_MARK, PRETRAIN_MARK, SIG_MARK, fmt_score, fmt_seconds, human_bytes,
     human_count, method_label, metric_label,
 )  # fmt: skip
 
@@ -69,12 +70,14 @@ def _cell_text(c, best: bool, f: Fmt, n_seeds: int, mean: Optional[float] = None
     s = fmt_score(mean)
     if c.std is not None and n_seeds > 1:
         s += f"{f.pm}{fmt_score(c.std)}"
-    if best:
+    if best and not (marks and c.near_majority):  # a score within reach of the majority class is never the best
         s = f.bold(s)
-    if marks and c.significant:
-        s += f.sig
     if marks and c.near_majority:
         s += f.noise
+    if marks and getattr(c, "config", ""):
+        s += f" [{f.esc(c.config)}]"
+    if marks and getattr(c, "configs", 1) > 1:
+        s += f" ({c.configs} configs)"
     if n_seeds > 1 and 0 < c.n < n_seeds:
         s += f" (n={c.n})"
     return s
@@ -99,7 +102,7 @@ def main_table(rep: Report, f: Fmt) -> tuple[list[str], list[tuple[str, list[lis
     extra = 4  # Δ FT, Trainable, Ckpt/task, Train (s)
     if has_references(rep):
         refs = []
-        for label, values in (("Majority class", rep.majority), ("Chance (uniform labels)", rep.chance)):
+        for label, values in (("Majority class", rep.majority), ("Chance (uniform guessing)", rep.chance)):
             line = [label] + [f.missing if values.get(t) is None else fmt_score(values[t]) for t in rep.tasks]
             vals = [values.get(t) for t in rep.tasks]
             line.append(f.missing if any(v is None for v in vals) else fmt_score(stats.mean(vals)))
@@ -121,7 +124,8 @@ def main_table(rep: Report, f: Fmt) -> tuple[list[str], list[tuple[str, list[lis
                 line.append("(ref.)")
             else:
                 line.append(f.missing if r.delta is None else f.delta(r.delta))
-            line.append(f.missing if r.trainable is None else human_count(r.trainable))
+            line.append(f.esc(f"{r.trainable_span} (by task)") if r.trainable_span else
+                        (f.missing if r.trainable is None else human_count(r.trainable)))
             line.append(f.missing if r.ckpt is None else human_bytes(r.ckpt))
             line.append(f.missing if r.train_s is None else fmt_seconds(r.train_s))
             body.append(line)
@@ -167,7 +171,7 @@ def data_notes(rep: Report) -> list[str]:
 
 
 def search_table(rep: Report, f: Fmt) -> tuple[list[str], list[list[str]]]:
-    header = ["Backbone", "Task", "Method", "Trials", "Completed", "Stopped (ASHA)", "Failed"]
+    header = ["Backbone", "Task", "Method", "Trials", "Completed", "Stopped early", "Failed"]
     other = any(c.other for c in rep.search)
     if other:
         header.append("Other status")
@@ -186,18 +190,55 @@ def search_table(rep: Report, f: Fmt) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def tests_table(rep: Report, f: Fmt) -> tuple[list[str], list[list[str]]]:
-    header = ["Backbone", "Task", "Method", "Δ vs FT", "p", "p (Holm)", "Significant"]
+def contrasts_table(rep: Report, f: Fmt) -> tuple[list[str], list[list[str]]]:
+    """Every contrast of the study, in every regime: Δ, its interval, the test, p and Holm, the
+    equivalence test and the verdict."""
+    cs = rep.settings
+    several = len({c.regime for c in rep.contrasts}) > 1
+    level = f"{100 * (1 - cs.alpha):.0f}% CI" if cs else "CI"
+    header = (["Regime"] if several else []) + ["Backbone", "Task", "Contrast", "Δ", level, "Test", "p", "p (Holm)",
+                                                f"TOST ±{cs.margin:g} p (Holm)" if cs else "TOST p (Holm)", "Verdict"]
     body = []
-    for c in rep.comparisons:
-        body.append([
-            f.esc(c.group.label), task_header(rep, c.task, f), f.esc(method_label(c.method)),
+    for c in rep.contrasts:
+        line = ([f.esc(c.regime)] if several else []) + [
+            f.esc(c.backbone), task_header(rep, c.task, f) if c.task in rep.task_labels else f.esc(c.task),
+            f.esc(f"{method_label(c.a)} vs {method_label(c.b)}"),
             f.missing if c.delta is None else f.delta(c.delta),
-            f.esc(fmt_p(c.p)) if c.p is not None else f.esc(f"not tested ({c.why})"),
-            f.esc(fmt_p(c.p_holm)) if c.p_holm is not None else f.missing,
-            ("yes" + f.sig) if c.significant else ("no" if c.p is not None else f.missing),
-        ])
+        ]
+        if c.test is None:
+            line += [f.missing, f.missing, f.missing, f.missing, f.missing, f.esc(verdict_text(c, cs.margin))]
+        else:
+            lo, hi = c.test.ci(1 - cs.alpha)
+            short = "paired t" if c.test.test.startswith("paired") else "Welch t"
+            line += [f.esc(f"[{lo:+.1f}, {hi:+.1f}]"), f.esc(f"{short}, {c.test.n_a}+{c.test.n_b}"),
+                     f.esc(fmt_pvalue(c.test.p)), f.esc(fmt_pvalue(c.p_holm)), f.esc(fmt_pvalue(c.tost_holm)),
+                     f.esc(verdict_text(c, cs.margin))]
+        body.append(line)
     return [f.esc(h) for h in header], body
+
+
+def findings(rep: Report) -> list[str]:
+    """The findings: one sentence per contrast, a count of verdicts and the study's power,
+    every number computed from the ledger."""
+    cs = rep.settings
+    if cs is None or not rep.contrasts:
+        return []
+    several = len({c.regime for c in rep.contrasts}) > 1
+    label = lambda t: rep.task_labels.get(t, t)  # noqa: E731
+    counts = summary_counts(rep.contrasts)
+    order = [stats.BETTER, stats.WORSE, stats.EQUIVALENT, stats.INCONCLUSIVE, "not tested"]
+    tally = ", ".join(f"{counts[k]} {verdict_word(k, cs.margin)}" for k in order if counts.get(k))
+    out = [f"{len(rep.contrasts)} contrasts: {tally} (Holm over the {len(rep.tested)} tested, α = {cs.alpha:g}, "
+           f"margin ±{cs.margin:g} points)."]
+    line = power_line(rep.contrasts, cs)
+    if line:
+        out.append(line)
+    out += [finding(c, cs, method_label, label, several) for c in rep.contrasts]
+    return out
+
+
+def verdict_word(v: str, margin: float) -> str:
+    return f"equivalent within ±{margin:g}" if v == stats.EQUIVALENT else v
 
 
 # ------------------------------------------------------------------ words
@@ -252,8 +293,10 @@ def protocol_text(rep: Report) -> str:
             asha.append(f"grace period {rep.budget['grace_period']} epoch{'s' if rep.budget['grace_period'] != 1 else ''}")
         if rep.budget.get("reduction_factor") is not None:
             asha.append(f"reduction factor {rep.budget['reduction_factor']}")
+        how = ("successive halving decided from each cell's dev scores alone, the same in every run" if rep.halving
+               else "ASHA (Ray's, asynchronous: decisions depend on the order trials report in)")
         parts.append(f"Search: {cells}, {len(rep.search)} cells ({n} trials: {done} completed, {pruned} stopped early "
-                     f"by ASHA{' (' + _join(asha) + ')' if asha else ''}, {failed} failed); "
+                     f"by {how}{' (' + _join(asha) + ')' if asha else ''}, {failed} failed); "
                      f"final runs use each cell's selected trial.")
     else:
         parts.append("Search: none recorded (fixed configurations).")
@@ -272,30 +315,37 @@ def protocol_text(rep: Report) -> str:
 def main_caption(rep: Report) -> str:
     n = len(rep.seeds)
     spread = (f"mean ± sample standard deviation over {n} seeds" if n > 1 else "a single seed (no spread shown)")
-    s = (f"Primary metric ×100 on each task's reported split, {spread}. Best per column within each backbone in bold. ")
+    s = (f"Primary metric ×100 on each task's reported split, {spread}. Best per column within each backbone in bold "
+         f"(never a cell marked {NOISE_MARK}). ")
     if has_references(rep):
+        exact = [rep.task_labels[t] for t in rep.tasks if rep.chance.get(t) is not None and rep.chance_exact.get(t)]
+        estimated = [rep.task_labels[t] for t in rep.tasks if rep.chance.get(t) is not None and not rep.chance_exact.get(t)]
+        how = []
+        if exact:
+            how.append(f"exactly 100/K for accuracy with K labels ({_join(exact)})")
+        if estimated:
+            how.append(f"for other metrics the mean of {stats.CHANCE_DRAWS} seeded draws, a Monte-Carlo estimate "
+                       f"({_join(estimated)})")
         s += ("Majority class: the score of predicting the most frequent training label for every item; chance: the "
-              f"expected score of uniform random labels (mean of {stats.CHANCE_DRAWS} seeded draws); "
-              f"{MISSING} where a task has no label set. ")
-    boot = (f"paired bootstrap over evaluation items ({_resample_phrase(rep)}, fixed seed; items resampled with "
-            f"replacement, whole groups where a task groups its items; each resample averages each method over its "
-            f"seeds)")
-    if rep.tested:
-        if any(c.near_majority for r in rep.rows for c in r.cells.values()):
-            s += (f"{NOISE_MARK}: within noise of the majority class (the cell's 95% percentile interval from the "
-                  f"same bootstrap includes the majority-class score). ")
-        s += (f"{SIG_MARK}: differs from fine-tuning on the same backbone, {boot}, two-sided, Holm-corrected over the "
-              f"{len(rep.tested)} comparisons of this table, α = {stats.ALPHA:g}; Avg and Δ FT are not tested. ")
-    elif BASELINE not in rep.methods:
-        s += "No fine-tuning baseline in this study: no Δ and no significance test. "
-    elif not rep.has_predictions:
-        s += ("No significance marks: the ledger holds no per-item predictions (no predictions files), so no "
-              "paired test was run and nothing is marked. ")
-    else:
-        s += "No significance marks: no cell has predictions for every run of both methods. "
+              f"expected score of guessing labels uniformly at random, {'; '.join(how)}; {MISSING} where a task has no "
+              "label set. ")
+    if any(c.interval is not None for r in rep.rows for c in r.cells.values()):
+        b = _resample_phrase(rep)
+        s += (f"{NOISE_MARK}: the cell's 95% interval reaches down to the majority-class score or below (interval: mean "
+              f"± t·SE, SE² = the seeds' variance / k + the variance of the seed-mean over a bootstrap of the evaluation "
+              f"items, {b}, whole groups or passages where the task has them). ")
+    if any(getattr(c, "config", "") for r in rep.rows for c in r.cells.values()):
+        s += ("[…]: the structural settings the cell's search selected (depth: prompted layers from the top, all: every "
+              "layer); Trainable is then the selected configuration's count, a range marked (by task) where the row's "
+              "tasks selected different ones. ")
+    if any(getattr(c, "configs", 1) > 1 for r in rep.rows for c in r.cells.values()):
+        s += "(k configs): the cell's seeds ran k different configurations (a resumed search), averaged together. "
+    s += ("No significance marks here: the study's contrasts are tested over seeds in every regime, in the Contrasts "
+          "table and the Findings. ")
     s += ("Avg: mean over tasks (its ± over per-seed task averages). Δ FT: Avg minus fine-tuning's Avg on the same "
-          "backbone. Trainable: trainable parameters. Ckpt/task: bytes stored per task (trainable weights). "
-          f"Train (s): mean training seconds per run (one task, one seed). {MISSING}: no successful final run.")
+          "backbone (descriptive, not tested). Trainable: trainable parameters. Ckpt/task: bytes stored per task "
+          f"(trainable weights). Train (s): mean training seconds per run (one task, one seed). {MISSING}: no "
+          "successful final run.")
     return s
 
 
@@ -309,23 +359,33 @@ def data_caption(rep: Report) -> str:
 
 def search_caption(rep: Report) -> str:
     return ("Search trials per cell, by their status in the ledger: completed (trained to the end), stopped early "
-            "by ASHA (pruned), failed (error). Selected trial: the trial whose configuration the final runs used; "
+            "(pruned), failed (error). Selected trial: the trial whose configuration the final runs used; "
             "Dev: its dev score ×100; selected hyperparameters: its searched values (3 significant digits). Each "
             "cell's search drawn (parallel coordinates, parameter importances): its MLflow cell run, artifacts search/ "
             "(studies run since these figures exist).")
 
 
-def tests_caption(rep: Report) -> str:
-    return (f"Every comparison with fine-tuning on the same backbone: Δ: mean difference ×100; p: two-sided {_boot_short(rep)}; "
-            f"p (Holm): Holm-corrected over the {len(rep.tested)} tested comparisons; significant: p (Holm) < {stats.ALPHA:g}.")
-
-
-def _boot_short(rep: Report) -> str:
-    return f"paired bootstrap over evaluation items pooled across seeds ({_resample_phrase(rep)}, fixed seed)"
+def contrasts_caption(rep: Report) -> str:
+    cs = rep.settings
+    declared = "declared by the study (report.contrasts)" if cs.declared else "the defaults that apply to this study's methods"
+    return (f"The study's contrasts, {declared}, a against b on every task, backbone and regime where both ran. Δ: "
+            f"mean of a minus mean of b over seeds (×100). Test: Welch's t over seeds (unequal variances, "
+            f"Welch–Satterthwaite df), or a paired t over data seeds where each seed of both methods trained on its own "
+            f"sample and they share the samples (few-shot); seed counts a+b. The test asks whether one procedure trains "
+            f"better models for these evaluation items: the seed-to-seed spread is its noise. p: two-sided; p (Holm): "
+            f"Holm-corrected over the {len(rep.tested)} tested contrasts. TOST: two one-sided tests of |Δ| < "
+            f"{cs.margin:g} points (study setting report.equivalence_margin), Holm-corrected over the same family. "
+            f"Verdict: equivalent within ±{cs.margin:g} where TOST rejects at α = {cs.alpha:g}, else better/worse where "
+            f"the difference test rejects, else inconclusive (neither shown: not the same as equal).")
 
 
 def figure_caption(rep: Report) -> str:
-    s = ("Primary metric ×100 vs backbone parameters (log scale), one panel per task with results (and their average "
+    from .plots import ladder
+
+    model = ladder(rep)
+    axis = (f"layers kept of {model} (its first k layers, not separately pretrained smaller models)" if model
+            else "backbone parameters (log scale)")
+    s = (f"Primary metric ×100 vs {axis}, one panel per task with results (and their average "
          "where there are several); one colour and marker per method (the same in every report); error bars: "
          "standard deviation over seeds")
     return s + ("; dashed line: chance; dotted line: majority class." if has_references(rep) else ".")

@@ -36,7 +36,7 @@ EXPECTED = HERE / "expected"
 STUDIES = ("with_predictions", "scale_small", "missing_cell", "single_seed")
 PROVENANCE = {"versions": {"python": "3.12.0", "ptcore": "0.1.0", "torch": "2.13.0", "pandas": "3.0.0"}}
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-TEXT_FILES = ("results.md", "results.tex", "results_data.tex", "results_main.tex", "results_tests.tex", "results_search.tex")
+TEXT_FILES = ("results.md", "results.tex", "results_data.tex", "results_main.tex", "results_contrasts.tex", "results_search.tex")
 
 
 @pytest.fixture(scope="module")
@@ -112,13 +112,14 @@ def test_output_is_deterministic(rendered):
 
 
 def test_tables_of_a_ledger_without_new_fields_are_left_out(rendered):
-    """Older ledgers (no data_json, no predictions): no data table, no tests, no references."""
+    """Older ledgers (no data_json, no predictions): no data table, no intervals, no references;
+    the contrasts need only the ledger's per-seed scores, so they are tested."""
     out = rendered["scale_small"]
-    assert not (out / "results_data.tex").exists() and not (out / "results_tests.tex").exists()
+    assert not (out / "results_data.tex").exists() and (out / "results_contrasts.tex").exists()
     assert (out / "results_main.tex").is_file() and (out / "results_search.tex").is_file()
     text = md(rendered, "scale_small")
     assert "no `data_json` column" in text and "size not recorded" in text
-    assert "no per-item predictions" in text and "nothing is marked" in text
+    assert "95% interval reaches down" not in text  # no predictions: no interval, so no mark and no word of one
     assert "Majority class" not in text
     assert not any("†" in cell or "°" in cell for row in table_rows(text, "Backbone")[1] for cell in row)
     assert "whole official" not in text  # nothing recorded: claims nothing
@@ -155,40 +156,79 @@ def test_majority_and_chance_rows(rendered):
     text = md(rendered, "with_predictions")
     header, rows = table_rows(text, "Backbone")
     assert header[2:6] == ["QQP§", "SST-2", "CB", "MultiRC"]
-    majority, chance = row_of(rows, "Majority class"), row_of(rows, "Chance (uniform labels)")
+    majority, chance = row_of(rows, "Majority class"), row_of(rows, "Chance (uniform guessing)")
     # SST-2 val: 104 of 200 are the training majority label; CB: 23 of 56; F1 tasks: 0 for all-negative
     assert majority[2:6] == ["0.0", "52.0", "41.1", "0.0"]
-    assert chance[4] == "33.3" and 48 < float(chance[3]) < 52
-    # within noise of the majority class: CB prompt tuning (CI includes 41.1); not fine-tuning
+    assert chance[4] == "33.3" and chance[3] == "50.0"  # accuracy: exactly 1/K
+    assert "exactly 100/K for accuracy with K labels (SST-2, CB)" in text and "a Monte-Carlo estimate (QQP, MultiRC)" in text
+    # within reach of the majority class: CB prompt tuning (its interval reaches 41.1); not fine-tuning
     cb = header.index("CB")
     pt = [r for r in rows if r[1] == "Prompt tuning"]
-    assert all(r[cb].split(" (n=")[0].endswith("°") for r in pt)
+    assert all("°" in r[cb] for r in pt)
     assert not any("°" in r[cb] for r in rows if r[1] in ("Fine-tuning", "P-Tuning v2"))
-    assert "°: within noise of the majority class" in text
+    assert "°: the cell's 95% interval reaches down to the majority-class score or below" in text
 
 
-def test_significance_is_bootstrap_with_holm(rendered):
+def test_a_cell_below_the_majority_is_marked_and_never_bold():
+    """The interval's lower end at or below the majority score marks the cell, even where the
+    whole interval lies below it; such a cell is never bold, even when best in its column."""
+    from orchestrator.report.build import Cell
+    from orchestrator.report.tables import MD, _cell_text
+
+    c = Cell(seeds={0: 49.3, 1: 48.9, 2: 49.7}, interval=(47.0, 51.5), near_majority=True)
+    text = _cell_text(c, best=True, f=MD, n_seeds=3)
+    assert "°" in text and "**" not in text
+    assert "**" in _cell_text(Cell(seeds={0: 70.0, 1: 71.0}, interval=(60.0, 80.0)), best=True, f=MD, n_seeds=2)
+
+
+def test_contrasts_are_tests_over_seeds_with_holm(rendered, built):
+    """The default contrasts that apply (P-Tuning v2 vs fine-tuning, vs prompt tuning) on every
+    task and backbone; Welch's t over the ledger's per-seed scores, checked against scipy's own
+    Welch test; Holm over the family; verdicts and findings from those numbers."""
+    from scipy import stats as st
+
     text = md(rendered, "with_predictions")
-    assert "paired bootstrap over evaluation items" in text and "Holm-corrected over the 15 comparisons" in text
-    assert "ttest" not in text
-    header, rows = table_rows(text, "Backbone")
-    sst2 = header.index("SST-2")
-    l2 = rows[2:5]  # after the two reference rows
-    assert [r[1] for r in l2] == ["Fine-tuning", "Prompt tuning", "P-Tuning v2"]
-    assert l2[1][sst2].endswith("†") and "†" not in l2[2][sst2] and "†" not in l2[0][sst2]
-    # P-Tuning v2 on QQP and CB (2 layers) has raw p < 0.05 but not after Holm: unmarked
-    ptv2 = [r for r in rows if r[1] == "P-Tuning v2"]
-    assert not any("†" in cell for r in ptv2 for cell in r)
-    # the run without predictions: its cell is not tested, says so, and is not marked
-    assert "†" not in l2[1][header.index("QQP§")]
-    assert "Prompt tuning on QQP, MiniLM-L2 (2 layers, 15.6M): no predictions for 1 of 3 successful runs" in text
-    th, tests = table_rows(text.split("## Significance")[1], "Backbone")
-    assert th == ["Backbone", "Task", "Method", "Δ vs FT", "p", "p (Holm)", "Significant"]
-    assert row_of(tests, "QQP§", "Prompt tuning", "MiniLM-L2 (2 layers, 15.6M)")[4] == "not tested (predictions missing)"
-    holm = [float(r[5].replace("<", "")) for r in tests if r[5] != "–"]
-    raw = [float(r[4].replace("<", "")) for r in tests if r[5] != "–"]
-    assert len(holm) == 15 and all(h >= p for h, p in zip(holm, raw))
-    assert row_of(tests, "QQP§", "P-Tuning v2", "MiniLM-L2 (2 layers, 15.6M)")[4:] == ["0.010", "0.070", "no"]
+    assert "## Significance" not in text and "paired bootstrap over evaluation items" not in text
+    header, rows = table_rows(text.split("## Contrasts")[1], "Backbone")
+    assert header == ["Backbone", "Task", "Contrast", "Δ", "95% CI", "Test", "p", "p (Holm)", "TOST ±2 p (Holm)", "Verdict"]
+    assert len(rows) == 16 and "Holm-corrected over the 16 tested contrasts" in text
+    rep = built["with_predictions"]
+    data = load_study(HERE / "with_predictions")
+    for c in rep.contrasts:
+        def scores(method):
+            return [100 * r["val_primary"] for r in data.rows if r["phase"] == "final" and r["status"] == "ok"
+                    and r["task"] == c.task and r["method"] == method and (r["backbone"], r["layers"]) == c.group_key]
+        ref = st.ttest_ind(scores(c.a), scores(c.b), equal_var=False)
+        assert c.test.p == pytest.approx(ref.pvalue, rel=1e-9), (c.task, c.a, c.b)
+    holm = [c.p_holm for c in rep.contrasts]
+    assert all(h >= c.test.p for h, c in zip(holm, rep.contrasts))
+    sst2 = row_of(rows, "MiniLM-L6-v2, first 2 layers, 15.6M params", "SST-2", "P-Tuning v2 vs Prompt tuning")
+    assert sst2[3] == "+12.7" and sst2[5] == "Welch t, 3+3" and sst2[-1] == "better"
+    cb = row_of(rows, "MiniLM-L6-v2, first 6 layers, 22.7M params", "CB", "P-Tuning v2 vs Prompt tuning")
+    assert cb[5] == "Welch t, 3+2"  # prompt tuning's seed 2 failed: 2 seeds
+    findings = text.split("## Findings")[1]
+    assert "16 contrasts: 5 better, 11 inconclusive" in findings
+    assert "P-Tuning v2 vs Fine-tuning (SST-2, MiniLM-L6-v2, first 6 layers, 22.7M params): **inconclusive**" in findings
+    assert "detects a difference of" in findings
+
+
+def test_contrasts_follow_the_study_file(tmp_path):
+    """report.contrasts and equivalence_margin from the study file: a pair named there, a margin
+    wide enough to call a small difference equivalent."""
+    import shutil as sh
+
+    import yaml
+
+    src = HERE / "with_predictions"
+    dst = tmp_path / "with_predictions"
+    sh.copytree(src, dst)
+    cfg = yaml.safe_load((dst / "study.yaml").read_text()) if (dst / "study.yaml").is_file() else {"name": "x"}
+    cfg["report"] = {"contrasts": [["ptuning_v2", "finetune"]], "equivalence_margin": 10.0}
+    (dst / "study.yaml").write_text(yaml.safe_dump(cfg))
+    rep = build_report(load_study(dst), PROVENANCE)
+    assert {(c.a, c.b) for c in rep.contrasts} == {("ptuning_v2", "finetune")}
+    verdicts = {(c.task, c.backbone): c.verdict for c in rep.contrasts}
+    assert verdicts[("glue/sst2", "MiniLM-L6-v2, first 6 layers, 22.7M params")] == "equivalent"
 
 
 def test_pretraining_overlap_is_flagged(rendered):
@@ -201,16 +241,16 @@ def test_pretraining_overlap_is_flagged(rendered):
 def test_search_summary_counts_statuses_and_reads_names(rendered):
     text = md(rendered, "with_predictions")
     header, rows = table_rows(text.split("## Hyperparameter search")[1], "Backbone")
-    assert header[3:7] == ["Trials", "Completed", "Stopped (ASHA)", "Failed"]
-    qqp = row_of(rows, "MiniLM-L2 (2 layers, 15.6M)", "QQP§", "P-Tuning v2")
+    assert header[3:7] == ["Trials", "Completed", "Stopped early", "Failed"]
+    qqp = row_of(rows, "MiniLM-L6-v2, first 2 layers, 15.6M params", "QQP§", "P-Tuning v2")
     assert qqp[3:7] == ["3", "1", "1", "1"]
     assert qqp[-1] == "lr=0.0106, prompt length=8, depth=2"
-    assert row_of(rows, "MiniLM-L6 (6 layers, 22.7M)", "SST-2", "Fine-tuning")[-1] == "lr=2e-5"
+    assert row_of(rows, "MiniLM-L6-v2, first 6 layers, 22.7M params", "SST-2", "Fine-tuning")[-1] == "lr=2e-5"
     assert "method_args" not in text
     old = md(rendered, "scale_small")  # an older ledger: names from config_json, the same readable form
     assert "lr=0.03, prompt length=32" in old and "prompt_length" not in old
     _, rows = table_rows(old.split("## Hyperparameter search")[1], "Backbone")
-    assert row_of(rows, "MiniLM-L6-v2 (2 layers, 11.2M)", "CB", "Prompt tuning")[3:7] == ["3", "2", "1", "0"]
+    assert row_of(rows, "MiniLM-L6-v2, first 2 layers, 11.2M params", "CB", "Prompt tuning")[3:7] == ["3", "2", "1", "0"]
 
 
 def test_main_table_of_an_older_ledger(rendered):
@@ -219,7 +259,7 @@ def test_main_table_of_an_older_ledger(rendered):
     assert header[:5] == ["Backbone", "Method", "CB", "RTE", "Avg"]
     assert header[5:] == ["Δ FT", "Trainable", "Ckpt/task", "Train (s)"]
     # backbones smallest first, fine-tuning first within each backbone
-    assert rows[0][0] == "MiniLM-L6-v2 (2 layers, 11.2M)" and rows[3][0] == "MiniLM-L6-v2 (6 layers, 22.7M)"
+    assert rows[0][0] == "MiniLM-L6-v2, first 2 layers, 11.2M params" and rows[3][0] == "MiniLM-L6-v2, first 6 layers, 22.7M params"
     assert [r[1] for r in rows] == ["Fine-tuning", "Prompt tuning", "P-Tuning v2"] * 2
     assert rows[0][5] == "(ref.)" and rows[0][6] == "11.2M"
     assert "±" in rows[0][2] and rows[0][2].startswith("**")  # FT best on CB for the small backbone
@@ -240,8 +280,9 @@ def test_missing_and_failed_cells(rendered):
 
 def test_single_seed_has_no_spread_or_test(rendered):
     text = md(rendered, "single_seed")
-    table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    table = "\n".join(line for line in text.split("## Contrasts")[0].splitlines() if line.startswith("|"))
     assert "±" not in table and "†" not in table
+    assert "not tested (1 seed: a test over seeds needs 2 per method)" in text
     assert "a single seed (no spread shown)" in text
     assert "No search trials recorded." in text and "Search: none recorded" in text
 
@@ -279,7 +320,7 @@ def test_latex_is_fragments_and_a_wrapper(rendered):
     wrapper = (out / "results.tex").read_text()
     for pkg in (r"\usepackage{lmodern}", r"\usepackage[T1]{fontenc}", r"\usepackage{booktabs}"):
         assert pkg in wrapper
-    for name in ("results_data", "results_main", "results_tests", "results_search"):
+    for name in ("results_data", "results_main", "results_contrasts", "results_search"):
         assert rf"\input{{{name}}}" in wrapper
         fragment = (out / f"{name}.tex").read_text()
         assert fragment.count(r"\begin{table}") == 1 and r"\documentclass" not in fragment and r"\label{" in fragment
@@ -452,3 +493,25 @@ def test_method_notes_list_each_shown_methods_departures(study, built, rendered)
         for note in get_method(m).notes:
             assert f"  - {note}" in text
             assert tex_escape(note) in tex
+
+
+def test_rows_show_the_configuration_they_ran(rendered):
+    """A cell shows its search's structural selection; Trainable is that configuration's count."""
+    text = md(rendered, "with_predictions")
+    header, rows = table_rows(text, "Backbone")
+    ptv2 = row_of(rows, "P-Tuning v2")
+    assert ptv2[header.index("SST-2")].endswith("[prompt length=8, depth=2]")
+    assert ptv2[header.index("Trainable")] == "13.4K"
+
+
+def test_a_truncation_ladder_is_labelled_and_plotted_by_layers(built):
+    """MiniLM kept at 2 and 6 layers: one model truncated, not two pretrained sizes."""
+    from orchestrator.report.plots import ladder, make_figure
+
+    rep = built["with_predictions"]
+    assert [g.label for g in rep.groups] == ["MiniLM-L6-v2, first 2 layers, 15.6M params",
+                                             "MiniLM-L6-v2, first 6 layers, 22.7M params"]
+    assert ladder(rep) == "sentence-transformers/all-MiniLM-L6-v2"
+    ax = next(a for a in make_figure(rep).axes if a.get_visible())
+    assert ax.get_xscale() == "linear" and list(ax.get_xticks()) == [2.0, 6.0]
+    assert "layers kept of MiniLM-L6-v2" in ax.get_xlabel()

@@ -27,60 +27,35 @@ def noisy(refs: list[int], acc: float, rng: np.random.Generator) -> list[int]:
     return [r if rng.random() < acc else 1 - r for r in refs]
 
 
-# ------------------------------------------------------------------ paired bootstrap
+# ------------------------------------------------------------------ the items' bootstrap (cells' intervals)
 
 
-def test_a_clearly_better_method_is_significant():
-    rng = np.random.default_rng(1)
-    refs = rng.integers(0, 2, 300).tolist()
-    good = [noisy(refs, 0.9, rng) for _ in range(3)]
-    bad = [noisy(refs, 0.6, rng) for _ in range(3)]
-    assert stats.paired_bootstrap("accuracy", runs(good, refs), runs(bad, refs), b=300) < 0.05
-    assert stats.paired_bootstrap("f1", runs(bad, refs), runs(good, refs), b=300) < 0.05  # two-sided, generic path
-
-
-def test_identical_predictions_give_p_one():
-    rng = np.random.default_rng(2)
-    refs = rng.integers(0, 2, 200).tolist()
-    same = [noisy(refs, 0.7, rng) for _ in range(2)]
-    assert stats.paired_bootstrap("accuracy", runs(same, refs), runs(same, refs), b=200) == 1.0
-    assert stats.paired_bootstrap("macro_f1", runs(same, refs), runs(same, refs), b=200) == 1.0
-
-
-def test_a_one_item_difference_is_not_significant():
-    rng = np.random.default_rng(3)
-    refs = rng.integers(0, 2, 300).tolist()
-    a = noisy(refs, 0.8, rng)
-    b = list(a)
-    b[0] = 1 - b[0]
-    assert stats.paired_bootstrap("accuracy", runs([a], refs), runs([b], refs), b=300) > 0.5
-
-
-def test_pooling_averages_each_method_over_its_seeds():
-    """Seeds pooled: each resample compares the methods' means over all their seeds, not one seed."""
+def test_method_scores_average_each_method_over_its_seeds():
+    """Each resample scores every seed's run on the same items and averages them."""
     rng = np.random.default_rng(4)
     refs = rng.integers(0, 2, 400).tolist()
-    uneven = [noisy(refs, 0.6, rng), list(refs), noisy(refs, 0.6, rng)]  # 60%, 100%, 60%: mean ~73%
-    even = [noisy(refs, 0.733, rng) for _ in range(3)]
-    assert stats.paired_bootstrap("accuracy", runs(uneven, refs), runs(even, refs), b=300) > 0.2
-    assert stats.paired_bootstrap("accuracy", runs(uneven[:1], refs), runs(even, refs), b=300) < 0.05
-    assert stats.paired_bootstrap("accuracy", runs(uneven[1:2], refs), runs(even, refs), b=300) < 0.05
+    seeds = [noisy(refs, 0.6, rng), list(refs), noisy(refs, 0.6, rng)]
+    res = stats.draw_resamples(400, None, 50)
+    pooled = stats.method_scores("accuracy", runs(seeds, refs), res)
+    each = [stats.bootstrap_scores("accuracy", p, refs, None, res) for p in seeds]
+    assert np.allclose(pooled, np.mean(each, axis=0))
 
 
 def test_bootstrap_p_formula():
-    assert stats.bootstrap_p(np.array([1.0, 2.0, -1.0, 3.0])) == 0.5  # 2 * min(1/4, 3/4)
-    assert stats.bootstrap_p(np.array([-1.0, -2.0, 1.0])) == pytest.approx(2 / 3)
-    assert stats.bootstrap_p(np.array([1.0, 2.0])) == 0.0
+    """(1 + extreme) / (B + 1), two-sided: never 0."""
+    assert stats.bootstrap_p(np.array([1.0, 2.0, -1.0, 3.0])) == pytest.approx(0.8)  # 2 (1 + 1) / 5
+    assert stats.bootstrap_p(np.array([-1.0, -2.0, 1.0])) == 1.0  # 2 (1 + 1) / 4
+    assert stats.bootstrap_p(np.array([1.0, 2.0])) == pytest.approx(2 / 3)  # no resample at or below 0: 2/(B+1)
     assert stats.bootstrap_p(np.array([0.0, 0.0])) == 1.0  # capped at 1
+    assert stats.p_floor(1000) == pytest.approx(2 / 1001)
 
 
 def test_bootstrap_is_seeded():
-    rng = np.random.default_rng(5)
-    refs = rng.integers(0, 2, 100).tolist()
-    a, b = runs([noisy(refs, 0.75, rng)], refs), runs([noisy(refs, 0.7, rng)], refs)
-    assert stats.paired_bootstrap("accuracy", a, b, b=200) == stats.paired_bootstrap("accuracy", a, b, b=200)
-    ps = {stats.paired_bootstrap("accuracy", a, b, b=200, seed=s) for s in range(4)}
-    assert len(ps) > 1  # the seed is what fixes it
+    a = stats.draw_resamples(100, None, 20)
+    b = stats.draw_resamples(100, None, 20)
+    assert all((x.items == y.items).all() for x, y in zip(a, b))
+    c = stats.draw_resamples(100, None, 20, seed=1)
+    assert any((x.items != y.items).any() for x, y in zip(a, c))  # the seed is what fixes it
 
 
 def test_mean_of_items_shortcut_equals_the_metric_on_resampled_items():
@@ -102,6 +77,8 @@ def test_mean_of_items_shortcut_equals_the_metric_on_resampled_items():
 def test_slow_metrics_get_fewer_resamples():
     assert stats.resamples_for("accuracy") == stats.BOOTSTRAP_B == 1000
     assert stats.resamples_for("entity_f1") < 1000
+    assert stats.resamples_for("accuracy", 2000) == 2000  # the report's setting (report.bootstrap_resamples)
+    assert stats.resamples_for("entity_f1", 100) == 100
 
 
 # ------------------------------------------------------------------ groups
@@ -132,8 +109,21 @@ def test_a_group_drawn_twice_counts_twice():
     groups = ["q0", "q0", "q1", "q1"]
     twice_q0 = stats.Resample(items=np.array([0, 1, 0, 1, 2, 3]), groups=np.array([0, 0, 1, 1, 2, 2]))
     assert stats.bootstrap_scores("em", preds, refs, groups, [twice_q0])[0] == pytest.approx(100 * 2 / 3)
-    p = stats.paired_bootstrap("em", runs([preds], refs, groups), runs([[0, 0, 0, 0]], refs, groups), b=100)
-    assert 0 <= p <= 1
+
+
+def test_passages_are_resampled_whole_and_their_questions_stay_apart():
+    """MultiRC: a paragraph (cluster) is drawn whole; its questions keep separate group ids,
+    fresh in each draw."""
+    clusters = ["p0"] * 4 + ["p1"] * 2
+    groups = ["q0", "q0", "q1", "q1", "q2", "q2"]
+    for r in stats.draw_resamples(6, groups, 100, clusters=clusters):
+        items = r.items.tolist()
+        assert len(items) in (4, 6, 8, 12) or len(items) % 2 == 0
+        # every drawn paragraph brings all its items: counts of 0..3 and 4..5 come in whole blocks
+        assert items.count(0) == items.count(3) and items.count(4) == items.count(5)
+        for gid in set(r.groups.tolist()):
+            members = {groups[i] for i in r.items[r.groups == gid]}
+            assert len(members) == 1 and len(r.items[r.groups == gid]) == 2  # one question, drawn once
 
 
 # ------------------------------------------------------------------ Holm
@@ -159,12 +149,13 @@ def test_majority_class_uses_the_training_counts_on_the_references():
     assert stats.majority_score("accuracy", {"neutral": 1, "entailment": 4}, ["entailment", "neutral"]) == 50.0
 
 
-def test_chance_is_the_mean_of_seeded_uniform_draws():
+def test_chance_exact_for_accuracy_and_estimated_otherwise():
     refs = [0, 1] * 100
-    assert stats.chance_score("accuracy", [0, 1], refs) == pytest.approx(50, abs=1.5)
-    assert stats.chance_score("accuracy", [0, 1, 2], [0, 1, 2] * 60) == pytest.approx(100 / 3, abs=1.5)
-    assert stats.chance_score("accuracy", [0, 1], refs) == stats.chance_score("accuracy", [0, 1], refs)
-    assert stats.chance_score("f1", [0, 1], [0] * 150 + [1] * 50) == pytest.approx(100 * 2 * 0.25 * 0.5 / 0.75, abs=2)
+    assert stats.chance_score("accuracy", [0, 1], refs) == (50.0, True)
+    assert stats.chance_score("accuracy", [0, 1, 2], [0] * 50 + [1]) == (pytest.approx(100 / 3), True)  # 1/K whatever the labels
+    value, exact = stats.chance_score("f1", [0, 1], [0] * 150 + [1] * 50)
+    assert not exact and value == pytest.approx(100 * 2 * 0.25 * 0.5 / 0.75, abs=2)
+    assert stats.chance_score("f1", [0, 1], refs) == stats.chance_score("f1", [0, 1], refs)  # seeded
 
 
 def _small_ledger(tmp_path: Path, keep) -> Path:
@@ -180,11 +171,15 @@ def test_report_references_and_noise_marks(tmp_path):
     study = _small_ledger(tmp_path, lambda r: r[(r.backbone == "MiniLM-L2") & (r.task == "superglue/cb")])
     rep = build_report(load_study(study), {"versions": {}})
     assert rep.majority["superglue/cb"] == pytest.approx(100 * 23 / 56)
-    assert rep.chance["superglue/cb"] == pytest.approx(100 / 3, abs=1.5)
+    assert rep.chance["superglue/cb"] == pytest.approx(100 / 3) and rep.chance_exact["superglue/cb"]
     cells = {r.method: r.cells["superglue/cb"] for r in rep.rows}
     assert cells["prompt_tuning"].near_majority and not cells["finetune"].near_majority
-    lo, hi = cells["prompt_tuning"].ci
-    assert lo <= rep.majority["superglue/cb"] <= hi and lo < cells["prompt_tuning"].mean < hi
+    lo, hi = cells["prompt_tuning"].interval
+    assert lo <= rep.majority["superglue/cb"] and lo < cells["prompt_tuning"].mean < hi
+    # the interval holds the seeds' spread: wider than the items' bootstrap alone
+    pt = cells["prompt_tuning"]
+    boot_lo, boot_hi = stats.percentile_ci(pt.boot)
+    assert hi - lo > boot_hi - boot_lo
 
 
 def test_span_and_regression_tasks_get_no_majority(tmp_path):
@@ -216,9 +211,9 @@ def test_no_predictions_means_nothing_is_marked(tmp_path):
         return r
 
     rep = build_report(load_study(_small_ledger(tmp_path, strip)), {"versions": {}})
-    assert rep.comparisons and not rep.tested and not rep.has_predictions
-    assert all(c.p is None and not c.significant and c.why == "predictions missing" for c in rep.comparisons)
-    assert not any(c.significant or c.near_majority for r in rep.rows for c in r.cells.values())
+    assert not rep.has_predictions
+    assert rep.tested  # the contrasts test the ledger's per-seed scores: predictions are not needed
+    assert not any(c.interval is not None or c.near_majority for r in rep.rows for c in r.cells.values())
 
 
 # ------------------------------------------------------------------ names and notes
@@ -317,4 +312,26 @@ def test_predictions_a_metric_cannot_score_are_reported_not_raised(tmp_path):
         path.write_text(json.dumps(data))
     rep = build_report(load_study(study), {"versions": {}})
     assert any("could not be scored (ValueError" in n for n in rep.stat_notes)
-    assert not rep.tested and rep.majority["superglue/multirc"] is None
+    assert rep.majority["superglue/multirc"] is None
+    assert not any(c.interval for r in rep.rows for c in r.cells.values())
+
+
+def test_a_cell_wholly_below_the_majority_class_is_marked(tmp_path):
+    """Fine-tuning that always says the rarest CB label (5 of 56): its whole interval lies below
+    the majority class (41.1), so it is marked, and never bold."""
+    import json
+
+    def cb(r):
+        r = r[(r.backbone == "MiniLM-L2") & (r.task == "superglue/cb")].copy()
+        r.loc[(r.phase == "final") & (r.method == "finetune"), "val_primary"] = str(5 / 56)
+        return r
+
+    study = _small_ledger(tmp_path, cb)
+    rows = pd.read_csv(study / "results.csv", dtype=str, keep_default_na=False)
+    for rel in rows[(rows.phase == "final") & (rows.method == "finetune")].predictions:
+        data = json.loads((study / rel).read_text())
+        data["val"]["predictions"] = [2] * len(data["val"]["references"])
+        (study / rel).write_text(json.dumps(data))
+    rep = build_report(load_study(study), {"versions": {}})
+    ft = next(r for r in rep.rows if r.method == "finetune").cells["superglue/cb"]
+    assert ft.interval[1] < rep.majority["superglue/cb"] and ft.near_majority
