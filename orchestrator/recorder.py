@@ -6,9 +6,10 @@ training run: a search trial has one, a final trial one per seed it trains.
 
 * trial start      -> MLflow run of its first ptcore run (params = resolved config, tags)
 * epoch result     -> metrics at step = epoch (train_loss, lr_schedule, dev_*, method aux like tau)
-* final result     -> val/test metrics; what describes the run (param counts, best epoch) as
-                      params; checkpoint artifact (final phase); results.csv row (status ok)
-                      written first, then the run ends FINISHED
+* final result     -> val/test metrics; what describes the run (param counts, best epoch) and
+                      what decided its arithmetic (compute.*) as params; checkpoint artifact
+                      (final phase); results.csv row (status ok) written first, then the run
+                      ends FINISHED
 * trial complete   -> runs that never sent a final result were stopped by ASHA: row
                       status pruned (dev only), run FINISHED with tag ptcore.status=pruned
 * trial error      -> row status error + one-line reason, run FAILED
@@ -32,8 +33,10 @@ from ray.tune import Callback
 from . import failpoints
 from . import results as R
 from .raysession import check_interrupt
-from .tracking import KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, data_inputs, flatten_config, provenance_tags
-from .trial import BOOKKEEPING, CELL_KEY, error_line, searched_values, trial_error
+from .tracking import (
+    KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, compute_params, data_inputs, flatten_config, provenance_tags,
+)  # fmt: skip
+from .trial import BOOKKEEPING, CELL_KEY, error_line, lane_threads, searched_values, trial_error, with_threads
 
 
 @dataclass
@@ -131,7 +134,10 @@ class Recorder(Callback):
                 jobs = self.packs[int(trial.config["job"])]
             else:
                 jobs = [self.search_job(int(trial.config[CELL_KEY]), searched_values(trial.config))]
-            ts = TrialState(trial.trial_id, {i: RunState(i, v, job) for i, (job, v) in enumerate(trial_runs(jobs))})
+            # the threads the worker runs each run with (orchestrator.trial), so the params say what ran
+            threads = lane_threads(self.ls.study.resources.model_dump())
+            ts = TrialState(trial.trial_id, {i: RunState(i, with_threads(v, threads), job)
+                                             for i, (job, v) in enumerate(trial_runs(jobs))})
             self.trials[trial.trial_id] = ts
         return ts
 
@@ -212,7 +218,8 @@ class Recorder(Callback):
         summary = {(f"best_{k}" if k.startswith("dev_") else k): v for k, v in summary.items()}
         summary.update({k: row[k] for k in RUN_MEASURES if row.get(k) is not None})
         self.tracker.log_metrics(run_id, summary, step=int(res.get("epochs_run") or 0))
-        self.tracker.log_params(run_id, {k: str(row[k]) for k in RUN_CONSTANTS if row.get(k) is not None})
+        self.tracker.log_params(run_id, {**{k: str(row[k]) for k in RUN_CONSTANTS if row.get(k) is not None},
+                                         **compute_params(res.get("compute"))})  # threads, kernels, device, precision
         tags = {"ptcore.status": "ok", **provenance_tags(res.get("git"), res.get("versions"))}
         if res.get("resumed_at"):  # the run's process died and a retry continued it after these epochs
             tags["ptcore.resumed_at"] = ",".join(str(e) for e in res["resumed_at"])

@@ -18,8 +18,11 @@ full regime adds its regime (`` · few_shot-32``). Every run carries ``ptcore.ta
 ``ptcore.method``, ``ptcore.backbone``, ``ptcore.regime`` and ``ptcore.phase``; cell and
 leaf runs ``ptcore.cell`` too (the study run: every value its cells take, comma-joined).
 A leaf run's params are its resolved RunConfig (method options by their own names, as in the
-study file: ``prompt_length``) and what describes the trained run (``trainable_params``,
-``total_params``, ``checkpoint_bytes``, ``best_epoch``, ``epochs_run``); its metrics are what
+study file: ``prompt_length``; ``threads``: the trial's ``cpus_per_worker``), what describes the
+trained run (``trainable_params``, ``total_params``, ``checkpoint_bytes``, ``best_epoch``,
+``epochs_run``) and what decided its arithmetic (``compute.torch_threads``,
+``compute.interop_threads``, ``compute.kernels``, ``compute.device``, ``compute.precision``,
+``compute.torch``, ...: result.json's ``compute``); its metrics are what
 it measured: per epoch (step = epoch) ``train_loss``, ``lr_schedule`` (the learning rate the
 schedule reached; the param ``lr`` is its peak) and ``dev_*``; once, at its end, the selected
 epoch's ``best_dev_*``, ``val_*`` / ``test_*``, ``trainable_pct``, ``wall_s`` and ``train_s``.
@@ -70,13 +73,26 @@ EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_develop
 NOTE = "mlflow.note.content"  # an experiment's (or run's) description in the UI
 
 
+# run settings logged only where set: ``threads`` unset is torch's default, which says nothing;
+# a trial's runs set it (orchestrator.trial.with_threads), a cell's selection does not
+LOGGED_IF_SET = ("threads",)
+
+
 def flatten_config(resolved: dict[str, Any]) -> dict[str, str]:
     """The resolved RunConfig as MLflow params, each spelled as the study file spells it
     (:func:`ptcore.config.flat_settings`: ``lr``, ``prompt_length``; a method option named like a
-    run setting becomes ``method.<k>``)."""
+    run setting becomes ``method.<k>``); :data:`LOGGED_IF_SET` settings only where set."""
     from ptcore.config import flat_settings
 
-    return {k: _param_str(v) for k, v in sorted(flat_settings(resolved).items())}
+    flat = flat_settings(resolved)
+    return {k: _param_str(v) for k, v in sorted(flat.items()) if not (k in LOGGED_IF_SET and v is None)}
+
+
+def compute_params(compute: Optional[dict[str, Any]]) -> dict[str, str]:
+    """A result's ``compute`` block (threads, kernels, device, precision, torch: what decides the
+    arithmetic; :func:`ptcore.runinfo.compute`) as MLflow params ``compute.<key>``; keys without
+    a value (``gpu`` on the CPU) are left out."""
+    return {f"compute.{k}": _param_str(v) for k, v in sorted((compute or {}).items()) if v is not None}
 
 
 def _param_str(v: Any) -> str:

@@ -59,6 +59,22 @@ def merge_params(base: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
     return values
 
 
+def lane_threads(resources: dict[str, Any]) -> int:
+    """torch threads of a trial's worker: the CPUs it was given (``cpus_per_worker``, at
+    least one), not every core of the machine."""
+    return max(1, int(float(resources["cpus_per_worker"])))
+
+
+def with_threads(values: dict[str, Any], threads: int) -> dict[str, Any]:
+    """A run's raw config with the run setting ``threads`` (:class:`ptcore.config.RunConfig`)
+    filled in where the study left it unset: the worker applies it like ``orchestrate run
+    --set threads=N`` does, and the run's config (result.json, run_config.json, MLflow params)
+    records the threads it ran with, so the run can be repeated exactly outside the study."""
+    if values.get("threads") is not None:
+        return values
+    return {**values, "threads": threads}
+
+
 def _node_id() -> str:
     try:
         import ray
@@ -153,6 +169,7 @@ class ReportEpochs:
                     write_position(d, self.run_index, epoch, metrics, final=False)
                 self.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
         failpoints.hit(f"worker.{self.phase}.run{self.run_index}.epoch{epoch}")
+        failpoints.jitter(f"{self.cfg.lr}|{self.cfg.seed}|{epoch}")
         return False
 
 
@@ -250,7 +267,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         os.environ[CACHE_ENV] = cache_dir  # tokenized splits: made once, reused by every trial
     threads = int(config.get("threads") or 0)
     if threads > 0:
-        torch.set_num_threads(threads)  # the CPUs this trial was given, not every core
+        torch.set_num_threads(threads)  # set up (backbone load, tokenizing) on the trial's CPUs too
     local, resumable = bool(config.get("local")), bool(config.get("resumable"))
     workdir = tempfile.mkdtemp(prefix="ptcore-resume-")
     try:
@@ -272,6 +289,8 @@ def _train_one(i: int, values: dict[str, Any], config: dict[str, Any], cache_dir
     from ptcore.config import make_run_config
     from ptcore.train import train
 
+    if int(config.get("threads") or 0) > 0:
+        values = with_threads(values, int(config["threads"]))  # the run applies and records it (ptcore.runinfo.run_threads)
     cfg = make_run_config(values)
     backbone = PROCESS_CACHE.backbone(cfg.model, cfg.layers, cfg.trust_remote_code).copy()  # no run touches the pristine one
     cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False), local=local, resumable=resumable,
@@ -479,7 +498,7 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     retries = int(spec.get("max_failures", 0))
     loop_config = {"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False),
                    "phase": spec["phase"], "resumable": retries > 0,
-                   "threads": max(1, int(float(res["cpus_per_worker"])))}  # the CPUs a worker was given, not every core
+                   "threads": lane_threads(res)}  # the CPUs a worker was given, not every core (each run's `threads`)
     if local:
         loop_config.update(local=True)
         trainer = _trainer_class()(

@@ -63,7 +63,7 @@ class RunConfig(BaseModel):
     data_seed: int = Field(0, ge=0, le=2**32 - 1, description="seed of the train_size sample and the dev_size carve")
     dev_size: Optional[int] = Field(
         None, ge=1, description="few-shot selection set: this many examples carved from train outside the train_size "
-        "sample (stratified), instead of the task's dev split; needs train_size"
+        "sample (stratified; whole passages for BoolQ / MultiRC / ReCoRD), instead of the task's dev split; needs train_size"
     )
     mixing: Literal["proportional", "temperature"] = Field(
         "proportional", description="multi-task runs: pick each batch's task with probability proportional to its "
@@ -82,6 +82,11 @@ class RunConfig(BaseModel):
     pooling: Literal["mean", "cls", "pooler"] = "mean"
     head_dropout: float = Field(0.1, ge=0, lt=1)
     device: str = "auto"
+    threads: Optional[int] = Field(
+        None, ge=1, description="torch intra-op threads for the run (torch.set_num_threads, restored after it); default: "
+        "torch's own (the cores it sees). A study's trials set it to their cpus_per_worker. Not hashed (like device: where "
+        "the run ran); result.json's compute block records the threads every run actually had"
+    )
     kernels: Literal["fast", "reference"] = Field(
         "fast",
         description="CPU training kernels: 'fast' = ptcore's dropout and attention (same maths, another random stream), "
@@ -159,7 +164,7 @@ HASH_ONLY_IF_SET = {
 }  # fmt: skip
 
 
-NOT_HASHED = ("data_dir", "device", "trust_remote_code")  # where things live and what code may run
+NOT_HASHED = ("data_dir", "device", "trust_remote_code", "threads")  # where things live / run and what code may run
 
 
 def hashed_settings(resolved: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -120,22 +120,27 @@ class MetricInputs:
     report can resample items, or whole groups, and recompute a metric
     (:func:`score_inputs`). Iterating yields ``predictions, references, groups``, so
     ``compute(names, *inputs)`` works.
+
+    ``clusters[i]`` is the passage item ``i`` is about, as a string (MultiRC: its paragraph;
+    see ``TaskSpec.passage``), or ``clusters`` is None for a task without passages: no metric
+    reads it; a report's bootstrap resamples whole clusters (items about one passage are not
+    independent). ``groups`` stays what the metric needs (MultiRC's question).
     """
 
     predictions: list
     references: list
     groups: Optional[list] = None
+    clusters: Optional[list] = None
 
     def __post_init__(self) -> None:
-        for name in ("predictions", "references", "groups"):
+        for name in ("predictions", "references", "groups", "clusters"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, list(value))
         n = len(self.predictions)
-        if len(self.references) != n or (self.groups is not None and len(self.groups) != n):
-            sizes = f"{n} predictions, {len(self.references)} references" + (
-                f", {len(self.groups)} groups" if self.groups is not None else ""
-            )
+        per_item = [(name, getattr(self, name)) for name in ("groups", "clusters") if getattr(self, name) is not None]
+        if len(self.references) != n or any(len(v) != n for _, v in per_item):
+            sizes = f"{n} predictions, {len(self.references)} references" + "".join(f", {len(v)} {name}" for name, v in per_item)
             raise ValueError(f"metric inputs must have one entry per item; got {sizes}")
 
     def __iter__(self) -> Iterator[Optional[list]]:
@@ -145,12 +150,16 @@ class MetricInputs:
         return len(self.predictions)
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"predictions", "references", "groups"}``, ready for ``json.dump``."""
-        return asdict(self)
+        """``{"predictions", "references", "groups"}`` and ``"clusters"`` where the task has
+        passages, ready for ``json.dump``."""
+        out = asdict(self)
+        if out["clusters"] is None:
+            del out["clusters"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MetricInputs":
-        return cls(data["predictions"], data["references"], data.get("groups"))
+        return cls(data["predictions"], data["references"], data.get("groups"), data.get("clusters"))
 
 
 def score_inputs(names: Sequence[str], inputs: MetricInputs) -> dict[str, float]:

@@ -278,7 +278,7 @@ def train_multitask(
         "resumed_at": [],
         "data_notes": notes,
         "init_from": init_note,
-        **provenance(cfg, resolved, config_hash, device, amp),
+        **provenance(cfg, resolved, config_hash, device, amp, backbone),
         "workers": 1,
         "sync_bytes_per_step": 0,
     }

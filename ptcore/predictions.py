@@ -3,7 +3,9 @@ lm-evaluation-harness's ``--log_samples`` keeps them: ``<output>/predictions/<sp
 (multi-task runs: ``predictions/<task>/<split>.jsonl``, the task's '/' written '-').
 
 A line is ``{"id", "prediction", "gold"}``, plus ``"group"`` where the task scores groups
-(MultiRC: the question). ``id`` is the data's own id (SuperGLUE ``idx``, SQuAD ``id``, GLUE's
+(MultiRC: the question) and ``"cluster"`` where the task declares passages (the item's
+passage as a string: MultiRC's paragraph idx, ReCoRD's article idx, BoolQ's passage as a
+digest of its text; see ``TaskSpec.passage``). ``id`` is the data's own id (SuperGLUE ``idx``, SQuAD ``id``, GLUE's
 ``index``), else the record's 0-based position in its file (see
 :func:`ptcore.tasks.io.to_examples`). ``prediction`` and ``gold`` are in the task's label
 space: the label names where the task declares them (CB ``"entailment"``, BoolQ ``true``), a
@@ -39,12 +41,15 @@ def prediction_rows(scores, examples: list[dict], spec: TaskSpec) -> list[dict[s
     """One line per item of ``scores.inputs`` (a :class:`ptcore.train.Scores`), in example order."""
     inputs = scores.inputs
     groups = inputs.groups if inputs.groups is not None else [None] * len(inputs)
-    items = zip(scores.item_examples, inputs.predictions, inputs.references, groups, strict=True)
+    clusters = inputs.clusters if inputs.clusters is not None else [None] * len(inputs)
+    items = zip(scores.item_examples, inputs.predictions, inputs.references, groups, clusters, strict=True)
     rows = []
-    for index, pred, gold, group in sorted(items, key=lambda item: item[0]):
+    for index, pred, gold, group, cluster in sorted(items, key=lambda item: item[0]):
         row = {"id": examples[index].get("id", index), "prediction": label_value(pred, spec), "gold": label_value(gold, spec)}
         if group is not None:
             row["group"] = group
+        if cluster is not None:
+            row["cluster"] = cluster
         rows.append(row)
     return rows
 

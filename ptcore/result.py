@@ -23,6 +23,22 @@ class Timing(TypedDict):
     train_tokens: int  # real (non-padding) tokens the steps saw
 
 
+class Compute(TypedDict):
+    """What decides the arithmetic of a run besides its config (:func:`ptcore.runinfo.compute`):
+    the same config with the same compute block repeats a run's numbers."""
+
+    torch_threads: int  # torch.get_num_threads() during the run (the run setting ``threads``, else torch's default)
+    interop_threads: int  # torch.get_num_interop_threads()
+    kernels: str  # the run setting: fast / reference (ptcore.kernels)
+    attention: Optional[str]  # the backbone's attention implementation as it ran (ptcore / sdpa / eager)
+    device: str  # cpu, cuda:0, ...
+    gpu: Optional[str]  # the GPU's name (None on the CPU)
+    precision: str  # what ran: fp32 / bf16 / fp16
+    torch: str  # torch.__version__ (its build: +cpu, +cu128)
+    cpu_capability: Optional[str]  # the vector instruction set torch's CPU kernels use (AVX2, AVX512)
+    matmul_precision: str  # torch.get_float32_matmul_precision() (highest = no TF32)
+
+
 class TaskScores(TypedDict, total=False):
     """One task of a multi-task run."""
 
@@ -75,9 +91,12 @@ class RunResult(TypedDict, total=False):
     sync_bytes_per_step: int  # gradient bytes all-reduced per step (0 on one worker)
     precision: str  # what ran: fp32 / bf16 / fp16
     skipped_steps: int  # fp16 steps skipped on overflow
+    compute: Compute  # threads, kernels, device, precision: what decides the arithmetic
     versions: dict[str, str]  # package versions
     git: dict[str, Any]  # commit and dirty flag of the code that ran
     # outputs (with output=DIR)
     checkpoint: str  # DIR/checkpoint: trainable weights (safetensors) + the run config
-    predictions: dict[str, Any]  # the reported splits' per-item metric inputs (what a report resamples)
+    # the reported splits' per-item metric inputs (what a report resamples): split -> {"predictions",
+    # "references", "groups"} plus "clusters" (each item's passage) where the task has passages
+    predictions: dict[str, Any]
     predictions_files: dict[str, Any]  # split -> DIR-relative predictions/<split>.jsonl (multi-task: task -> split -> path)

@@ -10,13 +10,17 @@
   least the number of labels, so a 32-shot CB sample keeps its rare ``neutral`` class;
 * **whole groups** (MultiRC's answer options of one question) are kept or dropped
   together; a task with groups is sampled by group, unstratified;
+* **whole passages** where the task declares them (``TaskSpec.passage``: BoolQ's passage,
+  MultiRC's paragraph, ReCoRD's article): every example about one passage is in the sample
+  or out of it, so the sample and the few-shot dev never share a passage; such a task is
+  sampled by passage, unstratified (a passage holds whole MultiRC questions);
 * different ``data_seed``\\ s give different samples, so final seeds can vary the sample as
   well as the initialization (the few-shot regime's main source of variance).
 
 ``dev_size: K`` (the few-shot regime) carves the selection set from the training split
-*outside* the sample, stratified the same way with its own stream: small like the training
-set (as in LM-BFF, Gao et al. 2021: "a development set of the same size"), and never the
-reported split.
+*outside* the sample, stratified (or by whole groups / passages) the same way with its own
+stream: small like the training set (as in LM-BFF, Gao et al. 2021: "a development set of
+the same size"), and never the reported split.
 """
 
 from __future__ import annotations
@@ -63,13 +67,16 @@ def quotas(counts: dict[str, int], n: int) -> dict[str, int]:
     return out
 
 
-def sample(examples: list[dict], n: int, data_seed: int, purpose: str = "train") -> tuple[list[dict], list[dict], str]:
+def sample(examples: list[dict], n: int, data_seed: int, purpose: str = "train", passage: Optional[str] = None
+           ) -> tuple[list[dict], list[dict], str]:
     """``(sample, rest, how)``: ``n`` examples (whole units) drawn as the module doc says, the
     examples not drawn (both in their original order), and how they were drawn, for the data
-    notes. ``n`` at least the pool: everything."""
+    notes. ``passage``: the example key of the task's passages (``TaskSpec.passage``), which
+    are then the units; else ``group``. ``n`` at least the pool: everything."""
     if n >= len(examples):
         return list(examples), [], "all"
-    members = units(examples, "group")
+    unit = passage or "group"
+    members = units(examples, unit)
     g = _generator(data_seed, purpose)
     labels = [_label_of(examples, m) for m in members]
     stratify = all(len(m) == 1 for m in members) and all(lab not in (None, "None") for lab in labels)
@@ -86,15 +93,17 @@ def sample(examples: list[dict], n: int, data_seed: int, purpose: str = "train")
     else:
         chosen = take_units(members, torch.randperm(len(members), generator=g).tolist(), n)
     keep = set(chosen)
-    how = "stratified by label" if stratify else ("whole groups, unstratified" if len(members) < len(examples) else "unstratified")
+    whole = "whole passages" if passage else "whole groups"
+    how = "stratified by label" if stratify else (f"{whole}, unstratified" if len(members) < len(examples) else "unstratified")
     return [examples[i] for i in sorted(keep)], [ex for i, ex in enumerate(examples) if i not in keep], how
 
 
-def draw(train: list[dict], train_size: int, data_seed: int, dev_size: Optional[int] = None
-         ) -> tuple[list[dict], Optional[list[dict]], list[str]]:
-    """(train sample, few-shot dev or None, data notes) for a run's ``train_size`` / ``dev_size``."""
+def draw(train: list[dict], train_size: int, data_seed: int, dev_size: Optional[int] = None,
+         passage: Optional[str] = None) -> tuple[list[dict], Optional[list[dict]], list[str]]:
+    """(train sample, few-shot dev or None, data notes) for a run's ``train_size`` / ``dev_size``.
+    ``passage`` (``TaskSpec.passage``): sample and dev keep whole passages, so they share none."""
     notes = []
-    picked, rest, how = sample(train, train_size, data_seed, "train")
+    picked, rest, how = sample(train, train_size, data_seed, "train", passage)
     if len(picked) < len(train):
         notes.append(f"train: a sample of {len(picked)} of {len(train)} training examples ({how}, data_seed {data_seed})")
     else:
@@ -104,7 +113,8 @@ def draw(train: list[dict], train_size: int, data_seed: int, dev_size: Optional[
         if not rest:
             raise DataError(f"train_size {train_size} takes every one of the {len(train)} training examples, leaving none "
                             f"for the dev_size carve; lower train_size")
-        dev, _, how = sample(rest, dev_size, data_seed, "dev")
+        dev, _, how = sample(rest, dev_size, data_seed, "dev", passage)
+        shares = "; no passage in both" if passage else ""
         notes.append(f"dev (selection): {len(dev)} examples carved from the training split outside the train sample "
-                     f"({how}; few-shot: the task's dev split is not used)")
+                     f"({how}{shares}; few-shot: the task's dev split is not used)")
     return picked, dev, notes

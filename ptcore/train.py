@@ -9,6 +9,7 @@ calls inside a trial; the worker passes ``callbacks`` to report epochs and stop 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -38,7 +39,7 @@ from .precision import Amp
 from .result import RunResult
 from .sampling import draw
 from .tasks import get_task, load_splits
-from .tasks.io import resolve_data_dir
+from .tasks.io import passage_ids, resolve_data_dir
 from .tasks.kinds import get_kind
 from .trainstate import LoopState, load_train_state, save_train_state
 
@@ -129,8 +130,9 @@ def evaluate(model: TaskModel, loader, features, examples, spec, device, dist: O
     inputs = model.kind.metric_inputs(preds, features, examples, spec)
     scores = Scores(M.score_inputs(spec.metrics, inputs))
     scores["primary"] = scores[spec.primary]
-    scores.inputs = inputs
     scores.item_examples = model.kind.item_examples(features, examples)
+    clusters = passage_ids([examples[i] for i in scores.item_examples], spec)  # each item's passage (None: no passages)
+    scores.inputs = dataclasses.replace(inputs, clusters=clusters) if clusters is not None else inputs
     return scores
 
 
@@ -197,7 +199,8 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_di
     kind = get_kind(spec.kind)
     examples, notes = load_splits(spec, cfg.data_dir, max_train=cfg.max_train_examples)
     if cfg.train_size is not None:  # a stratified sample drawn with data_seed (+ the few-shot dev outside it)
-        examples["train"], few_shot_dev, drawn = draw(examples["train"], cfg.train_size, cfg.data_seed, cfg.dev_size)
+        examples["train"], few_shot_dev, drawn = draw(examples["train"], cfg.train_size, cfg.data_seed, cfg.dev_size,
+                                                      passage=spec.passage)  # whole passages: none in both
         if few_shot_dev is not None:
             examples["dev"] = few_shot_dev
         notes += drawn
@@ -259,8 +262,10 @@ def data_budget(cfg: RunConfig, data: Prepared, spec) -> dict[str, Any]:
     }
 
 
-def provenance(cfg: RunConfig, resolved: dict[str, Any], config_hash: str, device: torch.device, amp: Amp) -> dict[str, Any]:
+def provenance(cfg: RunConfig, resolved: dict[str, Any], config_hash: str, device: torch.device, amp: Amp,
+               backbone: Optional[Backbone] = None) -> dict[str, Any]:
     """What ran, and where: the result record's keys that a single-task and a multi-task run share."""
+    attention = getattr(backbone.config, "_attn_implementation", None) if backbone is not None else None
     return {
         "config": resolved,
         "config_hash": config_hash,
@@ -271,6 +276,8 @@ def provenance(cfg: RunConfig, resolved: dict[str, Any], config_hash: str, devic
         "device": str(device),
         "precision": amp.precision,  # what ran (precision: auto resolves per device)
         "skipped_steps": amp.skipped,  # fp16 steps skipped on overflow
+        # what decides the arithmetic: threads, kernels, device, precision, torch (ptcore.runinfo.compute)
+        "compute": runinfo.compute(device, amp.precision, cfg.kernels, attention),
     }
 
 
@@ -333,12 +340,35 @@ def train(
     ``report=False``: skip the official val/test evaluation (a search run is selected on dev
     alone, so its val/test scores would only cost time, and tempt a reader).
     ``resume``: a directory a callback saved with ``state.save`` after some epoch; the run
-    goes on from the next epoch exactly as it would have without the stop."""
-    if len(task_names(cfg.task)) > 1:  # several tasks joined by '+': shared prompts, a head per task
-        from .multitask import train_multitask
+    goes on from the next epoch exactly as it would have without the stop.
 
-        return train_multitask(cfg, backbone=backbone, callbacks=callbacks, output=output, progress=progress,
+    ``cfg.threads``: torch's intra-op threads for the run, restored after it (see
+    :func:`ptcore.runinfo.run_threads`)."""
+    with runinfo.run_threads(cfg.threads):
+        if len(task_names(cfg.task)) > 1:  # several tasks joined by '+': shared prompts, a head per task
+            from .multitask import train_multitask
+
+            return train_multitask(cfg, backbone=backbone, callbacks=callbacks, output=output, progress=progress,
+                                   cache_dir=cache_dir, log=log, data_cache=data_cache, report=report, resume=resume)
+        return _train_one_task(cfg, backbone=backbone, data=data, callbacks=callbacks, output=output, progress=progress,
                                cache_dir=cache_dir, log=log, data_cache=data_cache, report=report, resume=resume)
+
+
+def _train_one_task(
+    cfg: RunConfig,
+    *,
+    backbone: Optional[Backbone],
+    data: Optional[Prepared],
+    callbacks: tuple[Callback, ...],
+    output: Optional[str | Path],
+    progress: bool,
+    cache_dir: Optional[str],
+    log: Optional[Callable[[str], None]],
+    data_cache: Optional[MutableMapping[tuple, Prepared]],
+    report: bool,
+    resume: Optional[str | Path],
+) -> RunResult:
+    """:func:`train` of a single-task ``cfg``, inside its thread setting."""
     t_start = time.time()
     timer = PhaseTimer()
     spec = get_task(cfg.task)
@@ -486,7 +516,7 @@ def train(
         "resumed_at": loop.resumed_at,  # epochs after which this run was continued from a saved state
         "data_notes": data.notes,
         "init_from": init_note,
-        **provenance(cfg, resolved, config_hash, device, amp),
+        **provenance(cfg, resolved, config_hash, device, amp, backbone),
         "workers": dist.world,  # data-parallel processes (batch_size is the global batch)
         "sync_bytes_per_step": dist.sync_bytes,  # gradient bytes all-reduced per step (0 on one worker)
     }

@@ -9,11 +9,12 @@ Every split a task yields is a list of plain dict *examples* whose keys depend o
 task kind (see :mod:`ptcore.tasks.kinds`):
 
 - ``classification`` / ``regression``: ``text_a``, optional ``text_b``, ``label``
-  (int index into ``labels`` / float), optional ``group`` (MultiRC question id).
+  (int index into ``labels`` / float), optional ``group`` (MultiRC question id) and
+  ``passage`` (MultiRC paragraph id; see ``TaskSpec.passage``).
 - ``multiple_choice``: ``text_a``, ``choices`` (list of str), ``label`` (int); ReCoRD adds
-  ``entities`` (the candidate string of each choice), ``answers`` (gold answer strings)
-  and ``gold`` (indices of every choice matching a gold answer; ``label`` is the first,
-  None when none matches).
+  ``entities`` (the candidate string of each choice), ``answers`` (gold answer strings),
+  ``gold`` (indices of every choice matching a gold answer; ``label`` is the first,
+  None when none matches) and ``passage`` (the article's id).
 - ``token_classification``: ``tokens`` (list of str), ``tags`` (list of str).
 - ``extractive_qa``: ``id``, ``question``, ``context``, ``answers`` (``{"text": [...],
   "answer_start": [...]}``).
@@ -23,8 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
-
-KINDS = ("classification", "regression", "multiple_choice", "token_classification", "extractive_qa")
 
 # Split names used everywhere in ptcore:
 #   train -> what the optimizer sees
@@ -66,7 +65,7 @@ class HubSource:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str  # "<benchmark>/<task>", lower case
-    kind: str  # one of KINDS
+    kind: str  # a registered task kind (ptcore.tasks.kinds: kind_class(kind) answers its facts)
     local: LocalSource
     hub: Optional[HubSource]
     # record field(s) that become text_a / text_b (classification, regression)
@@ -86,14 +85,26 @@ class TaskSpec:
     # fraction of the official train split held out as the selection ("dev") split
     dev_fraction: float = 0.1
     description: str = ""
+    # the example key whose equal values are one passage (BoolQ's passage text, MultiRC's
+    # paragraph id, ReCoRD's article id), None where examples do not share passages: a
+    # train_size sample and its few-shot dev keep whole passages on one side
+    # (ptcore.sampling), and predictions carry each item's passage as its ``cluster`` (the
+    # unit a report's bootstrap resamples)
+    passage: Optional[str] = None
+    # a note on the official files, added to the data notes of every run that reads the
+    # task's train file (SST-2: phrases in train, whole sentences in val)
+    data_note: str = ""
     # free-form extra options for hooks and kinds (e.g. NER tag scheme, QA doc stride);
     # io.load_splits reads carve_by / carve_unit / carve_fractions, and the multiple-choice
     # kind reads score_text (score the chosen entity string against gold answer strings)
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"task {self.name}: kind {self.kind!r} not in {KINDS}")
+        from .kinds import kind_registry  # the kinds import this module
+
+        kinds = kind_registry()
+        if self.kind not in kinds:
+            raise ValueError(f"task {self.name}: {kinds.unknown_message(self.kind)}")
         if self.primary not in self.metrics:
             raise ValueError(f"task {self.name}: primary metric {self.primary!r} not in {self.metrics}")
 

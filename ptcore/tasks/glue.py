@@ -77,6 +77,9 @@ SPECS: tuple[TaskSpec, ...] = (
     _glue(
         "sst2", "SST-2", ("sentence",), "label", BINARY,
         "SST-2: binary sentiment of a movie-review phrase (accuracy).",
+        # GLUE's train.tsv holds every phrase of the treebank's training trees, dev.tsv whole sentences
+        data_note=("SST-2: train and the dev carved from it are phrases of the treebank (sub-sentence spans), "
+                   "val is whole sentences: dev and val scores are not on the same kind of input"),
     ),
     _glue(
         "mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", BINARY,

@@ -16,11 +16,16 @@ The protocol (also in the README):
 * ``spec.train_hook`` (ReCoRD) then edits the train split only, e.g. drops examples that
   cannot be trained on; dev / val / test keep every example.
 * ``max_train`` keeps whole ``group``s (MultiRC questions), see :func:`take_units`.
+* ``spec.passage`` names the example key of a task's passages (BoolQ, MultiRC, ReCoRD):
+  the few-shot sample and its dev keep whole passages (:mod:`ptcore.sampling`), and
+  :func:`passage_ids` names each example's passage for predictions (``cluster``).
+* ``spec.data_note``: a note on the official files (SST-2), added where the train file is read.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -194,6 +199,25 @@ def indices_by_key(keys: Sequence[Any]) -> list[list[int]]:
     return list(members.values())
 
 
+def passage_id(value: Any) -> Optional[str]:
+    """A passage key as a short string: an id as it is (``"12"``), a passage named by its
+    text (BoolQ) as the first 16 hex digits of the text's SHA-256; None stays None."""
+    if value is None:
+        return None
+    text = str(value)
+    if len(text) <= 40 and not any(c.isspace() for c in text):
+        return text
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def passage_ids(examples: list[dict], spec: TaskSpec) -> Optional[list[Optional[str]]]:
+    """Each example's passage (:func:`passage_id` of ``ex[spec.passage]``); None for a task
+    without passages."""
+    if spec.passage is None:
+        return None
+    return [passage_id(ex.get(spec.passage)) for ex in examples]
+
+
 def take_units(members: list[list[int]], order: Iterable[int], limit: int) -> list[int]:
     """Sorted example indices of whole units taken in ``order`` until the next unit would
     take the total past ``limit``; at least one unit. With one example per unit this is
@@ -318,6 +342,8 @@ def load_splits(
         raise DataError(f"task {spec.name}: neither a train nor a validation file was found")
     if "test" in raw:
         splits["test"] = raw["test"]
+    if "train" in raw and spec.data_note:  # what the official files are (SST-2: train is phrases)
+        notes.append(spec.data_note)
     if spec.train_hook is not None:
         splits["train"], hook_notes = spec.train_hook(splits["train"], spec)
         notes.extend(hook_notes)

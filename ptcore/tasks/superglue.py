@@ -12,7 +12,10 @@ Carving (see :mod:`ptcore.tasks.io`): tasks with several examples per passage ca
 passages (``carve_by="text_a"``), so no passage is in both the carved split and the split
 it came from: BoolQ (questions about one Wikipedia passage; offline it is carved 60/10/30
 from its validation file), MultiRC (all answer options of all questions about one
-paragraph) and ReCoRD (all queries about one news article).
+paragraph) and ReCoRD (all queries about one news article). The same tasks declare their
+``passage`` (BoolQ: the passage text; MultiRC, ReCoRD: the ``passage`` id their hooks set),
+so a ``train_size`` sample and its few-shot dev keep whole passages too (:mod:`ptcore.sampling`)
+and predictions name each item's passage (``cluster``).
 """
 
 from __future__ import annotations
@@ -145,27 +148,30 @@ def _multirc_text(text: str) -> str:
     return re.sub(r"\s+", " ", _MULTIRC_MARKUP.sub(" ", text)).strip()
 
 
-def _multirc_option(paragraph: str, question: str, answer: str, label: Any, group: str, spec: TaskSpec) -> dict:
+def _multirc_option(paragraph: str, question: str, answer: str, label: Any, group: str, pid: str, spec: TaskSpec) -> dict:
     return {
         "text_a": _multirc_text(paragraph),
         "text_b": f"{question} {answer}",
         "label": None if label is None or label == -1 else label_index(int(label), spec),
         "group": group,
+        "passage": pid,
     }
 
 
 def multirc_examples(rec: dict, spec: TaskSpec) -> list[dict]:
-    """One binary example per answer option; ``group`` = "<paragraph idx>-<question idx>" for EM."""
+    """One binary example per answer option; ``group`` = "<paragraph idx>-<question idx>" for EM,
+    ``passage`` = "<paragraph idx>" (the unit of sampling and of a report's bootstrap)."""
     if "paragraph" in rec:  # hub: already one record per answer option
         idx = rec["idx"]
         group = f"{idx['paragraph']}-{idx['question']}"
-        return [_multirc_option(rec["paragraph"], rec["question"], rec["answer"], rec.get("label"), group, spec)]
+        return [_multirc_option(rec["paragraph"], rec["question"], rec["answer"], rec.get("label"), group,
+                                str(idx["paragraph"]), spec)]
     passage = _field(rec, spec, "passage")
     out = []
     for q in passage["questions"]:
         group = f"{rec['idx']}-{q['idx']}"
         for k, a in enumerate(q["answers"]):
-            option = _multirc_option(passage["text"], q["question"], a["text"], a.get("label"), group, spec)
+            option = _multirc_option(passage["text"], q["question"], a["text"], a.get("label"), group, str(rec["idx"]), spec)
             option["id"] = f"{group}-{a.get('idx', k)}"  # as the hub's {paragraph, question, answer} ids read
             out.append(option)
     return out
@@ -190,8 +196,10 @@ def record_gold(entities: list[str], answers: list[str]) -> list[int]:
     return [i for i, e in enumerate(entities) if any(squad_exact(e, a) for a in answers)]
 
 
-def _record_query(passage: str, query: str, entities: list[str], answers: list[str], spec: TaskSpec) -> dict:
-    """Every query becomes an example, labelled or not, matched or not (see :func:`record_examples`)."""
+def _record_query(passage: str, query: str, entities: list[str], answers: list[str], spec: TaskSpec,
+                  pid: Optional[str] = None) -> dict:
+    """Every query becomes an example, labelled or not, matched or not (see :func:`record_examples`).
+    ``pid``: the passage's id (its text where the record has none)."""
     if PLACEHOLDER not in query:
         raise DataError(f"task {spec.name}: ReCoRD query has no {PLACEHOLDER!r}: {query[:80]!r}")
     if not entities:
@@ -204,6 +212,7 @@ def _record_query(passage: str, query: str, entities: list[str], answers: list[s
         "answers": list(answers),  # [] = unlabelled (test)
         "gold": gold,
         "label": gold[0] if gold else None,  # None: unlabelled, or no candidate matches a gold answer
+        "passage": pid if pid is not None else _record_passage(passage),
     }
 
 
@@ -218,15 +227,18 @@ def record_examples(rec: dict, spec: TaskSpec) -> list[dict]:
     such queries (:func:`record_train`).
     """
     if "query" in rec:  # hub: one record per query, entities/answers already unique strings
-        return [_record_query(rec["passage"], rec["query"], list(rec["entities"]), list(rec["answers"]), spec)]
+        idx = rec.get("idx")
+        pid = str(idx["passage"]) if isinstance(idx, dict) and "passage" in idx else None
+        return [_record_query(rec["passage"], rec["query"], list(rec["entities"]), list(rec["answers"]), spec, pid)]
     passage = _field(rec, spec, "passage")
     text = passage["text"]
     # official spans are inclusive of "end"; unique strings, sorted (as the hub builds them)
     entities = sorted({text[e["start"] : e["end"] + 1] for e in passage["entities"]})
+    pid = str(rec["idx"]) if rec.get("idx") is not None else None  # one record per passage (article)
     out = []
     for qa in rec["qas"]:
         answers = sorted({a["text"] for a in qa.get("answers", [])})
-        query = _record_query(text, qa["query"], entities, answers, spec)
+        query = _record_query(text, qa["query"], entities, answers, spec, pid)
         if "idx" in rec and "idx" in qa:  # as the hub's {passage, query} ids read (else to_examples numbers them)
             query["id"] = f"{rec['idx']}-{qa['idx']}"
         out.append(query)
@@ -261,6 +273,7 @@ SPECS: tuple[TaskSpec, ...] = (
             "BoolQ: yes/no question about a Wikipedia passage (accuracy); carved splits keep each passage's "
             "questions together."
         ),
+        passage="text_a",  # no passage id in the data: the passage text is one
         options={"carve_by": "text_a", "carve_unit": "passage"},
     ),
     TaskSpec(
@@ -324,6 +337,7 @@ SPECS: tuple[TaskSpec, ...] = (
             "MultiRC: is each answer option to a question about a paragraph correct (F1a, question EM); dev is "
             "carved by paragraph."
         ),
+        passage="passage",  # the paragraph idx (multirc_examples)
         options={"carve_by": "text_a", "carve_unit": "paragraph"},
     ),
     TaskSpec(
@@ -342,6 +356,7 @@ SPECS: tuple[TaskSpec, ...] = (
             "token F1 / EM of the chosen entity, max over gold answers, over every query (no gold candidate = a "
             "miss); trained toward all gold candidates (set loss); dev carved by passage."
         ),
+        passage="passage",  # the article's idx (record_examples)
         options={"carve_by": "text_a", "carve_unit": "passage", "score_text": True},
     ),
 )

@@ -108,3 +108,32 @@ def test_no_files_without_reported_splits(tmp_path):
     result = train(make_run_config(values), backbone=tiny_backbone("bert", tmp_path / "model"), output=tmp_path / "out",
                    progress=False, report=False)
     assert "predictions_files" not in result and not (tmp_path / "out/predictions").exists()
+
+
+def test_multirc_items_carry_their_paragraph(tmp_path):
+    """MultiRC: each item's paragraph is its ``cluster`` (what a report's bootstrap resamples
+    whole), in the result's per-item inputs and in the predictions file; ``groups`` (the
+    questions, which EM needs) stay as they were. Val here is the fixture's train file: two
+    paragraphs (idx 0 and 1)."""
+    import shutil
+
+    data = tmp_path / "data" / "superglue" / "MultiRC"
+    data.mkdir(parents=True)
+    for role in ("train", "val"):
+        shutil.copy(FIXTURES / "superglue/MultiRC/train.jsonl", data / f"{role}.jsonl")
+    result, out = run(tmp_path, "superglue/multirc", data_dir=str(tmp_path / "data"))
+    val = load_splits(get_task("superglue/multirc"), tmp_path / "data")[0]["val"]
+    stored = json.loads((out / "result.json").read_text())["predictions"]["val"]
+    assert sorted(stored["clusters"]) == sorted(ex["passage"] for ex in val) and set(stored["clusters"]) == {"0", "1"}
+    assert sorted(stored["groups"]) == sorted(ex["group"] for ex in val)  # (items in evaluation order)
+    assert [c for c, g in zip(stored["clusters"], stored["groups"]) if g.split("-")[0] != c] == []  # a question's paragraph
+    rows = lines(out / "predictions/val.jsonl")  # (lines in example order)
+    assert [r["cluster"] for r in rows] == [ex["passage"] for ex in val] and [r["group"] for r in rows] == [ex["group"] for ex in val]
+    assert [r["cluster"] for r in rows] == [r["id"].split("-")[0] for r in rows]  # ids: paragraph-question-answer
+    assert compute(["em"], stored["predictions"], stored["references"], stored["groups"])["em"] == pytest.approx(result["val"]["em"])
+
+
+def test_no_cluster_without_passages(tmp_path):
+    result, out = run(tmp_path, "superglue/cb")
+    assert "clusters" not in result["predictions"]["val"]
+    assert not any("cluster" in r for r in lines(out / "predictions/val.jsonl"))

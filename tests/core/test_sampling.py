@@ -104,3 +104,83 @@ def test_prepare_data_few_shot(tmp_path):
     assert all(json.dumps(ex, sort_keys=True) in [json.dumps(e, sort_keys=True) for e in whole["train"]] for ex in data.examples["dev"])
     assert not set(train_ids) & {json.dumps(ex, sort_keys=True) for ex in data.examples["dev"]}
     assert data.examples["val"] == whole["val"]  # the reported split is never touched
+
+
+# ---------------------------------------------------------------- passages (BoolQ, MultiRC, ReCoRD)
+
+
+def passage_pool(seed: int) -> list[dict]:
+    """120 questions about 30 passages (1 to 8 questions each, labels mixed within a passage)."""
+    import random
+
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 8) for _ in range(30)]
+    pool = [{"idx": f"p{p}-{k}", "text_a": f"passage {p}", "label": rng.randrange(2)} for p, n in enumerate(sizes) for k in range(n)]
+    rng.shuffle(pool)  # a passage's questions need not be adjacent
+    return pool
+
+
+def passages(examples, key="text_a"):
+    return {ex[key] for ex in examples}
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("train_size, dev_size", [(8, 8), (16, 16), (32, 8), (4, 32)])
+def test_sample_and_few_shot_dev_share_no_passage(seed, train_size, dev_size):
+    pool = passage_pool(seed)
+    train, dev, notes = draw(pool, train_size, seed, dev_size, passage="text_a")
+    assert train and dev and not passages(train) & passages(dev)
+    # whole passages: every question of a drawn passage is drawn with it
+    for part in (train, dev):
+        assert sum(ex["text_a"] in passages(part) for ex in pool) == len(part)
+    for part, size in ((train, train_size), (dev, dev_size)):  # at most the size, or one passage larger than it
+        assert len(part) <= size or len(passages(part)) == 1
+    assert "whole passages, unstratified" in notes[0] and "no passage in both" in notes[1]
+
+
+def test_per_example_units_would_share_passages():
+    """The check above has teeth: drawn per example (no passage key), the same pools put a
+    passage in both the sample and the dev (what ptcore did before passages were declared)."""
+    shared = [bool(passages(t) & passages(d)) for t, d, _ in (draw(passage_pool(s), 16, s, 16) for s in range(6))]
+    assert any(shared)
+
+
+def test_passage_tasks_are_declared():
+    assert get_task("superglue/boolq").passage == "text_a"  # no passage id in BoolQ: its text
+    assert get_task("superglue/multirc").passage == get_task("superglue/record").passage == "passage"
+    assert get_task("superglue/cb").passage is None and get_task("glue/sst2").passage is None
+
+
+def test_multirc_fixture_sample_keeps_paragraphs():
+    """MultiRC's train file: two paragraphs. The sample takes one whole paragraph (all its
+    questions' options), the dev the other."""
+    from ptcore.tasks.io import read_records, to_examples
+
+    spec = get_task("superglue/multirc")
+    examples = to_examples(read_records(FIXTURES / spec.local.path / spec.local.files["train"], spec), spec)
+    assert len(passages(examples, "passage")) == 2
+    for seed in range(4):
+        train, dev, _ = draw(examples, 4, seed, 4, passage=spec.passage)
+        assert len(passages(train, "passage")) == len(passages(dev, "passage")) == 1
+        assert not passages(train, "passage") & passages(dev, "passage")
+        assert not passages(train) & passages(dev)  # the paragraph texts too
+        assert not {ex["group"] for ex in train} & {ex["group"] for ex in dev}
+
+
+@pytest.mark.parametrize("task, train_size, dev_size", [("superglue/boolq", 3, 3), ("superglue/record", 3, 3)])
+def test_prepare_data_few_shot_keeps_passages_apart(tmp_path, task, train_size, dev_size):
+    """On the fixtures (passages shared by several questions / queries): the few-shot sample
+    and its dev never hold the same passage, for any data_seed."""
+    spec = get_task(task)
+    bb = tiny_backbone("bert", tmp_path)
+    whole = load_splits(spec, str(FIXTURES))[0]["train"]
+    assert len(passages(whole, spec.passage)) < len(whole)  # the fixture can catch a split passage
+    for data_seed in range(4):
+        cfg = make_run_config({"task": task, "method": "finetune", "data_dir": str(FIXTURES),
+                               "train_size": train_size, "dev_size": dev_size, "data_seed": data_seed})
+        data = prepare_data(cfg, bb, 0)
+        train, dev = data.examples["train"], data.examples["dev"]
+        assert train and dev
+        assert not passages(train, spec.passage) & passages(dev, spec.passage)
+        assert not passages(train) & passages(dev)  # text_a: the passage text
+        assert any("no passage in both" in n for n in data.notes)

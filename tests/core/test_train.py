@@ -114,3 +114,59 @@ def test_data_cache_reuses_prepared_splits(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "prepare_data", lambda *a, **k: pytest.fail("prepared again despite the cache"))
     second = train(cfg, backbone=tiny_backbone("bert", tmp_path / "m3"), progress=False, data_cache=cache)
     assert plain["val"] == first["val"] == second["val"] and plain["dev"] == second["dev"]
+
+
+class ThreadsSeen:
+    """A callback noting torch's intra-op threads at every epoch's end (inside the run)."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def on_epoch_end(self, epoch, metrics, model, state) -> bool:
+        import torch
+
+        self.seen.append(torch.get_num_threads())
+        return False
+
+
+def test_threads_setting_applied_and_compute_recorded(tmp_path):
+    """``threads`` is torch's thread count inside the run (and put back after it); result.json
+    records what decided the arithmetic under ``compute``; the SST-2 run's data notes say its
+    train (and the dev carved from it) are phrases while val is whole sentences."""
+    import torch
+
+    from ptcore.config import make_run_config
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2  # a count the run would not have had anyway
+    cfg = make_run_config({"task": "glue/sst2", "method": "ptuning_v2", "method_args": {"prompt_length": 3},
+                           "data_dir": str(FIXTURES), "epochs": 2, "batch_size": 4, "seed": 0, "threads": want})
+    spy = ThreadsSeen()
+    result = train(cfg, backbone=tiny_backbone("bert", tmp_path / "model"), callbacks=(spy,), output=tmp_path / "out",
+                   progress=False)
+    assert spy.seen == [want, want]
+    assert torch.get_num_threads() == before  # restored after the run
+    stored = json.loads((tmp_path / "out" / "result.json").read_text())
+    compute = stored["compute"]
+    assert compute["torch_threads"] == want and compute["interop_threads"] == torch.get_num_interop_threads()
+    assert compute["kernels"] == "fast" and compute["attention"] == "ptcore"  # the fast kernels' attention on the CPU
+    assert compute["device"] == "cpu" and compute["gpu"] is None
+    assert compute["precision"] == stored["precision"] == "fp32" and compute["torch"] == torch.__version__
+    assert {"cpu_capability", "matmul_precision"} <= set(compute)
+    assert stored["config"]["threads"] == want  # run_config.json too: `orchestrate run --config` repeats it
+    assert json.loads((tmp_path / "out" / "checkpoint" / "run_config.json").read_text())["threads"] == want
+    sst2 = [n for n in stored["data_notes"] if n.startswith("SST-2:")]
+    assert len(sst2) == 1 and "phrases" in sst2[0] and "whole sentences" in sst2[0]
+    assert sst2 == [n for n in stored["data"]["notes"] if n.startswith("SST-2:")]
+
+
+def test_threads_unset_leaves_torch_alone_and_the_hash(run):
+    """Without ``threads`` the run keeps torch's count (and records it); the setting is not
+    hashed, so configs without it keep their hashes and a study's threads=1 runs group with them."""
+    import torch
+
+    result, *_ = run
+    assert result["config"]["threads"] is None and result["compute"]["torch_threads"] == torch.get_num_threads()
+    cfg = RunConfig(task="superglue/cb", method="ptuning_v2")
+    assert cfg.model_copy(update={"threads": 1}).config_hash() == cfg.config_hash()
+    assert not any(n.startswith("SST-2:") for n in result["data_notes"])  # the note is SST-2's alone

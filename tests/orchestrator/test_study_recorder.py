@@ -266,3 +266,32 @@ def test_an_epoch_reported_again_by_a_retried_process_is_logged_once(env):
     steps = [m.step for m in env["tracker"].client.get_metric_history(run.info.run_id, "dev_primary")]
     assert steps == [1, 2, 3]
     assert [h["epoch"] for h in rec.trials["t_retry"].runs[0].history] == [1, 2, 3]
+
+
+def test_run_params_say_the_threads_and_compute_it_ran_with(env):
+    """A leaf run's params: ``threads`` as the trial runs it (the study's cpus_per_worker, 1
+    here) from the start, and at its end result.json's ``compute`` block as ``compute.*``."""
+    ls, cell = env["ls"], env["cell"]
+    job = Job(cell, env["cell_run"], [compose_run(ls, cell, {"lr": 0.01}, seed=0)], {"lr": 0.01}, source_trial="t")
+    rec = Recorder(phase="final", packs=[[job]], epochs=2, **env["common"])
+    trial = FakeTrial("f_00000", {"job": 0})
+    rec.on_trial_start(0, [], trial)
+    res = _result(0.5, 0.4)
+    res["compute"] = {"torch_threads": 1, "interop_threads": 2, "kernels": "fast", "attention": "ptcore", "device": "cpu",
+                      "gpu": None, "precision": "fp32", "torch": "2.13.0+cpu", "cpu_capability": "AVX2",
+                      "matmul_precision": "highest"}  # fmt: skip
+    rec.on_trial_result(0, [], trial, _final(res))
+    (run,) = _runs(env)["f_00000"]
+    params = run.data.params
+    assert params["threads"] == "1"
+    assert {k: v for k, v in params.items() if k.startswith("compute.")} == {
+        "compute.torch_threads": "1", "compute.interop_threads": "2", "compute.kernels": "fast", "compute.attention": "ptcore",
+        "compute.device": "cpu", "compute.precision": "fp32", "compute.torch": "2.13.0+cpu", "compute.cpu_capability": "AVX2",
+        "compute.matmul_precision": "highest"}  # fmt: skip (gpu: None on the CPU, left out)
+
+
+def test_threads_param_only_where_set():
+    """A cell's selection (no threads) logs no ``threads``, so its params stay a subset of its
+    final runs' (which ran with the trial's threads)."""
+    assert "threads" not in flatten_config({"lr": 0.01, "threads": None, "method_args": {}})
+    assert flatten_config({"lr": 0.01, "threads": 1, "method_args": {}})["threads"] == "1"

@@ -1,5 +1,7 @@
 """The Tune trial's Ray Train settings (no Ray cluster needed)."""
 
+import json
+
 import pytest
 
 pytest.importorskip("ray.train")
@@ -39,3 +41,33 @@ def test_trainer_starts_no_dataset_manager_without_datasets():
     trainer = _trainer_class()(lambda: None, scaling_config=ray.train.ScalingConfig(num_workers=1))
     callbacks = trainer._create_default_callbacks()
     assert callbacks and not any(isinstance(cb, DatasetsCallback) for cb in callbacks)
+
+
+def test_trial_runs_with_and_record_their_lane_threads(monkeypatch):
+    """A trial's runs get the run setting ``threads`` = the worker's CPUs (what the run applies
+    and records in its config and compute block), unless the study set ``threads`` itself."""
+    import orchestrator.trial as trial
+
+    assert trial.lane_threads({"cpus_per_worker": 1.0}) == 1 and trial.lane_threads({"cpus_per_worker": 0.5}) == 1
+    assert trial.lane_threads({"cpus_per_worker": 4}) == 4
+    assert trial.with_threads({"task": "superglue/cb"}, 1) == {"task": "superglue/cb", "threads": 1}
+    assert trial.with_threads({"task": "superglue/cb", "threads": 3}, 1)["threads"] == 3
+
+    seen, reports = [], []
+
+    def fake_train(cfg, **kwargs):
+        seen.append(cfg.threads)
+        return {"epochs_run": 1, "dev": {"primary": 0.5}, "config": cfg.resolved()}
+
+    class Backbone:
+        def copy(self):
+            return self
+
+    monkeypatch.setattr("ptcore.train.train", fake_train)
+    monkeypatch.setattr(trial, "train_report", lambda local: lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(trial.PROCESS_CACHE, "backbone", lambda *args: Backbone())
+    loop = {"threads": 1, "phase": "final"}
+    trial._train_one(0, {"task": "superglue/cb", "method": "finetune"}, loop, None, True, False, None)
+    trial._train_one(1, {"task": "superglue/cb", "method": "finetune", "threads": 2}, loop, None, True, False, None)
+    assert seen == [1, 2]
+    assert [json.loads(r["result_json"])["config"]["threads"] for r in reports] == [1, 2]

@@ -57,7 +57,7 @@ def _check_example(ex: dict, spec: TaskSpec) -> None:
         assert all(isinstance(c, str) and c for c in ex["choices"])
         assert isinstance(ex["label"], int) and 0 <= ex["label"] < len(ex["choices"])
     else:
-        assert {"id", "text_a", "label"} <= set(ex) <= {"id", "text_a", "text_b", "label", "group"}
+        assert {"id", "text_a", "label"} <= set(ex) <= {"id", "text_a", "text_b", "label", "group", "passage"}
         if spec.kind == "regression":
             assert isinstance(ex["label"], float)
         else:
@@ -195,6 +195,7 @@ def test_multirc_flattening_and_groups():
         "text_b": "When did Omar bake? Every morning",
         "label": 1,
         "group": "0-0",
+        "passage": "0",  # the paragraph idx: sampling's and the bootstrap's unit
         "id": "0-0-0",  # paragraph-question-answer idx
     }
     assert [ex["group"] for ex in val] == ["0-0"] * 2 + ["0-1"] * 3 + ["0-2"] * 3
@@ -221,7 +222,7 @@ def test_multirc_em_over_groups():
 def test_multirc_hub_record():
     spec = get_task("superglue/multirc")
     hub = {"paragraph": "P.", "question": "Q?", "answer": "A", "idx": {"paragraph": 4, "question": 9, "answer": 30}, "label": 0}
-    assert to_examples([hub], spec) == [{"text_a": "P.", "text_b": "Q? A", "label": 0, "group": "4-9", "id": "4-9-30"}]
+    assert to_examples([hub], spec) == [{"text_a": "P.", "text_b": "Q? A", "label": 0, "group": "4-9", "passage": "4", "id": "4-9-30"}]
 
 
 def test_multirc_strips_sentence_markup():

@@ -146,3 +146,34 @@ def test_metric_inputs_reject_ragged_lists():
         MetricInputs([0, 1], [1])
     with pytest.raises(ValueError, match="3 groups"):
         MetricInputs([0, 1], [1, 1], ["a", "b", "c"])
+
+
+def test_clusters_ride_beside_groups():
+    """``clusters`` (each item's passage) is stored and read back, checked for length, and left
+    out of the stored dict where the task has no passages; metrics never see it."""
+    with pytest.raises(ValueError, match="1 clusters"):
+        MetricInputs([0, 1], [1, 1], ["a", "a"], ["p0"])
+    plain = MetricInputs([0, 1], [1, 1], ["a", "b"])
+    assert "clusters" not in plain.as_dict() and MetricInputs.from_dict(plain.as_dict()) == plain
+    with_clusters = MetricInputs([0, 1], [1, 1], ["a", "b"], ["p0", "p0"])
+    assert with_clusters.as_dict()["clusters"] == ["p0", "p0"] and MetricInputs.from_dict(with_clusters.as_dict()) == with_clusters
+    assert list(with_clusters) == [[0, 1], [1, 1], ["a", "b"]]  # compute(names, *inputs): three arguments still
+
+
+def test_passage_ids_of_the_passage_tasks():
+    """MultiRC: the paragraph idx; ReCoRD: the article idx; BoolQ (no passage id): a digest of the
+    passage text, equal for questions about one passage; tasks without passages: None."""
+    from ptcore.tasks.io import passage_ids
+
+    multirc = load_splits(get_task("superglue/multirc"), data_dir=FIXTURES)[0]["val"]
+    assert passage_ids(multirc, get_task("superglue/multirc")) == ["0"] * len(multirc)
+    record = load_splits(get_task("superglue/record"), data_dir=FIXTURES)[0]["val"]
+    assert passage_ids(record, get_task("superglue/record")) == ["0"] * len(record)
+    boolq = load_splits(get_task("superglue/boolq"), data_dir=FIXTURES)[0]["val"]
+    ids = passage_ids(boolq, get_task("superglue/boolq"))
+    assert all(len(i) == 16 and int(i, 16) >= 0 for i in ids)
+    by_text = {}
+    for ex, i in zip(boolq, ids):
+        by_text.setdefault(ex["text_a"], set()).add(i)
+    assert all(len(v) == 1 for v in by_text.values()) and len(set(ids)) == len(by_text) < len(boolq)
+    assert passage_ids(load_splits(get_task("superglue/cb"), data_dir=FIXTURES)[0]["val"], get_task("superglue/cb")) is None
