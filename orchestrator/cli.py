@@ -68,7 +68,9 @@ RUN_EPILOG = textwrap.dedent(
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None, help="e.g. superglue/cb (orchestrate ls tasks); several joined by + train one multi-task run (superglue/cb+glue/sst2); required unless --config gives it")
-    p.add_argument("--method", default=None, help="finetune | lora | prompt_tuning | ptuning_v2 | dynamic (default ptuning_v2)")
+    from ptcore.methods import display_order
+
+    p.add_argument("--method", default=None, help=f"{' | '.join(display_order())} (default ptuning_v2; orchestrate ls methods)")
     p.add_argument("--model", default=None, help="hub id or local dir (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--layers", type=int, default=None, help="keep the first k backbone layers")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 10)")
@@ -217,10 +219,11 @@ def handle_ls(args: argparse.Namespace) -> int:
             print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
     elif args.what == "methods":
         from ptcore.config import RunConfig, run_fields
-        from ptcore.methods import METHODS
+        from ptcore.methods import METHODS, display_order
 
-        for name, m in METHODS.items():
-            print(f"{name:14s} {m.description}  (default lr {m.config_cls.default_lr:g})")
+        for name in display_order():
+            m = METHODS.get(name)
+            print(f"{name:14s} {m.description}  (default lr {m.config_cls.default_lr:g})  reported as {m.label!r}")
             for field, info in m.config_cls.model_fields.items():
                 print(f"    {field}: {_type_name(info.annotation)} = {info.default!r}" + (f"  # {info.description}" if info.description else ""))
         print("run settings (every method; --set KEY=VALUE, or a study's train:):")

@@ -33,6 +33,12 @@ class Registry(Generic[T]):
 
         return add if obj is None else add(obj)
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` (a plugin unloading, a test restoring the registry); returns what it held."""
+        if name not in self._items:
+            raise UnknownNameError(self.unknown_message(name))
+        return self._items.pop(name)
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]

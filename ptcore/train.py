@@ -40,7 +40,7 @@ from .result import RunResult
 from .sampling import draw
 from .tasks import get_task, load_splits
 from .tasks.io import passage_ids, resolve_data_dir
-from .tasks.kinds import get_kind
+from .tasks.kinds import get_kind, kind_class
 from .trainstate import LoopState, load_train_state, save_train_state
 
 
@@ -173,11 +173,6 @@ class Prepared:
     truncated: dict[str, int] = field(default_factory=dict)  # split -> inputs that reached max_length
 
 
-# kinds whose features are one truncated sequence per example (or per choice); QA slides
-# windows over long contexts instead, and NER is scored on every word it keeps
-TRUNCATING_KINDS = ("classification", "regression", "multiple_choice")
-
-
 def input_limit(cfg: RunConfig, backbone: Backbone, extra_tokens: int) -> tuple[int, Optional[str]]:
     """The token limit of the input, the same for every method wherever the position table
     has room: a shallow prompt of ``extra_tokens`` extends the sequence beyond it rather than
@@ -218,7 +213,7 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_di
         s: encode_split(kind, spec, exs, backbone.tokenizer, limit, s, cache_dir) for s, exs in examples.items()
     }
     truncated = {}
-    if spec.kind in TRUNCATING_KINDS:
+    if kind.truncation == "cut":  # one truncated sequence per example (QA slides windows; NER keeps words)
         # a feature at the limit was (almost always) cut: the tokenizer stops exactly there
         truncated = {s: sum(feature_length(f) >= limit for f in fs) for s, fs in features.items()}
     return Prepared(examples, features, notes, limit, truncated)
@@ -247,7 +242,7 @@ def data_budget(cfg: RunConfig, data: Prepared, spec) -> dict[str, Any]:
     """What the run was given, for the report's data-budget table (JSON-serialisable)."""
     labels = list(spec.labels) if getattr(spec, "labels", None) else None
     counts = None
-    if spec.kind in ("classification", "multiple_choice") and data.examples.get("train"):
+    if kind_class(spec.kind).has_label_set and data.examples.get("train"):
         counted = Counter(ex.get("label") for ex in data.examples["train"] if ex.get("label") is not None)
         counts = {str(k): v for k, v in sorted(counted.items())}
     return {

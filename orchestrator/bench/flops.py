@@ -27,13 +27,22 @@ Convention (multiply-add = 2 FLOPs; only the encoder's matrix multiplies are cou
 * Dynamic prompting with instance-level choices runs the frozen backbone once more on the
   unprompted input (no gradient): forward FLOPs only.
 
+What a method makes the encoder do (prompt positions, prefix slots and where, weight
+gradients, the lowest layer the gradient reaches, an extra forward pass) is its
+:class:`~ptcore.methods.FlopPlan`, registered by the method itself
+(``ptcore/methods/<name>/__init__.py``); this module only counts.
+
 ``MFU = useful FLOPs per step / step time / measured matmul peak`` (``peak.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Sequence
+
+from ptcore.methods import METHODS, FlopPlan
+
+__all__ = ["EncoderDims", "FlopPlan", "plan_for", "real_lengths", "step_flops"]
 
 
 @dataclass(frozen=True)
@@ -56,54 +65,13 @@ class EncoderDims:
         return cls(int(config.num_hidden_layers), int(config.hidden_size), int(config.intermediate_size))
 
 
-@dataclass(frozen=True)
-class FlopPlan:
-    """What a method makes the encoder do, as far as FLOPs go."""
-
-    extra_tokens: int = 0  # shallow prompt positions added to every sequence
-    prefix: int = 0  # prefix key/value slots at each layer in prefix_layers
-    prefix_layers: tuple[int, ...] = ()
-    trains_weights: bool = False  # backbone matrices get weight gradients (fine-tuning)
-    lowest_grad_layer: Optional[int] = 0  # lowest layer the gradient reaches; None: no backward through the encoder
-    input_grad_at_lowest: bool = True  # False: the lowest layer's input needs no gradient (deep prefix)
-    extra_forward_pass: bool = False  # one more no-grad forward over the unprompted input (dynamic, instance level)
-
-
-def _resolve_depth(depth: Any, layers: int) -> list[int]:
-    if depth is None:
-        return list(range(layers))
-    if isinstance(depth, int):
-        return list(range(layers - depth, layers))
-    return sorted(set(int(i) for i in depth))
-
-
 def plan_for(method: str, method_args: Mapping[str, Any], layers: int) -> FlopPlan:
-    """The FlopPlan of a ptcore method (name + options) on a ``layers``-layer encoder."""
-    a = dict(method_args or {})
-    if method == "finetune":
-        return FlopPlan(trains_weights=True)
-    if method == "prompt_tuning":
-        return FlopPlan(extra_tokens=int(a.get("prompt_length", 20)))
-    if method == "ptuning_v2" or (method == "dynamic" and a.get("base", "shallow") == "deep"):
-        prompted = tuple(_resolve_depth(a.get("depth"), layers))
-        extra = method == "dynamic" and (a.get("length", "none") == "instance" or int(a.get("pool_size", 1)) > 1)
-        return FlopPlan(
-            prefix=int(a.get("prompt_length", 16)),
-            prefix_layers=prompted,
-            lowest_grad_layer=min(prompted),
-            input_grad_at_lowest=False,
-            extra_forward_pass=extra,
-        )
-    if method == "lora":
-        # the frozen encoder's forward, and backward down to the lowest adapted layer; LoRA's
-        # own low-rank matmuls (2 x r x (in + out) per token per adapted layer) are left out:
-        # under 3% of a layer at r=8 on MiniLM
-        adapted = tuple(_resolve_depth(list(a["layers"]) if a.get("layers") else None, layers))
-        return FlopPlan(lowest_grad_layer=min(adapted), input_grad_at_lowest=False)
-    if method == "dynamic":
-        extra = "instance" in (a.get("position", "none"), a.get("length", "none")) or int(a.get("pool_size", 1)) > 1
-        return FlopPlan(extra_tokens=int(a.get("prompt_length", 16)), extra_forward_pass=extra)
-    raise ValueError(f"no FLOP plan for method {method!r}")
+    """The FlopPlan a ptcore method registers (``register_method(..., flops=...)``) for its
+    options on a ``layers``-layer encoder; ValueError for a method that is not registered or
+    registers no plan."""
+    if method not in METHODS:
+        raise ValueError(f"no FLOP plan: {METHODS.unknown_message(method)}")
+    return METHODS.get(method).flop_plan(method_args, layers)
 
 
 def step_flops(dims: EncoderDims, real_lengths: Iterable[int], plan: FlopPlan) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 from . import stats
 from .contrasts import ContrastRow, ContrastSettings, settings_of, test_contrasts
 from .regimes import RegimeTable, build_regimes
-from .labels import BASELINE, LABEL_KINDS, backbone_short, human_count, method_key, method_label, span, task_labels, task_spec
+from .labels import BASELINE, backbone_short, has_label_set, human_count, method_key, method_label, span, task_labels, task_spec
 from .load import ERROR, OK, PRUNED, StudyResults
 
 SPLITS = ("train", "dev", "val", "test")
@@ -353,9 +353,9 @@ def _task_statistics(rep: Report, data: StudyResults, t: str, cells: list[tuple[
     datas = [r["data"] for r in finals if r.get("task") == t and r.get("data")]
     counts = _common([d.get("train_label_counts") for d in datas if d.get("train_label_counts")])
     labels = _common([d.get("labels") for d in datas if d.get("labels")])
-    if (kind is not None and kind not in LABEL_KINDS) or not counts:
+    if (kind is not None and not has_label_set(kind)) or not counts:
         rep.majority[t] = rep.chance[t] = None
-        rep.reference_why[t] = ("not a label task" if kind is not None and kind not in LABEL_KINDS
+        rep.reference_why[t] = ("not a label task" if kind is not None and not has_label_set(kind)
                                 else "training label counts not recorded")
     else:
         rep.majority[t] = stats.majority_score(metric, counts, refs, groups)

@@ -1,6 +1,7 @@
-"""Every name, colour, mark and number format a report prints: one place, so a method has
-the same label and colour in every table and plot of every study, and a hyperparameter the
-same readable name everywhere (``τ0=1.32``, not ``tau0=1.31732``)."""
+"""Every name, colour, mark and number format a report prints, from one place: a method's
+label, colour, marker and order from its registration (:mod:`ptcore.methods`), the rest
+here. So a method has the same label and colour in every table and plot of every study, and
+a hyperparameter the same readable name everywhere (``τ0=1.32``, not ``tau0=1.31732``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import math
 import zlib
 from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from ptcore.methods import METHODS, display_order
 
 MISSING = "–"  # en dash: no value (markdown); LaTeX writes "--"
 
@@ -19,24 +22,9 @@ PRETRAIN_MARK = "§"  # on a task name: the backbone saw this task's data in pre
 # ------------------------------------------------------------------ methods
 
 BASELINE = "finetune"
-METHOD_ORDER = ("finetune", "lora", "prompt_tuning", "ptuning_v2", "dynamic")
-METHOD_LABELS = {
-    "finetune": "Fine-tuning",
-    "lora": "LoRA",
-    "prompt_tuning": "Prompt tuning",
-    "ptuning_v2": "P-Tuning v2",
-    "dynamic": "Dynamic prompting",
-}
-# colour-blind-safe (Okabe-Ito), one per method; fine-tuning keeps black-ish blue everywhere
-METHOD_STYLES = {
-    "finetune": ("#0072B2", "o"),
-    "lora": ("#000000", "v"),
-    "prompt_tuning": ("#E69F00", "s"),
-    "ptuning_v2": ("#009E73", "^"),
-    "dynamic": ("#CC79A7", "D"),
-}
-# other methods or labelled variants: a colour chosen by a hash of the name, so the same
-# name gets the same colour in every report (not by its position in one study)
+# methods the registry does not know (a ledger from another version) or labelled variants:
+# a colour chosen by a hash of the name, so the same name gets the same colour in every
+# report (not by its position in one study)
 EXTRA_COLORS = ("#D55E00", "#56B4E9", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD", "#F0E442")
 EXTRA_MARKERS = ("v", "P", "X", "*", "h", "<", ">", "p")
 REFERENCE_STYLES = {  # the per-task reference lines of the plots
@@ -45,20 +33,40 @@ REFERENCE_STYLES = {  # the per-task reference lines of the plots
 }
 
 
+# A method's label, colour, marker and place in the order are what it registers
+# (ptcore/methods/<name>/__init__.py); a name the registry lacks keeps its own name, a hashed
+# style, and a place after the registered methods.
+
+
 def method_label(m: str) -> str:
-    return METHOD_LABELS.get(m, m)
+    return METHODS.get(m).label if m in METHODS else m
 
 
 def method_key(m: str) -> tuple:
-    return (METHOD_ORDER.index(m), "") if m in METHOD_ORDER else (len(METHOD_ORDER), m)
+    order = display_order()
+    return (order.index(m), "") if m in order else (len(order), m)
 
 
 def method_style(m: str) -> tuple[str, str]:
-    """(colour, marker) of a method: fixed for the known ones, a stable hash for the rest."""
-    if m in METHOD_STYLES:
-        return METHOD_STYLES[m]
+    """(colour, marker) of a method: what it registers, a stable hash of the name for the rest."""
+    method = METHODS.get(m) if m in METHODS else None
     h = zlib.crc32(m.encode())
-    return EXTRA_COLORS[h % len(EXTRA_COLORS)], EXTRA_MARKERS[(h // len(EXTRA_COLORS)) % len(EXTRA_MARKERS)]
+    color = EXTRA_COLORS[h % len(EXTRA_COLORS)]
+    marker = EXTRA_MARKERS[(h // len(EXTRA_COLORS)) % len(EXTRA_MARKERS)]
+    if method is None:
+        return color, marker
+    return method.color or color, method.marker or marker
+
+
+def __getattr__(name: str):
+    """``METHOD_ORDER`` (and the label and style tables) as the registry holds them now."""
+    if name == "METHOD_ORDER":
+        return display_order()
+    if name == "METHOD_LABELS":
+        return {m: method_label(m) for m in display_order()}
+    if name == "METHOD_STYLES":
+        return {m: method_style(m) for m in display_order()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------ metrics and tasks
@@ -93,8 +101,16 @@ TASK_LABELS = {
     "squad": "SQuAD",
 }
 
-# task kinds whose predictions are labels from a fixed set: majority class and chance exist
-LABEL_KINDS = ("classification", "multiple_choice")
+
+
+def has_label_set(kind: Optional[str]) -> bool:
+    """Whether a task kind's predictions are labels from a fixed set, so that a majority class
+    and chance exist: the kind says (``Kind.has_label_set``, ptcore.tasks.kinds); a kind this
+    checkout does not know has none."""
+    from ptcore.tasks.kinds import kind_registry
+
+    kinds = kind_registry()
+    return kind in kinds and kinds.get(kind).has_label_set
 
 
 def metric_label(m: Optional[str]) -> str:

@@ -1,39 +1,43 @@
 """Task kinds: how examples become tensors, which head reads the encoder, the loss, and
 how predictions are scored. Shared by every method (methods only produce hidden states).
 
-A kind implements:
+:class:`Kind` is the abstract base: its docstring is the lifecycle (which method ptcore
+calls when), its abstract methods what every kind provides, and its facts (``name``,
+``display_name``, ``has_label_set``, ``truncation``) what the rest of the tool asks a kind
+instead of keeping lists of kind names. Kinds register themselves (:func:`register_kind`):
+classification, regression and multiple choice here, token classification and extractive
+QA in :mod:`ptcore.tasks.sequence_kinds`.
 
-``encode(examples, tokenizer, max_length) -> features``
-    one or more feature dicts (python lists) per example, each with ``example_index``.
-``collate(features, pad_id) -> batch``      dynamic padding to the longest in the batch.
-``make_head(hidden, spec, dropout) -> nn.Module``
-``logits(model, batch) -> Tensor``          runs ``model.encoder`` + ``model.head``.
-``loss(logits, batch) -> Tensor``
-``decode(logits, batch) -> list``           per-feature predictions (python values).
-``metric_inputs(preds, features, examples, spec) -> MetricInputs``
-    the per-item predictions / references / groups the task's metric functions take
-    (plain JSON: a run can store them and a report can bootstrap over items).
-``item_examples(features, examples) -> list[int]``
-    the example index of each item ``metric_inputs`` returns, in its order (what a
-    predictions file keys its lines by).
-``score(preds, features, examples, spec) -> {metric: value}``
-    ``score_inputs(spec.metrics, metric_inputs(...))``.
+The classes load without torch (it is imported when a method first uses it, see
+:mod:`ptcore.lazy`): task declarations, ``orchestrate ls`` and the report read the facts.
 """
 
 from __future__ import annotations
 
+import abc
 import importlib
-from typing import Any, Optional, Sequence
-
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+import inspect
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Sequence
 
 from .. import metrics as M
+from ..lazy import LazyModule
 from ..registry import Registry
 from .base import TaskSpec
 
-KIND_REGISTRY: Registry["Kind"] = Registry("task kind")
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+else:  # imported on first use: the kinds' facts load without torch
+    torch, nn, F = LazyModule("torch"), LazyModule("torch.nn"), LazyModule("torch.nn.functional")
+
+# How a kind fits an input longer than the token limit:
+#   "cut":     one sequence per example (per choice for multiple choice), cut at the limit;
+#              the run counts the inputs that reach it (its data budget's ``truncated``)
+#   "words":   cut at the limit; the words past it are predicted O and still scored (NER)
+#   "windows": overlapping windows over the context; nothing is lost (extractive QA)
+Truncation = Literal["cut", "words", "windows"]
+TRUNCATIONS: tuple[str, ...] = Truncation.__args__
 
 # padding value per feature key (sequences of ints); other int-list keys pad with 0
 PAD_VALUES = {"labels": -100}
@@ -64,34 +68,131 @@ def with_segments(enc):
     return enc
 
 
-class Kind:
-    name: str = ""
-    sequence_keys = ("input_ids", "attention_mask", "token_type_ids")
+class Kind(abc.ABC):
+    """What a task kind does with a task's examples, from text to scores.
+
+    A run holds one instance per task (``get_kind(spec.kind)``); ptcore calls, in order:
+
+    **Data**, once per split (``ptcore.data.encode_split``; later runs may read the
+    features from the cache instead):
+
+    1. :meth:`encode` ``(examples, tokenizer, max_length) -> features``: one or more
+       feature dicts of plain python lists per example, each with ``example_index``; an
+       input longer than ``max_length`` is fitted as :attr:`truncation` says.
+
+    **Model**, once (``ptcore.train.build_model``; ``ptcore.multitask`` per task):
+
+    2. :meth:`make_head` ``(hidden, spec, dropout) -> nn.Module``: the task head on the
+       method's hidden states (one per input token, prompts stripped).
+
+    **Every batch**, training and evaluation:
+
+    3. :meth:`collate` ``(features, pad_id) -> batch``: tensors padded to the longest
+       feature of the batch (the DataLoader's ``collate_fn``, ``ptcore.data.make_loader``).
+    4. :meth:`logits` ``(model, batch) -> Tensor``: runs ``model.encoder`` and
+       ``model.head`` (what ``TaskModel.forward`` returns).
+    5. Training: :meth:`loss` ``(logits, batch) -> Tensor``, a mean over
+       :meth:`loss_units` ``(batch)`` (examples; NER: scored words), which weights
+       micro-batches so that they add up to their whole batch's loss.
+       Evaluation: :meth:`decode` ``(logits, batch) -> list``, one python prediction per
+       feature.
+
+    **Every evaluation**, over a split's decoded predictions (``ptcore.train.evaluate``):
+
+    6. :meth:`metric_inputs` ``(preds, features, examples, spec) -> MetricInputs``: the
+       per-item predictions, references and groups the task's metrics take (plain JSON: a
+       run stores them, a report bootstraps over items).
+    7. :meth:`item_examples` ``(features, examples) -> list[int]``: the example index of
+       each of those items, in their order (what a predictions file keys its lines by).
+
+    :meth:`score` is ``score_inputs(spec.metrics, metric_inputs(...))``.
+
+    **Facts**, class attributes that need neither an instance nor torch
+    (``kind_class(spec.kind).has_label_set``): :attr:`name`, :attr:`display_name`,
+    :attr:`has_label_set`, :attr:`truncation`. A kind states each in its own class body
+    (:func:`register_kind` checks), so one that refines another (regression from
+    classification) never inherits a fact by accident.
+    """
+
+    name: ClassVar[str]  # the registry name task declarations use (TaskSpec.kind)
+    display_name: ClassVar[str]  # how people read it ("multiple choice")
+    # predictions are labels from a fixed set: a majority class and chance exist (the
+    # report's references) and the run records its training label counts
+    has_label_set: ClassVar[bool]
+    truncation: ClassVar[Truncation]  # how an input longer than the limit is fitted (see TRUNCATIONS)
+    FACTS: ClassVar[tuple[str, ...]] = ("name", "display_name", "has_label_set", "truncation")
+
+    sequence_keys: ClassVar[tuple[str, ...]] = ("input_ids", "attention_mask", "token_type_ids")
+
+    # ---- data
+
+    @abc.abstractmethod
+    def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
+        """Features (python lists, each with ``example_index``) of a split's examples."""
 
     def tokenize(self, tokenizer, a: list[str], b: list[str] | None, max_length: int) -> dict[str, list]:
         return with_segments(tokenizer(a, b, truncation=True, max_length=max_length))
 
+    # ---- model
+
+    @abc.abstractmethod
+    def make_head(self, hidden: int, spec: TaskSpec, dropout: float) -> nn.Module:
+        """The task head reading the method's hidden states."""
+
+    # ---- every batch
+
     def collate(self, features: list[dict], pad_id: int) -> dict[str, Any]:
+        """A batch: :attr:`sequence_keys` padded to the longest, plus ``example_index``."""
         batch: dict[str, Any] = collate_sequences(features, pad_id, self.sequence_keys)
         batch["example_index"] = torch.tensor([f["example_index"] for f in features])
         return batch
+
+    @abc.abstractmethod
+    def logits(self, model, batch) -> torch.Tensor:
+        """``model.head`` on ``model.encoder``'s hidden states of ``batch``."""
+
+    @abc.abstractmethod
+    def loss(self, logits, batch) -> torch.Tensor:
+        """The training loss of a batch: a mean over its :meth:`loss_units`."""
 
     def loss_units(self, batch) -> int:
         """What :meth:`loss` averages over in ``batch`` (examples; NER: scored words), so that
         micro-batches weighted by it add up to the loss of their whole batch."""
         return int(batch["example_index"].shape[0])
 
+    @abc.abstractmethod
+    def decode(self, logits, batch) -> list:
+        """One prediction per feature of the batch, as python values."""
+
+    # ---- every evaluation
+
+    @abc.abstractmethod
     def metric_inputs(self, preds, features, examples, spec: TaskSpec) -> M.MetricInputs:
         """Per-item metric arguments for ``preds`` (one per feature, from :meth:`decode`)."""
-        raise NotImplementedError(f"task kind {self.name!r} does not define metric_inputs")
 
+    @abc.abstractmethod
     def item_examples(self, features: list[dict], examples: list[dict]) -> list[int]:
         """The example index of each item of :meth:`metric_inputs`, in its order."""
-        raise NotImplementedError(f"task kind {self.name!r} does not define item_examples")
 
     def score(self, preds, features, examples, spec: TaskSpec) -> dict[str, float]:
         """The task's metrics: exactly ``score_inputs(spec.metrics, metric_inputs(...))``."""
         return M.score_inputs(spec.metrics, self.metric_inputs(preds, features, examples, spec))
+
+
+KIND_REGISTRY: Registry[type[Kind]] = Registry("task kind")
+
+
+def register_kind(cls: type[Kind]) -> type[Kind]:
+    """Class decorator: register a complete kind (every abstract method implemented) under its
+    ``name``; it must state each of :attr:`Kind.FACTS` in its own class body."""
+    if inspect.isabstract(cls):
+        raise TypeError(f"task kind {cls.__name__} does not implement {', '.join(sorted(cls.__abstractmethods__))}")
+    missing = [fact for fact in Kind.FACTS if fact not in vars(cls)]
+    if missing:
+        raise TypeError(f"task kind {cls.__name__} does not state {', '.join(missing)} in its class body (see Kind)")
+    if cls.truncation not in TRUNCATIONS:
+        raise ValueError(f"task kind {cls.name!r}: truncation {cls.truncation!r} is not one of {TRUNCATIONS}")
+    return KIND_REGISTRY.register(cls.name, cls)
 
 
 def _groups(examples: list[dict], features: list[dict]) -> Optional[list]:
@@ -100,9 +201,12 @@ def _groups(examples: list[dict], features: list[dict]) -> Optional[list]:
     return None if all(g is None for g in groups) else groups
 
 
-@KIND_REGISTRY.register("classification")
+@register_kind
 class Classification(Kind):
     name = "classification"
+    display_name = "classification"
+    has_label_set = True
+    truncation = "cut"
 
     def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         a = [ex["text_a"] for ex in examples]
@@ -125,7 +229,9 @@ class Classification(Kind):
             batch["label"] = torch.tensor([f["label"] for f in features], dtype=self.label_dtype)
         return batch
 
-    label_dtype = torch.long
+    @property
+    def label_dtype(self) -> torch.dtype:
+        return torch.long
 
     def out_dim(self, spec: TaskSpec) -> int:
         return spec.num_labels
@@ -154,10 +260,16 @@ class Classification(Kind):
         return [f["example_index"] for f in features]
 
 
-@KIND_REGISTRY.register("regression")
+@register_kind
 class Regression(Classification):
     name = "regression"
-    label_dtype = torch.float
+    display_name = "regression"
+    has_label_set = False  # a real-valued score: no majority class, no chance level
+    truncation = "cut"
+
+    @property
+    def label_dtype(self) -> torch.dtype:
+        return torch.float
 
     def out_dim(self, spec):
         return 1
@@ -172,7 +284,7 @@ class Regression(Classification):
         return logits.tolist()
 
 
-@KIND_REGISTRY.register("multiple_choice")
+@register_kind
 class MultipleChoice(Classification):
     """Each (context, choice) pair is encoded; one score per pair; softmax over choices.
 
@@ -190,6 +302,9 @@ class MultipleChoice(Classification):
     """
 
     name = "multiple_choice"
+    display_name = "multiple choice"
+    has_label_set = True  # the choice index
+    truncation = "cut"
 
     def encode(self, examples, tokenizer, max_length):
         feats = []
@@ -264,10 +379,21 @@ def gold_set_loss(logits: torch.Tensor, gold_mask: torch.Tensor) -> torch.Tensor
     return -gold_log_p[has_gold].mean()
 
 
-def get_kind(name: str) -> Kind:
-    try:  # token classification and extractive QA register themselves on import
+def kind_registry() -> Registry[type[Kind]]:
+    """Every registered kind: those of this module, and those of :mod:`.sequence_kinds`
+    (token classification, extractive QA), which register themselves when imported here."""
+    try:
         importlib.import_module(f"{__package__}.sequence_kinds")
     except ModuleNotFoundError as e:  # pragma: no cover
         if e.name != f"{__package__}.sequence_kinds":
             raise
-    return KIND_REGISTRY.get(name)()
+    return KIND_REGISTRY
+
+
+def kind_class(name: str) -> type[Kind]:
+    """The kind registered as ``name``: its facts need no instance (and no torch)."""
+    return kind_registry().get(name)
+
+
+def get_kind(name: str) -> Kind:
+    return kind_class(name)()

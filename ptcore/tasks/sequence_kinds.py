@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import metrics as M
 from ..errors import ConfigError
+from ..lazy import LazyModule
 from .base import TaskSpec
-from .kinds import KIND_REGISTRY, Kind, collate_sequences, pad, with_segments
+from .kinds import Kind, collate_sequences, pad, register_kind, with_segments
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+else:  # imported on first use: the kinds' facts load without torch
+    torch, nn, F = LazyModule("torch"), LazyModule("torch.nn"), LazyModule("torch.nn.functional")
 
 IGNORE = -100  # label of positions that are not scored (special tokens, non-first sub-words)
 MASKED_LOGIT = -1e4  # padding positions of QA start/end logits (finite: safe in half precision)
@@ -60,7 +65,7 @@ def word_prefix(tokenizer) -> str:
 # ---------------------------------------------------------------- token classification
 
 
-@KIND_REGISTRY.register("token_classification")
+@register_kind
 class TokenClassification(Kind):
     """One tag per word, predicted at the word's *first* sub-word.
 
@@ -72,6 +77,9 @@ class TokenClassification(Kind):
     """
 
     name = "token_classification"
+    display_name = "token classification"
+    has_label_set = False  # one tag per word: scored by entity F1, no majority class or chance level
+    truncation = "words"
     sequence_keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
 
     def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
@@ -158,7 +166,7 @@ class TokenClassification(Kind):
 # ---------------------------------------------------------------- extractive QA
 
 
-@KIND_REGISTRY.register("extractive_qa")
+@register_kind
 class ExtractiveQA(Kind):
     """Start/end logits over the context tokens of ``[CLS] question [SEP] context [SEP]``.
 
@@ -172,6 +180,9 @@ class ExtractiveQA(Kind):
     """
 
     name = "extractive_qa"
+    display_name = "extractive QA"
+    has_label_set = False  # answers are spans of the context
+    truncation = "windows"
     DOC_STRIDE = 128
     MAX_QUERY_LENGTH = 64
 

@@ -1,9 +1,11 @@
 """Dynamic prompting (Yang et al., 2023) for encoders: per-task or per-instance choice of the
 prompt's position, length and (pool) contents, over shallow or deep prompts."""
 
+from ..ptuning_v2 import prefix_flop_plan
+from ..registration import FlopPlan, register_method
 from .config import DynamicConfig
 
-__all__ = ["DynamicConfig", "DynamicEncoder", "register_dynamic", "NOTES"]
+__all__ = ["DynamicConfig", "DynamicEncoder", "NOTES"]
 
 # Departures from the paper (Yang et al., 2023), and choices where it leaves room. The paper
 # prompts T5 (text-to-text) and vision transformers; this is its encoder transfer.
@@ -24,14 +26,29 @@ NOTES = (
 )
 
 
-def register_dynamic(register) -> None:
-    register(
-        "dynamic",
-        DynamicConfig,
-        "ptcore.methods.dynamic.model:DynamicEncoder",
-        "dynamic prompting: Gumbel-picked prompt position/length + instance prompt pool, shallow or deep (Yang et al. 2023)",
-        notes=NOTES,
-    )
+def flop_plan(options, layers: int) -> FlopPlan:
+    """Shallow: ``prompt_length`` more positions in every sequence; deep: P-Tuning v2's
+    prefixes. Instance-level choices (and a pool) add a no-grad forward over the unprompted input."""
+    position, length = options.get("position", "none"), options.get("length", "none")
+    pooled = int(options.get("pool_size", 1)) > 1
+    if options.get("base", "shallow") == "deep":
+        return prefix_flop_plan(options, layers, extra_forward_pass=length == "instance" or pooled)
+    extra = "instance" in (position, length) or pooled
+    return FlopPlan(extra_tokens=int(options.get("prompt_length", 16)), extra_forward_pass=extra)
+
+
+register_method(
+    "dynamic",
+    config=DynamicConfig,
+    encoder=f"{__name__}.model:DynamicEncoder",
+    description="dynamic prompting: Gumbel-picked prompt position/length + instance prompt pool, shallow or deep (Yang et al. 2023)",
+    label="Dynamic prompting",
+    color="#CC79A7",
+    marker="D",
+    order=40,
+    flops=flop_plan,
+    notes=NOTES,
+)
 
 
 def __getattr__(name: str):
