@@ -896,8 +896,6 @@ def _regime_errors(study: Study, train_ok: set[str], tasks_registry) -> list[tup
             for j, t in enumerate(names):
                 if t not in tasks_registry:
                     errors.append((f"{where}.tasks.{j}", tasks_registry.unknown_message(t)))
-            if study.resources.workers_per_trial > 1:
-                errors.append((f"{where}", "multi-task runs train on one worker; set resources.workers_per_trial: 1"))
         for key in r.train:
             if key in REGIME_KEYS:
                 errors.append((f"{where}.train.{key}", f"{key} is a regime key: set it on the regime itself, not in its train:"))

@@ -13,16 +13,16 @@ from typing import Optional
 from safetensors.torch import load_file, save_file
 
 from .backbones import Backbone, load_backbone
-from .config import RunConfig
-from .errors import DataError
+from .config import RunConfig, task_key, task_names
+from .errors import ConfigError, DataError
 from .fileio import atomic_path, write_json_atomic
-from .model import TaskModel
+from .model import MultiTaskModel, TaskModel, build_model
 
 WEIGHTS = "trainable.safetensors"
 CONFIG = "run_config.json"
 
 
-def save_checkpoint(model: TaskModel, cfg: RunConfig, directory: str | Path) -> Path:
+def save_checkpoint(model: TaskModel | MultiTaskModel, cfg: RunConfig, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
@@ -32,7 +32,7 @@ def save_checkpoint(model: TaskModel, cfg: RunConfig, directory: str | Path) -> 
     return directory
 
 
-def load_init(model, directory: str | Path) -> str:
+def load_init(model: TaskModel | MultiTaskModel, directory: str | Path) -> str:
     """Start ``model`` (a :class:`TaskModel` or a multi-task model) from the trained tensors of
     the checkpoint in ``directory``: its encoder's (prompts; for ``dynamic`` also the selector
     and pool networks; for fine-tuning and LoRA the backbone's trained weights), and the head
@@ -40,9 +40,6 @@ def load_init(model, directory: str | Path) -> str:
     task; a single-task one its own task's). Other heads start fresh. This is P-Tuning v2's
     MPT-2: prompts pre-trained on several tasks, then trained on one. Returns what was loaded,
     for the result record. A checkpoint of another method, option set or backbone is refused."""
-    from .config import task_key, task_names
-    from .errors import ConfigError
-
     directory = Path(directory)
     if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
         raise ConfigError(f"init_from {str(directory)!r} is not a ptcore checkpoint directory (needs {WEIGHTS} and {CONFIG})")
@@ -60,7 +57,7 @@ def load_init(model, directory: str | Path) -> str:
         )
     load = dict(enc_saved)
     heads = []
-    multi = hasattr(model, "heads")
+    multi = isinstance(model, MultiTaskModel)
     saved_tasks = task_names(saved_cfg.get("task", ""))
     for task in (model.tasks if multi else [getattr(model, "task_name", None)]):
         key = task_key(task)
@@ -76,10 +73,8 @@ def load_init(model, directory: str | Path) -> str:
     return f"{what} from {directory} ({saved_cfg.get('method')} on {saved_cfg.get('task')})"
 
 
-def load_checkpoint(directory: str | Path, backbone: Optional[Backbone] = None) -> TaskModel:
+def load_checkpoint(directory: str | Path, backbone: Optional[Backbone] = None) -> TaskModel | MultiTaskModel:
     """Rebuild the model of a checkpoint: backbone from its id (or the one given) + saved weights."""
-    from .train import build_model
-
     directory = Path(directory)
     if not (directory / WEIGHTS).is_file() or not (directory / CONFIG).is_file():
         raise DataError(f"{directory} is not a ptcore checkpoint (needs {WEIGHTS} and {CONFIG})")

@@ -22,7 +22,7 @@ class RunConfig(BaseModel):
 
     task: str = Field(
         description="registered task, e.g. superglue/cb; several joined by '+' (superglue/cb+glue/sst2) train one "
-        "multi-task run: shared prompts, a head per task (ptcore.multitask)"
+        "multi-task run: shared prompts, a head per task (ptcore.train, ptcore.model)"
     )
     method: str = Field("ptuning_v2", description="registered method")
     model: str = Field(DEFAULT_MODEL, description="hub id or local directory of the backbone")

@@ -2,8 +2,8 @@
 
 A ``TypedDict``, so the record stays the plain JSON mapping every reader already takes (the
 orchestrator's ledger, ``orchestrate collect``, a report) while a type checker and a reader
-of this file know each key. :func:`ptcore.train.train` returns one; a multi-task run
-(:func:`ptcore.multitask.train_multitask`) adds ``tasks``.
+of this file know each key. :func:`ptcore.train.train` returns one; a multi-task run (tasks
+joined by '+') adds ``tasks``, and keys ``predictions`` and ``predictions_files`` by task.
 """
 
 from __future__ import annotations
@@ -98,5 +98,6 @@ class RunResult(TypedDict, total=False):
     checkpoint: str  # DIR/checkpoint: trainable weights (safetensors) + the run config
     # the reported splits' per-item metric inputs (what a report resamples): split -> {"predictions",
     # "references", "groups"} plus "clusters" (each item's passage) where the task has passages
+    # (multi-task: task -> split -> the same)
     predictions: dict[str, Any]
     predictions_files: dict[str, Any]  # split -> DIR-relative predictions/<split>.jsonl (multi-task: task -> split -> path)

@@ -11,7 +11,9 @@ What is saved (no pickle: tensors in safetensors, everything else in JSON):
 * AdamW's moments and step counts (``optim.<param index>.<name>``) and its param groups;
 * the LR schedule's position, and fp16's loss scale;
 * every random stream the next epoch reads: torch's global generator (dropout), CUDA's,
-  the training loader's shuffling generator, numpy's and Python's;
+  numpy's and Python's, and the task schedule's (:class:`ptcore.train.TaskSchedule`): the
+  training loader's shuffling generator (``rng.loader``); for a multi-task run also the
+  generator that draws each step's task and where each task's loader is in its shuffle;
 * the loop: epochs done, optimizer steps, epochs without improvement, the epoch history,
   the best epoch's number and dev scores, tokens seen.
 
@@ -26,7 +28,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from .fileio import atomic_path, write_json_atomic
 
 TENSORS = "train_state.safetensors"
 META = "train_state.json"
-VERSION = 1
+VERSION = 2  # 2: best_dev per task, the task schedule's state
 
 
 @dataclass
@@ -51,9 +53,18 @@ class LoopState:
     best_score: float = -math.inf
     best_epoch: int = -1
     best_state: Optional[dict[str, torch.Tensor]] = None  # trainable weights of the best epoch
-    best_dev: Optional[dict[str, Any]] = None  # its dev scores
+    best_dev: Optional[dict[str, Any]] = None  # its dev scores, per task (task -> metric -> value)
     train_tokens: int = 0
     resumed_at: list[int] = field(default_factory=list)  # epochs this run was continued after
+
+
+class ScheduleState(Protocol):
+    """What a task schedule saves (:class:`ptcore.train.TaskSchedule`): its generators' states
+    and positions as tensors (stored as ``rng.<name>``) and anything else as JSON."""
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]: ...
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None: ...
 
 
 def has_train_state(directory: str | Path) -> bool:
@@ -81,7 +92,7 @@ def _json_back(v: Any) -> Any:
     return v
 
 
-def save_train_state(directory: str | Path, *, model, optimizer, scheduler, loader_generator: torch.Generator,
+def save_train_state(directory: str | Path, *, model, optimizer, scheduler, schedule: ScheduleState,
                      loop: LoopState, config_hash: str, amp=None) -> Path:
     """Write the state after ``loop.epoch`` epochs into ``directory`` (atomically, file by file;
     the JSON, written last, marks the pair complete)."""
@@ -101,7 +112,8 @@ def save_train_state(directory: str | Path, *, model, optimizer, scheduler, load
             else:
                 opt_scalars.setdefault(str(idx), {})[name] = value
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.loader"] = loader_generator.get_state()
+    schedule_tensors, schedule_meta = schedule.state_dict()
+    tensors.update({f"rng.{k}": v for k, v in schedule_tensors.items()})
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
@@ -118,6 +130,7 @@ def save_train_state(directory: str | Path, *, model, optimizer, scheduler, load
         "optimizer": {"param_groups": opt["param_groups"], "scalars": opt_scalars, "indices": sorted(opt["state"])},
         "scheduler": scheduler.state_dict(),
         "amp": amp.state_dict() if amp is not None else None,
+        "schedule": schedule_meta,
         "rng": {
             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
             "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
@@ -129,9 +142,9 @@ def save_train_state(directory: str | Path, *, model, optimizer, scheduler, load
     return d
 
 
-def load_train_state(directory: str | Path, *, model, optimizer, scheduler, loader_generator: torch.Generator,
+def load_train_state(directory: str | Path, *, model, optimizer, scheduler, schedule: ScheduleState,
                      config_hash: str, amp=None) -> LoopState:
-    """Put the saved state back into ``model``/``optimizer``/``scheduler``/the generators;
+    """Put the saved state back into ``model``/``optimizer``/``scheduler``/``schedule``/the generators;
     return the loop variables. Refuses a state saved by another configuration."""
     d = Path(directory)
     if not has_train_state(d):
@@ -163,8 +176,12 @@ def load_train_state(directory: str | Path, *, model, optimizer, scheduler, load
     if amp is not None and meta.get("amp"):
         amp.load_state_dict(meta["amp"])
 
+    # the schedule first: putting a loader back where it was may draw from torch's generator
+    # (a DataLoader iterator takes a seed from it), which is restored after
+    reserved = ("rng.torch", "rng.cuda.")
+    schedule.load_state_dict({k[len("rng."):]: v for k, v in tensors.items() if k.startswith("rng.") and not k.startswith(reserved)},
+                             meta.get("schedule") or {})
     torch.set_rng_state(tensors["rng.torch"])
-    loader_generator.set_state(tensors["rng.loader"])
     cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)

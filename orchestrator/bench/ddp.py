@@ -26,7 +26,8 @@ def _steps(method: str, method_args: dict, spec: dict, batch: int, length: int, 
 
     from ptcore.config import make_run_config
     from ptcore.distributed import Dist
-    from ptcore.train import build_model, make_optimizer, split_batch
+    from ptcore.model import build_model
+    from ptcore.train import make_optimizer, split_batch
 
     from .workload import Workload, load_spec_backbone, make_batch
 

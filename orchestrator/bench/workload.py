@@ -151,8 +151,8 @@ def ptcore_contender(
     import torch
 
     from ptcore.config import make_run_config
-    from ptcore.model import count_params
-    from ptcore.train import build_model, make_optimizer
+    from ptcore.model import build_model, count_params
+    from ptcore.train import make_optimizer
 
     from .flops import EncoderDims, plan_for, real_lengths, step_flops
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from .kinds import kind_registry
+
 # Split names used everywhere in ptcore:
 #   train -> what the optimizer sees
 #   dev   -> model selection (best epoch, early stopping, hyper-parameter search);
@@ -100,8 +102,6 @@ class TaskSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from .kinds import kind_registry  # the kinds import this module
-
         kinds = kind_registry()
         if self.kind not in kinds:
             raise ValueError(f"task {self.name}: {kinds.unknown_message(self.kind)}")

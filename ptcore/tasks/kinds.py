@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional, Sequence
 from .. import metrics as M
 from ..lazy import LazyModule
 from ..registry import Registry
-from .base import TaskSpec
 
 if TYPE_CHECKING:
+    from .base import TaskSpec  # annotations only: the task declarations import this module (a spec checks its kind)
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -80,7 +80,7 @@ class Kind(abc.ABC):
        feature dicts of plain python lists per example, each with ``example_index``; an
        input longer than ``max_length`` is fitted as :attr:`truncation` says.
 
-    **Model**, once (``ptcore.train.build_model``; ``ptcore.multitask`` per task):
+    **Model**, once (``ptcore.model.build_model``; a multi-task run once per task):
 
     2. :meth:`make_head` ``(hidden, spec, dropout) -> nn.Module``: the task head on the
        method's hidden states (one per input token, prompts stripped).

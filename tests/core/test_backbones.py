@@ -53,7 +53,7 @@ def test_pooler_pooling_on_a_backbone_without_pooler_is_refused(tmp_path):
 
     from ptcore.config import RunConfig
     from ptcore.errors import ConfigError
-    from ptcore.train import build_model
+    from ptcore.model import build_model
 
     cfg = RunConfig(task="superglue/cb", method="ptuning_v2", pooling="pooler", data_dir=str(FIXTURES))
     with pytest.raises(ConfigError, match=r"pooling 'pooler': this backbone \(deberta-v2\) has no pooler; use pooling mean or cls"):

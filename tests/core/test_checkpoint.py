@@ -9,7 +9,8 @@ from ptcore.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
 from ptcore.config import RunConfig
 from ptcore.data import make_loader
 from ptcore.methods import METHODS
-from ptcore.train import build_model, prepare_data
+from ptcore.model import build_model
+from ptcore.train import prepare_data
 
 ARGS = {"prompt_tuning": {"prompt_length": 3}, "ptuning_v2": {"prompt_length": 3, "reparameterize": True}, "dynamic": {"prompt_length": 4}}
 

@@ -27,7 +27,7 @@ from tinymodels import tiny_backbone
 from ptcore.config import RunConfig
 from ptcore.methods.dynamic.select import mask_tap
 from ptcore.model import TaskModel
-from ptcore.train import build_model
+from ptcore.model import build_model
 
 LAYERS = 4
 TOL = dict(rtol=1e-5, atol=1e-5)

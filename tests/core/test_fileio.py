@@ -73,7 +73,7 @@ def test_error_leaves_neither_file_nor_temp(tmp_path):
 def test_checkpoint_files(tmp_path, umask):
     from ptcore.checkpoint import CONFIG, WEIGHTS, save_checkpoint
     from ptcore.config import RunConfig
-    from ptcore.train import build_model
+    from ptcore.model import build_model
 
     bb = tiny_backbone("bert", tmp_path / "bb")
     cfg = RunConfig(task="superglue/cb", method="ptuning_v2", method_args={"prompt_length": 2}, data_dir=str(FIXTURES))

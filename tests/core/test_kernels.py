@@ -20,7 +20,8 @@ from tinymodels import tiny_backbone
 
 import ptcore.kernels as K
 from ptcore.config import RunConfig
-from ptcore.train import build_model, make_optimizer
+from ptcore.model import build_model
+from ptcore.train import make_optimizer
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 

@@ -12,7 +12,8 @@ from ptcore.config import RunConfig
 from ptcore.data import make_loader
 from ptcore.methods import METHODS
 from ptcore.tasks import TASKS
-from ptcore.train import build_model, prepare_data
+from ptcore.model import build_model
+from ptcore.train import prepare_data
 
 # one fixture task per task kind
 KIND_TASKS = {

@@ -115,3 +115,13 @@ def test_fp16_run_trains_and_records_it(backbone):
     result, w = _train(backbone, _cfg(precision="fp16", epochs=2))
     assert result["precision"] == "fp16" and result["skipped_steps"] >= 0
     assert all(torch.isfinite(v).all() for v in w.last.values()) and w.dtypes == {torch.float32}
+
+
+def test_split_batch_of_fewer_examples_than_slices_keeps_every_example():
+    """The last batch of an epoch can hold fewer examples than grad_accum_steps x workers:
+    one slice per example, none empty, none dropped."""
+    batch = {"example_index": torch.arange(3), "input_ids": torch.arange(15).view(3, 5), "words": [[0], [1], [2]]}
+    for k in (3, 4, 8):
+        parts = split_batch(batch, k)
+        assert [p["example_index"].tolist() for p in parts] == [[0], [1], [2]]
+        assert [p["words"] for p in parts] == [[[0]], [[1]], [[2]]]

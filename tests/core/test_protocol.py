@@ -47,7 +47,8 @@ from ptcore.methods.dynamic import DynamicConfig, DynamicEncoder
 from ptcore.methods.dynamic.select import sample_one_hot, temperature
 from ptcore.tasks import TASKS, get_task, load_splits
 from ptcore.tasks.io import read_records, to_examples
-from ptcore.train import build_model, prepare_data, train
+from ptcore.model import build_model
+from ptcore.train import prepare_data, train
 
 H = 32  # hidden size of the tiny models
 TOL = dict(rtol=1e-5, atol=1e-5)

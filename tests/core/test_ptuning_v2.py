@@ -11,7 +11,7 @@ import torch
 from tinymodels import tiny_backbone
 
 from ptcore.config import RunConfig
-from ptcore.train import build_model
+from ptcore.model import build_model
 
 
 def pt2(tmp_path, family="bert", layers=2, **args):

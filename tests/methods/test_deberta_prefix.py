@@ -16,7 +16,7 @@ from tinymodels import tiny_backbone
 
 from ptcore.config import RunConfig
 from ptcore.methods.deberta_prefix import DebertaDeepPrefix, prefixed_attention
-from ptcore.train import build_model
+from ptcore.model import build_model
 
 N, T, L = 2, 6, 3
 

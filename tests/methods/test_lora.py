@@ -14,7 +14,8 @@ from tinymodels import tiny_backbone
 from ptcore.checkpoint import load_checkpoint
 from ptcore.config import RunConfig
 from ptcore.errors import ConfigError
-from ptcore.train import build_model, train
+from ptcore.model import build_model
+from ptcore.train import train
 
 H, LAYERS, LABELS = 32, 2, 3  # tiny BERT; CB has 3 labels
 

@@ -24,7 +24,8 @@ from ptcore.tasks.io import read_records
 from ptcore.tasks.kinds import get_kind
 from ptcore.tasks.ner import iob2_tags
 from ptcore.tasks.sequence_kinds import word_prefix
-from ptcore.train import build_model, evaluate, prepare_data
+from ptcore.model import build_model
+from ptcore.train import evaluate, prepare_data
 
 NER_TASKS = ["ner/conll2003", "ner/conll2004", "ner/ontonotes", "ner/wnut17"]
 # task -> sentences in the fixture's (train, dev, test) files

@@ -24,7 +24,8 @@ from ptcore.tasks import TASKS, get_task, load_splits
 from ptcore.tasks.io import SPLIT_SEED, read_records
 from ptcore.tasks.kinds import get_kind
 from ptcore.tasks.sequence_kinds import ExtractiveQA
-from ptcore.train import build_model, evaluate, prepare_data
+from ptcore.model import build_model
+from ptcore.train import evaluate, prepare_data
 
 
 
