@@ -114,3 +114,25 @@ def tiny_backbone_dropout(family: str, directory: Path, dropout: float = 0.3, se
     model = AutoModel.from_config(config)
     model.eval()
     return backbone_from_model(model, plain.tokenizer, name=f"tiny-{family}-dropout")
+
+
+class SaveAndStop:
+    """A training callback: save the state after epoch ``at`` into ``directory``, then stop the
+    run (what a crash after that epoch leaves)."""
+
+    def __init__(self, at: int, directory):
+        self.at, self.directory = at, directory
+
+    def on_epoch_end(self, epoch, metrics, model, state):
+        if epoch == self.at:
+            state.save(self.directory)
+            return True
+        return False
+
+
+class Weights:
+    """A training callback that keeps the trainable weights after the last epoch (``last``)."""
+
+    def on_epoch_end(self, epoch, metrics, model, state):
+        self.last = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
+        return False

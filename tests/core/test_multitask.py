@@ -12,7 +12,7 @@ import torch
 
 import ptcore.train as train_mod
 from conftest import FIXTURES
-from tinymodels import tiny_backbone, tiny_backbone_dropout
+from tinymodels import SaveAndStop, Weights, tiny_backbone, tiny_backbone_dropout
 
 from ptcore.checkpoint import load_init
 from ptcore.config import make_run_config
@@ -208,23 +208,6 @@ def test_multitask_accumulated_slices_equal_one_batch(tmp_path, monkeypatch):
             assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-5)
         for name in w1.last:
             torch.testing.assert_close(wk.last[name], w1.last[name], rtol=1e-4, atol=1e-5)
-
-
-class SaveAndStop:
-    def __init__(self, at: int, directory):
-        self.at, self.directory = at, directory
-
-    def on_epoch_end(self, epoch, metrics, model, state):
-        if epoch == self.at:
-            state.save(self.directory)
-            return True
-        return False
-
-
-class Weights:
-    def on_epoch_end(self, epoch, metrics, model, state):
-        self.last = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
-        return False
 
 
 @pytest.mark.parametrize("at", [1, 2])

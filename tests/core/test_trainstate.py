@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from tinymodels import tiny_backbone_dropout
+from tinymodels import SaveAndStop, Weights, tiny_backbone_dropout
 
 from ptcore.config import RunConfig
 from ptcore.errors import DataError
@@ -25,25 +25,6 @@ METHODS = {
     "ptuning_v2": {"prompt_length": 3},
     "dynamic": {"prompt_length": 3, "pool_size": 2},
 }
-
-
-class SaveAndStop:
-    """Save the state after epoch ``at`` into ``directory``, then stop the run (a crash)."""
-
-    def __init__(self, at: int, directory):
-        self.at, self.directory = at, directory
-
-    def on_epoch_end(self, epoch, metrics, model, state):
-        if epoch == self.at:
-            state.save(self.directory)
-            return True
-        return False
-
-
-class Weights:
-    def on_epoch_end(self, epoch, metrics, model, state):
-        self.last = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
-        return False
 
 
 @pytest.fixture(scope="module")
