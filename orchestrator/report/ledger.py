@@ -158,7 +158,18 @@ def provenance_record(data: StudyResults, given: Optional[Mapping[str, Any]] = N
         commit = given["git_commit"]
         out["git_commit"] = commit if isinstance(commit, str) else sorted(commit)  # overrides the rows' commits
     out["git_commits"] = rec["git_commits"]
+    out["rendered_with"] = rendering_versions()
     return out
+
+
+def rendering_versions() -> dict[str, str]:
+    """The packages whose version decides a figure's bytes (matplotlib draws it, numpy feeds
+    it, the bootstrap draws with numpy): a regeneration elsewhere compares figures byte for
+    byte only where they match (tests/orchestrator/test_report_regenerate.py)."""
+    import matplotlib
+    import numpy
+
+    return {"matplotlib": matplotlib.__version__, "numpy": numpy.__version__}
 
 
 def read_provenance(ledger: Path) -> dict[str, Any]:
