@@ -238,8 +238,13 @@ def assert_results_complete(df, out: Path) -> None:
         assert len(search) == 2 and search.trial_id.is_unique
         assert set(search.status) <= {"ok", "pruned"}
         assert sorted(final.seed) == [0, 1] and set(final.status) == {"ok"}
-        best = search.loc[search.dev_primary.idxmax()]
-        assert set(final.source_trial) == {best.trial_id}  # finals re-run the best search config
+        # finals re-run the configuration successive halving selects (orchestrator.halving, tested on its
+        # own in test_halving.py): tiny_study trains 2 epochs, the default grace 1 and factor 2
+        from orchestrator.halving import select
+
+        picked = select(search.to_dict("records"), epochs=2, grace_period=1, reduction_factor=2)
+        best = search.loc[search.trial_id == picked["trial_id"]].iloc[0]
+        assert set(final.source_trial) == {best.trial_id}  # finals re-run the selected search config
         assert final.val_primary.notna().all() and (final.layers == 2).all()
         cfg = json.loads(final.iloc[0].config_json)
         assert cfg["lr"] == pytest.approx(json.loads(best.params_json)["lr"])

@@ -164,7 +164,7 @@ def test_report_shows_the_gap(faulty, tmp_path):
     assert [tiny[col[h]] for h in ("Trials", "Completed", "Failed")] == ["2", "1", "1"]
     assert tiny[col["Selected trial"]] == faulty["df"].query("phase == 'final'").source_trial.iloc[0]
     assert [broken[col[h]] for h in ("Trials", "Completed", "Failed", "Selected trial")] == ["2", "0", "2", "–"]
-    assert "(4 trials: 1 completed, 0 stopped early by ASHA, 3 failed)" in text
+    assert "(4 trials: 1 completed, 0 stopped early by successive halving" in text and "3 failed)" in text
 
     # the main table: the cell without a result is shown as missing, and why
     header, rows = table_rows(text, "Backbone")
