@@ -77,7 +77,7 @@ class Halving:
         """trial -> the rung epoch where halving stops it; None: it survives every rung
         decided so far (and is not known to stop); absent: not seen yet."""
         stop: dict[Hashable, Optional[int]] = {t: None for t in self.scores}
-        entering: Optional[list] = list(self.scores)  # rung 0: every trial seen (and those not seen yet)
+        entering = list(self.scores)  # rung 0: every trial seen (and those not seen yet)
         n_enter = max(self.n, len(entering))
         for m in self.milestones:
             keep = math.ceil(n_enter / self.reduction_factor)
@@ -99,6 +99,26 @@ class Halving:
     def stopped(self, trial: Hashable) -> bool:
         return self.decide().get(trial) is not None
 
+    def add_row(self, trial: Hashable, row: Mapping[str, Any]) -> Optional[list]:
+        """A search row of the ledger: its per-epoch ``dev_curve`` (returned; None without one),
+        its configuration as the tie-break, and a failure where its status is ``error``."""
+        curve = _curve(row)
+        if curve is None:
+            return None
+        self.add(trial, 0, None, tiebreak=tiebreak_of(row))
+        for e, s in enumerate(curve, start=1):
+            self.add(trial, e, s)
+        if row.get("status") == "error":
+            self.fail(trial)
+        return curve
+
+
+def tiebreak_of(row: Mapping[str, Any]) -> str:
+    """A search row's configuration as one string (its ``params_json``): orders tied scores."""
+    import json
+
+    return str(row.get("params_json") or json.dumps(row.get("params") or {}, sort_keys=True))
+
 
 def _curve(row: Mapping[str, Any]) -> Optional[list[Optional[float]]]:
     import json
@@ -118,24 +138,10 @@ def select(rows: Sequence[Mapping[str, Any]], epochs: int, grace_period: int, re
     """The selected search row of one cell: the best dev score of each trial's curve read up
     to the rung where halving stops it (ties: the configuration that sorts first), among
     rows with a curve. None when no row has one (older ledgers: the caller falls back)."""
-    import json
-
-    curves = {}
-    for i, r in enumerate(rows):
-        c = _curve(r)
-        if c is not None:
-            curves[i] = c
+    h = Halving(n=n or 0, milestones=rungs(epochs, grace_period, reduction_factor), reduction_factor=reduction_factor)
+    curves = {i: c for i, r in enumerate(rows) if (c := h.add_row(i, r)) is not None}
     if not curves:
         return None
-    ms = rungs(epochs, grace_period, reduction_factor)
-    h = Halving(n=max(n or 0, len(curves)), milestones=ms, reduction_factor=reduction_factor)
-    for i, c in curves.items():
-        tb = rows[i].get("params_json") or json.dumps(rows[i].get("params") or {}, sort_keys=True)
-        h.add(i, 0, None, tiebreak=str(tb))
-        for e, s in enumerate(c, start=1):
-            h.add(i, e, s)
-        if rows[i].get("status") == "error":
-            h.fail(i)
     stops = h.decide()
     best, best_key = None, None
     for i, c in curves.items():

@@ -219,7 +219,7 @@ def row_from_history(row: dict[str, Any], history: list[dict[str, Any]], resolve
     return row
 
 
-def best_search_row(rows: Iterable[dict[str, Any]], halving: Optional[tuple[int, int, int]] = None) -> Optional[dict[str, Any]]:
+def best_search_row(rows: Iterable[dict[str, Any]], halving: Optional[tuple[int, int, float]] = None) -> Optional[dict[str, Any]]:
     """Selection of one cell's search.
 
     ``halving`` = (epochs, grace_period, reduction_factor): where the rows carry their

@@ -265,21 +265,10 @@ def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int,
 def halving_for(epochs: int, budget, n: int, prior: list[dict]) -> "Halving":
     """A cell's :class:`~orchestrator.halving.Halving`: its rungs below ``epochs``, ``n`` trials in
     all, and the per-epoch dev scores of the search rows it already has in the ledger."""
-    import json
-
     from .halving import Halving, rungs
 
     h = Halving(n=n, milestones=rungs(epochs, budget.grace_period, budget.reduction_factor),
                 reduction_factor=budget.reduction_factor)
     for r in prior:
-        key = f"ledger:{r.get('trial_id')}:{r.get('run_index') or 0}"
-        h.add(key, 0, None, tiebreak=str(r.get("params_json") or ""))
-        try:
-            curve = json.loads(r.get("dev_curve") or "[]")
-        except ValueError:
-            curve = []
-        for e, v in enumerate(curve, start=1):
-            h.add(key, e, v)
-        if r.get("status") == "error":
-            h.fail(key)
+        h.add_row(f"ledger:{r.get('trial_id')}:{r.get('run_index') or 0}", r)
     return h

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from . import stats
+from .labels import fmt_p
 from .regimes import run_score
 
 
@@ -125,15 +126,6 @@ def verdict_text(row: ContrastRow, margin: float) -> str:
     return row.verdict
 
 
-def fmt_pvalue(p: Optional[float]) -> str:
-    """A p-value as computed (analytic t: no resampling floor), 2 significant digits."""
-    if p is None:
-        return "–"
-    if p >= 0.001:
-        return f"{p:.3f}"
-    return f"{p:.1e}".replace("e-0", "e-")
-
-
 def finding(row: ContrastRow, settings: ContrastSettings, method_label: Callable[[str], str],
             task_label: Callable[[str], str], several_regimes: bool) -> str:
     """One sentence per contrast, every number from the test."""
@@ -147,9 +139,9 @@ def finding(row: ContrastRow, settings: ContrastSettings, method_label: Callable
     seeds = f"{c.n_a} pairs" if c.test.startswith("paired") else f"{c.n_a}+{c.n_b} seeds"
     s = (f"{head}: **{verdict_text(row, settings.margin)}**. Δ = {c.delta:+.1f} points "
          f"({row.mean_a:.1f} vs {row.mean_b:.1f}), {100 * (1 - settings.alpha):.0f}% CI [{lo:+.1f}, {hi:+.1f}], "
-         f"{c.test} ({seeds}): p = {fmt_pvalue(c.p)}, Holm {fmt_pvalue(row.p_holm)}; "
+         f"{c.test} ({seeds}): p = {fmt_p(c.p)}, Holm {fmt_p(row.p_holm)}; "
          f"equivalence ±{settings.margin:g} (TOST, {100 * (1 - 2 * settings.alpha):.0f}% CI [{eq_lo:+.1f}, {eq_hi:+.1f}]): "
-         f"p = {fmt_pvalue(c.tost_p(settings.margin))}, Holm {fmt_pvalue(row.tost_holm)}.")
+         f"p = {fmt_p(c.tost_p(settings.margin))}, Holm {fmt_p(row.tost_holm)}.")
     if row.verdict == stats.EQUIVALENT and row.p_holm is not None and row.p_holm < settings.alpha:
         s += " The difference itself is also significant, and smaller than the margin."
     if row.verdict == stats.INCONCLUSIVE:

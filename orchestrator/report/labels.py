@@ -15,7 +15,6 @@ from ptcore.methods import METHODS, display_order
 MISSING = "–"  # en dash: no value (markdown); LaTeX writes "--"
 
 # marks after a cell value (markdown text; LaTeX writes each as a superscript, see latex.py)
-SIG_MARK = "†"  # differs from fine-tuning on the same backbone (paired bootstrap, Holm-corrected)
 NOISE_MARK = "°"  # its 95% bootstrap interval includes the majority-class score
 PRETRAIN_MARK = "§"  # on a task name: the backbone saw this task's data in pre-training
 
@@ -253,9 +252,13 @@ def fmt_seconds(v: float) -> str:
 
 
 def fmt_p(p: Optional[float]) -> str:
+    """A p-value as computed (analytic t: no resampling floor): 3 decimals, or 2 significant
+    digits below 0.001 (``1.1e-4``), never "<0.001"."""
     if p is None:
         return MISSING
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    if p >= 0.001:
+        return f"{p:.3f}"
+    return f"{p:.1e}".replace("e-0", "e-")
 
 
 def span(values: Iterable[Any], fmt=lambda v: f"{v:,}" if isinstance(v, int) else str(v)) -> str:

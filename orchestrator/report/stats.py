@@ -50,7 +50,6 @@ BOOTSTRAP_SEED = 0
 BOOTSTRAP_B = 1000
 CHANCE_SEED = 0
 CHANCE_DRAWS = 200
-ALPHA = 0.05
 # metrics slow enough (seqeval parses tag sequences each call) to get fewer resamples
 SLOW_METRICS_B = {"entity_f1": 200, "entity_precision": 200, "entity_recall": 200}
 # metrics that are a plain mean of a per-item score: resampled from per-item scores

@@ -9,9 +9,9 @@ from typing import Callable, Optional, Sequence
 
 from . import stats
 from .build import Report, Row
-from .contrasts import finding, fmt_pvalue, power_line, summary_counts, verdict_text
+from .contrasts import finding, power_line, summary_counts, verdict_text
 from .labels import (
-    BASELINE, MISSING, NOISE_MARK, PRETRAIN_MARK, SIG_MARK, fmt_score, fmt_seconds, human_bytes,
+    BASELINE, MISSING, NOISE_MARK, PRETRAIN_MARK, fmt_p, fmt_score, fmt_seconds, human_bytes,
     human_count, method_label, metric_label,
 )  # fmt: skip
 
@@ -28,13 +28,12 @@ class Fmt:
     esc: Callable[[str], str]
     delta: Callable[[float], str]
     missing: str
-    sig: str
     noise: str
     pretrain: str
 
 
 MD = Fmt(pm=" ± ", bold=lambda s: f"**{s}**", esc=lambda s: s.replace("|", "\\|"), delta=lambda d: f"{d:+.1f}",
-         missing=MISSING, sig=SIG_MARK, noise=NOISE_MARK, pretrain=PRETRAIN_MARK)
+         missing=MISSING, noise=NOISE_MARK, pretrain=PRETRAIN_MARK)
 
 
 def tex_escape(s: str) -> str:
@@ -49,7 +48,7 @@ def tex_escape(s: str) -> str:
 
 
 TEX = Fmt(pm=r"$\pm$", bold=lambda s: f"\\textbf{{{s}}}", esc=tex_escape, delta=lambda d: f"${d:+.1f}$",
-          missing="--", sig=r"$^\dagger$", noise=r"$^{\circ}$", pretrain=r"\textsuperscript{\S}")
+          missing="--", noise=r"$^{\circ}$", pretrain=r"\textsuperscript{\S}")
 
 
 def _join(items: Sequence[str]) -> str:
@@ -74,9 +73,9 @@ def _cell_text(c, best: bool, f: Fmt, n_seeds: int, mean: Optional[float] = None
         s = f.bold(s)
     if marks and c.near_majority:
         s += f.noise
-    if marks and getattr(c, "config", ""):
+    if marks and c.config:
         s += f" [{f.esc(c.config)}]"
-    if marks and getattr(c, "configs", 1) > 1:
+    if marks and c.configs > 1:
         s += f" ({c.configs} configs)"
     if n_seeds > 1 and 0 < c.n < n_seeds:
         s += f" (n={c.n})"
@@ -211,7 +210,7 @@ def contrasts_table(rep: Report, f: Fmt) -> tuple[list[str], list[list[str]]]:
             lo, hi = c.test.ci(1 - cs.alpha)
             short = "paired t" if c.test.test.startswith("paired") else "Welch t"
             line += [f.esc(f"[{lo:+.1f}, {hi:+.1f}]"), f.esc(f"{short}, {c.test.n_a}+{c.test.n_b}"),
-                     f.esc(fmt_pvalue(c.test.p)), f.esc(fmt_pvalue(c.p_holm)), f.esc(fmt_pvalue(c.tost_holm)),
+                     f.esc(fmt_p(c.test.p)), f.esc(fmt_p(c.p_holm)), f.esc(fmt_p(c.tost_holm)),
                      f.esc(verdict_text(c, cs.margin))]
         body.append(line)
     return [f.esc(h) for h in header], body
@@ -334,11 +333,11 @@ def main_caption(rep: Report) -> str:
         s += (f"{NOISE_MARK}: the cell's 95% interval reaches down to the majority-class score or below (interval: mean "
               f"± t·SE, SE² = the seeds' variance / k + the variance of the seed-mean over a bootstrap of the evaluation "
               f"items, {b}, whole groups or passages where the task has them). ")
-    if any(getattr(c, "config", "") for r in rep.rows for c in r.cells.values()):
+    if any(c.config for r in rep.rows for c in r.cells.values()):
         s += ("[…]: the structural settings the cell's search selected (depth: prompted layers from the top, all: every "
               "layer); Trainable is then the selected configuration's count, a range marked (by task) where the row's "
               "tasks selected different ones. ")
-    if any(getattr(c, "configs", 1) > 1 for r in rep.rows for c in r.cells.values()):
+    if any(c.configs > 1 for r in rep.rows for c in r.cells.values()):
         s += "(k configs): the cell's seeds ran k different configurations (a resumed search), averaged together. "
     s += ("No significance marks here: the study's contrasts are tested over seeds in every regime, in the Contrasts "
           "table and the Findings. ")
