@@ -29,10 +29,21 @@ def _label(rep: Report, what: str) -> str:
 
 def _head(cell: str) -> str:
     """A long header on two lines (keeps numeric columns narrow without shrinking the font)."""
-    if len(cell) <= 9 or " " not in cell or "$" in cell or "\\" in cell:
+    if len(cell) <= 9 or " " not in cell:
         return cell
     first, rest = cell.split(" ", 1)
+    if "$" in first or "\\" in first:  # never split inside math or a command
+        return cell
     return rf"\begin{{tabular}}[b]{{@{{}}c@{{}}}}{first}\\{rest}\end{{tabular}}"
+
+
+def _stack(cell: str, at: str) -> str:
+    """A cell on two lines, broken before ``at`` (the second line starts with it)."""
+    if at not in cell:
+        return cell
+    first, rest = cell.split(at, 1)
+    second = f"{at.strip()} {rest}".rstrip()
+    return rf"\begin{{tabular}}[t]{{@{{}}l@{{}}}}{first}\\{second}\end{{tabular}}"
 
 
 def _table(rep: Report, what: str, caption: str, colspec: str, header: list[str], blocks: list[tuple[Optional[str], list[list[str]]]],
@@ -42,7 +53,7 @@ def _table(rep: Report, what: str, caption: str, colspec: str, header: list[str]
         r"\begin{table}[htbp]",
         r"\centering",
         r"\small",
-        r"\setlength{\tabcolsep}{4pt}",
+        r"\setlength{\tabcolsep}{3.5pt}",
         rf"\caption{{{tex_escape(caption)}}}",
         rf"\label{{{_label(rep, what)}}}",
         rf"\begin{{tabular}}{{{colspec}}}",
@@ -71,6 +82,33 @@ def _grouped(body: list[list[str]]) -> list[tuple[Optional[str], list[list[str]]
     return blocks
 
 
+_CONFIG = re.compile(r" \[([^\]]+)\]")
+
+
+def _config_keys(sections: list[tuple[str, list[list[str]]]]) -> tuple[list[tuple[str, list[list[str]]]], list[str]]:
+    """The main table's per-cell configuration ``[prompt length=8, depth=2]`` as a superscript letter, with
+    one key line per distinct configuration under the table: written in the cell, it made the table wider
+    than the page."""
+    letters: dict[str, str] = {}
+
+    def mark(m: re.Match) -> str:
+        key = letters.setdefault(m.group(1), _letter(len(letters)))
+        return rf"\textsuperscript{{{key}}}"
+
+    out = [(heading, [[_CONFIG.sub(mark, cell) for cell in row] for row in rows]) for heading, rows in sections]
+    return out, [rf"\textsuperscript{{{k}}} {config}\\" for config, k in letters.items()]
+
+
+def _letter(i: int) -> str:
+    """a, b, …, z, aa, ab, …"""
+    s = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        s = chr(97 + r) + s
+    return s
+
+
 def render_fragments(rep: Report) -> dict[str, str]:
     """``{file name: LaTeX}`` of every table the report has."""
     out: dict[str, str] = {}
@@ -82,8 +120,11 @@ def render_fragments(rep: Report) -> dict[str, str]:
                                          [(None, body)], len(header), after=(dnotes + notes) or None)
     header, sections = main_table(rep, TEX)
     ncol = len(header) - 1  # the backbone is a group heading spanning the table, not a column
-    out["results_main.tex"] = _table(rep, "main", main_caption(rep), "l" + "r" * (ncol - 1), header[1:], sections, ncol,
-                                     after=(notes or None) if not rep.data else None)
+    sections, key = _config_keys(sections)
+    sections = [(h, [[_stack(c, " (by task)") for c in r] for r in rows]) for h, rows in sections]
+    after = key + (notes if not rep.data else [])
+    out["results_main.tex"] = _table(rep, "main", main_caption(rep, config_mark="Superscript letters (key below)"),
+                                     "l" + "r" * (ncol - 1), header[1:], sections, ncol, after=after or None)
     if rep.regimes is not None:
         from .labels import method_label, task_labels
         from .regimes import regimes_caption, regimes_table
@@ -99,9 +140,12 @@ def render_fragments(rep: Report) -> dict[str, str]:
                                             [tex_escape(h) for h in header[1:]], blocks, len(header) - 1)
     if rep.contrasts:
         header, body = contrasts_table(rep, TEX)
-        lead = len(header) - 10  # Regime (where several), Backbone
-        out["results_contrasts.tex"] = _table(rep, "contrasts", contrasts_caption(rep), "l" * (lead + 1) + "rrlrrrl",
-                                              header[1:], _grouped(body), len(header) - 1)
+        if len(header) == 11:  # several regimes: the regime joins the backbone in the group heading
+            header, body = header[1:], [[f"{r[0]} --- {r[1]}"] + r[2:] for r in body]
+        blocks = [(h, [[_stack(c, " vs ") if i == 1 else c for i, c in enumerate(r)] for r in rows])
+                  for h, rows in _grouped(body)]  # "A vs B" on two lines: the table fits the page
+        out["results_contrasts.tex"] = _table(rep, "contrasts", contrasts_caption(rep), r"llrrlrrrp{0.16\linewidth}",
+                                              header[1:], blocks, len(header) - 1)
     if rep.search:
         header, body = search_table(rep, TEX)
         n_counts = len(header) - 6

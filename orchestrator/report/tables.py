@@ -311,7 +311,7 @@ def protocol_text(rep: Report) -> str:
     return " ".join(parts)
 
 
-def main_caption(rep: Report) -> str:
+def main_caption(rep: Report, config_mark: str = "[…]") -> str:
     n = len(rep.seeds)
     spread = (f"mean ± sample standard deviation over {n} seeds" if n > 1 else "a single seed (no spread shown)")
     s = (f"Primary metric ×100 on each task's reported split, {spread}. Best per column within each backbone in bold "
@@ -334,7 +334,7 @@ def main_caption(rep: Report) -> str:
               f"± t·SE, SE² = the seeds' variance / k + the variance of the seed-mean over a bootstrap of the evaluation "
               f"items, {b}, whole groups or passages where the task has them). ")
     if any(c.config for r in rep.rows for c in r.cells.values()):
-        s += ("[…]: the structural settings the cell's search selected (depth: prompted layers from the top, all: every "
+        s += (f"{config_mark}: the structural settings the cell's search selected (depth: prompted layers from the top, all: every "
               "layer); Trainable is then the selected configuration's count, a range marked (by task) where the row's "
               "tasks selected different ones. ")
     if any(c.configs > 1 for r in rep.rows for c in r.cells.values()):

@@ -95,6 +95,22 @@ def test_committed_report_regenerates_byte_for_byte(report_dir, tmp_path):
     assert not stale, f"{report_dir.relative_to(ROOT)}: {stale} committed but no longer generated from the ledger"
 
 
+@pytest.mark.skipif(not COMMITTED, reason="no committed report has a ledger yet")
+@pytest.mark.parametrize("report_dir", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_committed_report_latex_fits_the_page(report_dir, tmp_path):
+    """The committed reports' LaTeX compiles with no table wider than the page (the regimes report
+    is the one with several regimes, which the report fixtures lack)."""
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended lmodern)")
+    out = tmp_path / report_dir.name
+    shutil.copytree(report_dir, out, ignore=shutil.ignore_patterns(LEDGER_DIR))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "results.tex"],
+                          cwd=out, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{report_dir.name}: pdflatex failed:\n{proc.stdout[-3000:]}"
+    log = (out / "results.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log, f"{report_dir.name}: a table is wider than the page"
+
+
 # ------------------------------------------------------------------ a synthetic study
 
 
