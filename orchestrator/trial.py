@@ -79,6 +79,8 @@ def _node_id() -> str:
     try:
         import ray
 
+        if not ray.is_initialized():  # get_runtime_context() would start a local Ray just to answer
+            return ""
         return ray.get_runtime_context().get_node_id()
     except Exception:  # pragma: no cover - outside Ray
         return ""

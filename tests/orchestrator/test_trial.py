@@ -71,3 +71,6 @@ def test_trial_runs_with_and_record_their_lane_threads(monkeypatch):
     trial._train_one(1, {"task": "superglue/cb", "method": "finetune", "threads": 2}, loop, None, True, False, None)
     assert seen == [1, 2]
     assert [json.loads(r["result_json"])["config"]["threads"] for r in reports] == [1, 2]
+    import ray
+
+    assert not ray.is_initialized(), "a run outside Ray started a local Ray (the next test's ray.init then fails)"
