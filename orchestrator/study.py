@@ -155,7 +155,7 @@ class Budget(Strict):
     max_concurrent: int = Field(2, ge=1, description="trials running at once (each ~2 GB RSS + ~10 s startup here)")
     scheduler: Literal["halving", "asha"] = Field(
         "halving", description="early stopping of search trials: 'halving' (successive halving decided from the cell's "
-        "dev scores alone, so a second run selects the same configurations: orchestrator.halving) or 'asha' (Ray's "
+        "dev scores alone, so a second run selects the same configurations: orchestrator.ledger.halving) or 'asha' (Ray's "
         "asynchronous ASHA: decides against whichever trials reported first, so the selection can change with lane timing)"
     )
     grace_period: int = Field(1, ge=1, description="epochs before a trial can be stopped (the first rung)")
@@ -217,7 +217,7 @@ class Tracking(Strict):
     @field_validator("mlflow_uri")
     @classmethod
     def _mlflow_uri(cls, v: Optional[str]) -> Optional[str]:
-        from .stores import is_postgres, url_problem
+        from orchestrator.common.stores import is_postgres, url_problem
 
         if v is not None and is_postgres(v):
             why = url_problem(v, PG_EXAMPLE.format(db="mlflow"))
@@ -228,7 +228,7 @@ class Tracking(Strict):
     @field_validator("optuna_storage")
     @classmethod
     def _optuna_storage(cls, v: Optional[str]) -> Optional[str]:
-        from .stores import is_postgres, redact, url_problem
+        from orchestrator.common.stores import is_postgres, redact, url_problem
 
         if v is None:
             return v
@@ -451,8 +451,8 @@ class LoadedStudy:
 
     def _store(self, uri: Optional[str], default: str) -> str:
         """A store URL as MLflow / Optuna get it: relative sqlite paths against the output
-        dir, PostgreSQL with its driver named (:func:`orchestrator.stores.normalize`)."""
-        from .stores import normalize
+        dir, PostgreSQL with its driver named (:func:`orchestrator.common.stores.normalize`)."""
+        from orchestrator.common.stores import normalize
 
         if uri:
             if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
@@ -603,7 +603,7 @@ def final_packs(ls: "LoadedStudy") -> list[list]:
 
 
 def make_plan(ls: LoadedStudy) -> dict[str, Any]:
-    from .stores import redact
+    from orchestrator.common.stores import redact
 
     cells = ls.cells()
     s = ls.study
@@ -1261,7 +1261,7 @@ def check_stores(ls: LoadedStudy) -> None:
     """The tracking stores can be used from here, before anything starts: MLflow and Optuna
     each have a database of their own, and a PostgreSQL one has its driver installed, its
     server answering and its database there (one line naming the key and the fix)."""
-    from .stores import is_postgres, postgres_problem, same_database
+    from orchestrator.common.stores import is_postgres, postgres_problem, same_database
 
     if same_database(ls.mlflow_uri, ls.optuna_storage):
         raise study_error(

@@ -2,7 +2,7 @@
 
 ``train()`` keeps its loop variables in a :class:`LoopState`. A callback that wants a run to
 survive its process (a Ray Train worker retried after a crash, see
-``orchestrator.trial``) saves :func:`save_train_state` beside the epoch's checkpoint;
+``orchestrator.execution.trial``) saves :func:`save_train_state` beside the epoch's checkpoint;
 ``train(cfg, resume=directory)`` reads it back and goes on with the next epoch.
 
 What is saved (no pickle: tensors in safetensors, everything else in JSON):

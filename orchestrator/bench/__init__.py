@@ -93,12 +93,12 @@ def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, devic
          output, log) -> dict[str, Any]:  # fmt: skip
     import torch
 
-    from .memory import measure_memory
-    from .peak import matmul_peak_gflops
-    from .peft_peer import Unsupported, one_line, peer_jobs
-    from .report import meta
-    from .steps import summarize, time_interleaved
-    from .workload import DEFAULT_MODEL, Workload, build_contender, describe_backbone, job_key, load_spec_backbone, ptcore_jobs
+    from orchestrator.bench.memory import measure_memory
+    from orchestrator.bench.peak import matmul_peak_gflops
+    from orchestrator.bench.peft_peer import Unsupported, one_line, peer_jobs
+    from orchestrator.bench.report import meta
+    from orchestrator.bench.steps import summarize, time_interleaved
+    from orchestrator.bench.workload import DEFAULT_MODEL, Workload, build_contender, describe_backbone, job_key, load_spec_backbone, ptcore_jobs
 
     say = log or (lambda s: None)
     t_start = time.perf_counter()
@@ -180,20 +180,20 @@ def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, devic
     # ---- BERT-base-sized memory
     if large:
         say("BERT-base-sized peak memory: finetune vs ptuning_v2 ...")
-        from .large import bench_large
+        from orchestrator.bench.large import bench_large
 
         result["large"] = bench_large(wl, dev, memory_steps, torch.get_num_threads(), isolate_memory, large_config)
 
     # ---- orchestration
     if orchestration:
         say("orchestration: two tiny studies ...")
-        from .orchestration import bench_orchestration
+        from orchestrator.bench.orchestration import bench_orchestration
 
         result["orchestration"] = bench_orchestration(quick, data_dir, log=say)
     else:
         result["orchestration"] = {"skipped": True}
 
-    from .peft_peer import peft_version
+    from orchestrator.bench.peft_peer import peft_version
 
     result["meta"] = meta(
         quick=quick, device=dev, batch=batch, length=length, padding=padding, repeats=repeats, warmup=warmup,

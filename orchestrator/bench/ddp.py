@@ -29,7 +29,7 @@ def _steps(method: str, method_args: dict, spec: dict, batch: int, length: int, 
     from ptcore.model import build_model
     from ptcore.train import make_optimizer, split_batch
 
-    from .workload import Workload, load_spec_backbone, make_batch
+    from orchestrator.bench.workload import Workload, load_spec_backbone, make_batch
 
     dist = Dist.current()
     backbone = load_spec_backbone(spec)
@@ -64,7 +64,7 @@ def measure_ddp(workers: tuple[int, ...] = (1, 2), *, spec: Optional[dict] = Non
 
     from ptcore.distributed import spawn
 
-    from .workload import DEFAULT_MODEL
+    from orchestrator.bench.workload import DEFAULT_MODEL
 
     spec = spec or {"model": DEFAULT_MODEL}
     say = log or (lambda s: None)

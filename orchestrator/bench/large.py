@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .memory import measure_memory
-from .workload import BERT_BASE
+from orchestrator.bench.memory import measure_memory
+from orchestrator.bench.workload import BERT_BASE
 
 GOAL = 0.7
 

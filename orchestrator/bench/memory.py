@@ -131,8 +131,8 @@ def measure_job(job: dict[str, Any], backbone, workload, device: str = "cpu", st
     """Peak memory of ``steps`` training steps of one job (see the module docstring)."""
     import torch
 
-    from .peft_peer import Unsupported, one_line
-    from .workload import build_contender
+    from orchestrator.bench.peft_peer import Unsupported, one_line
+    from orchestrator.bench.workload import build_contender
 
     cuda = str(device).startswith("cuda")
     try:
@@ -185,7 +185,7 @@ def prime(jobs: list[dict], layers: int, workload, device: str = "cpu") -> None:
     PEFT's lazy imports) then do not land on whichever job happens to be measured first."""
     from dataclasses import replace
 
-    from .workload import load_spec_backbone
+    from orchestrator.bench.workload import load_spec_backbone
 
     tiny = load_spec_backbone({"random": {
         "vocab_size": 200, "hidden_size": 32, "num_hidden_layers": layers, "num_attention_heads": 2,
@@ -200,7 +200,7 @@ def measure_in_process(
     backbone_spec: dict, jobs: list[dict], workload, device: str = "cpu", steps: int = 2, backbone=None, primed: bool = False
 ) -> dict[str, Any]:
     """``primed``: this process has already trained these kinds of models (else ``prime`` first)."""
-    from .workload import job_key, load_spec_backbone
+    from orchestrator.bench.workload import job_key, load_spec_backbone
 
     backbone = backbone if backbone is not None else load_spec_backbone(backbone_spec)
     gc.collect()
@@ -261,7 +261,7 @@ def _main() -> None:
     req = json.loads(sys.stdin.read())
     import torch
 
-    from .workload import Workload
+    from orchestrator.bench.workload import Workload
 
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))

@@ -3,7 +3,7 @@
 Both studies: the packaged MiniLM cut to 2 layers, SuperGLUE CB, P-Tuning v2 with the learning
 rate searched, 16 train / 16 eval examples, 1 epoch, one final seed; ``budget.trials_per_cell``
 is ``small`` in one and ``large`` in the other (4 vs 10; ``--quick``: 2 vs 6). Each runs through
-``orchestrator.runner.run_study`` (local Ray, ``max_concurrent`` lanes) in this process, and for
+``orchestrator.execution.runner.run_study`` (local Ray, ``max_concurrent`` lanes) in this process, and for
 each we measure:
 
 * ``wall_s`` — the whole ``run_study`` call (Ray start to shutdown);
@@ -45,7 +45,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-from .peft_peer import one_line
+from orchestrator.bench.peft_peer import one_line
 
 LANES = 2
 
@@ -184,7 +184,7 @@ def read_results(path: Path) -> tuple[int, float, dict[str, int]]:
 
 def run_one(path: Path, log=None) -> dict[str, Any]:
     """Run one study file and measure it."""
-    from orchestrator.runner import run_study
+    from orchestrator.execution.runner import run_study
     from orchestrator.study import load_study
 
     ls = load_study(path)

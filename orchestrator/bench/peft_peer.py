@@ -69,7 +69,7 @@ def peft_contender(name: str, peer: str, backbone, workload, device="cpu", check
     from ptcore.model import count_params
     from ptcore.train import make_optimizer
 
-    from .workload import STEPS, Contender, make_batch
+    from orchestrator.bench.workload import STEPS, Contender, make_batch
 
     if peer not in PEERS:
         raise Unsupported(f"no PEFT peer named {peer!r} (known: {', '.join(PEERS)})")

@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any, Optional
 
-from ..progress import fmt_value
+from orchestrator.execution.progress import fmt_value
 
 
 def _version(name: str) -> Optional[str]:

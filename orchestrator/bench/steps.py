@@ -19,8 +19,8 @@ import statistics
 import time
 from typing import Any, Optional, Sequence
 
-from .peft_peer import one_line
-from .workload import Contender
+from orchestrator.bench.peft_peer import one_line
+from orchestrator.bench.workload import Contender
 
 
 def _sync(device: str) -> None:

@@ -154,7 +154,7 @@ def ptcore_contender(
     from ptcore.model import build_model, count_params
     from ptcore.train import make_optimizer
 
-    from .flops import EncoderDims, plan_for, real_lengths, step_flops
+    from orchestrator.bench.flops import EncoderDims, plan_for, real_lengths, step_flops
 
     cfg = make_run_config(
         {"task": workload.task, "method": method, "method_args": dict(method_args), "seed": workload.seed, "batch_size": workload.batch, **(run_args or {})}
@@ -198,7 +198,7 @@ def build_contender(job: dict[str, Any], backbone, workload: Workload, device="c
     """A contender from a job spec: ``{"name", "family": "ptcore", "method", "method_args"}``
     or ``{"name", "family": "peft", "peft": peer name}``."""
     if job["family"] == "peft":
-        from .peft_peer import peft_contender
+        from orchestrator.bench.peft_peer import peft_contender
 
         return peft_contender(job["name"], job["peft"], backbone, workload, device, check=check)
     return ptcore_contender(job["name"], job["method"], job.get("method_args", {}), backbone, workload, device, job.get("run_args"))

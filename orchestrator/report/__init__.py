@@ -1,7 +1,7 @@
 """``orchestrate report``: what a study ran and what it found, from its ledger.
 
 Reads ``<output_dir>/results.csv`` (the ledger ``orchestrate study`` writes, through
-:class:`orchestrator.results.ResultsTable`) and the per-run files it names, and writes into
+:class:`orchestrator.ledger.results.ResultsTable`) and the per-run files it names, and writes into
 ``<output_dir>/report/`` by default, beside what it reads (``--output DIR`` elsewhere, e.g.
 the committed ``reports/<study>``):
 
@@ -34,7 +34,6 @@ byte.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -42,17 +41,16 @@ from typing import Any, Mapping, Optional
 from ptcore.errors import PtcoreError
 from ptcore.fileio import write_bytes_atomic
 
-from .. import failpoints
-from ..subcommand import Subcommand
+from orchestrator.common import failpoints
 
-from .build import Report, build_report
-from .latex import render_fragments, render_latex
-from .ledger import LEDGER_DIR, build_provenance, committed_ledger, provenance_record, read_provenance, versions_note, write_ledger
-from .load import StudyResults, load_study
-from .markdown import render_markdown
+from orchestrator.report.build import Report, build_report
+from orchestrator.report.latex import render_fragments, render_latex
+from orchestrator.report.ledger import LEDGER_DIR, build_provenance, committed_ledger, provenance_record, read_provenance, versions_note, write_ledger
+from orchestrator.report.load import StudyResults, load_study
+from orchestrator.report.markdown import render_markdown
 
 __all__ = ["Report", "StudyResults", "build_report", "load_study", "render_markdown", "render_latex", "write_report",
-           "write_files", "render", "render_fragments", "add_report_args", "handle_report", "SUBCOMMAND", "OUTPUTS",
+           "write_files", "render", "render_fragments", "OUTPUTS",
            "REPORT_DIR", "LEDGER_DIR", "write_ledger", "committed_ledger", "regenerate"]
 
 FIGURES = ("scale.png", "scale.pdf")
@@ -61,7 +59,7 @@ REPORT_DIR = "report"  # the default report directory, inside the study's output
 
 def render(rep: Report) -> dict[str, bytes]:
     """Every file of the report: ``{name: bytes}``."""
-    from .plots import plot_scale
+    from orchestrator.report.plots import plot_scale
 
     fragments = render_fragments(rep)
     files = {"results.md": render_markdown(rep).encode(), "results.tex": render_latex(rep, fragments).encode()}
@@ -76,7 +74,7 @@ def contrasts_csv(rep: Report) -> bytes:
     import csv
     import io
 
-    from .contrasts import as_record
+    from orchestrator.report.contrasts import as_record
 
     records = [as_record(c, rep.settings) for c in rep.contrasts]
     cols = list(dict.fromkeys(k for r in records for k in r))
@@ -158,35 +156,3 @@ def write_files(rep: Report, out: Path) -> Path:
 
 OUTPUTS = ("results.md", "results.tex", "results_data.tex", "results_main.tex", "results_regimes.tex", "results_contrasts.tex",
            "results_search.tex", "contrasts.csv") + FIGURES
-
-
-# ------------------------------------------------------------------ CLI
-
-
-def add_report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("study", help="study file (yaml), study output directory (with results.csv), or a committed report "
-                                 f"directory (with {LEDGER_DIR}/: rendered again in place from it)")
-    p.add_argument("--output", "--out", dest="out", default=None,
-                   help=f"report directory (default: <the study's output_dir>/{REPORT_DIR}, beside its results.csv; "
-                        f"for a committed report, that directory; --out: the older spelling)")
-    p.add_argument("--with-ledger", action="store_true",
-                   help=f"also write what the report reads into <report>/{LEDGER_DIR}/ (results.csv, study.yaml, the "
-                        f"predictions files gzip-compressed, provenance.json; no checkpoints or databases) so that "
-                        f"`orchestrate report <report>` regenerates it byte for byte")
-
-
-def handle_report(args: argparse.Namespace) -> int:
-    out = write_report(args.study, args.out, with_ledger=args.with_ledger)
-    for name in OUTPUTS:
-        if (out / name).is_file():
-            print(out / name)
-    if (out / LEDGER_DIR).is_dir() and (args.with_ledger or committed_ledger(args.study) is not None):
-        print(out / LEDGER_DIR)
-    return 0
-
-
-SUBCOMMAND = Subcommand(
-    "what a study ran and found: data budget, results vs fine-tuning, majority/chance, paired bootstrap tests, "
-    "search summary (markdown, LaTeX) and a scale plot",
-    add_report_args, handle_report,
-)

@@ -13,11 +13,11 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
-from . import stats
-from .contrasts import ContrastRow, ContrastSettings, settings_of, test_contrasts
-from .regimes import RegimeTable, build_regimes
-from .labels import BASELINE, backbone_short, has_label_set, human_count, method_key, method_label, span, task_labels, task_spec
-from .load import ERROR, OK, PRUNED, StudyResults
+from orchestrator.report import stats
+from orchestrator.report.contrasts import ContrastRow, ContrastSettings, settings_of, test_contrasts
+from orchestrator.report.regimes import RegimeTable, build_regimes
+from orchestrator.common.labels import BASELINE, backbone_short, has_label_set, human_count, method_key, method_label, span, task_labels, task_spec
+from orchestrator.report.load import ERROR, OK, PRUNED, StudyResults
 
 SPLITS = ("train", "dev", "val", "test")
 # config keys that differ between trials without being hyperparameters
@@ -145,7 +145,7 @@ class Report:
     reference_why: dict[str, str] = field(default_factory=dict)  # task -> why no majority/chance
     contrasts: list[ContrastRow] = field(default_factory=list)  # every regime's, one Holm family
     settings: Optional[ContrastSettings] = None
-    halving: bool = False  # the search stopped trials by orchestrator.halving (else Ray's ASHA, or no search)
+    halving: bool = False  # the search stopped trials by orchestrator.ledger.halving (else Ray's ASHA, or no search)
     resamples: dict[str, int] = field(default_factory=dict)  # metric -> B used for the cells' intervals
     stat_notes: list[str] = field(default_factory=list)  # what the tests could not use, and why
     pretraining: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # task -> [(backbone, dataset)]
@@ -272,7 +272,7 @@ STRUCTURAL = ("depth", "prompt_length", "r", "pool_size", "num_layers")
 def _configuration(cell: Cell) -> None:
     """The cell's selected structural settings (from its runs' searched values), how many
     distinct configurations its runs used, and the trainable count of the selected one."""
-    from .labels import readable_params
+    from orchestrator.common.labels import readable_params
 
     params = [r.get("params") or {} for r in cell.runs]
     keys = [json.dumps(p, sort_keys=True, default=str) for p in params]
@@ -419,8 +419,8 @@ def _statistics(rep: Report, data: StudyResults, by_group: dict[tuple, dict[str,
 
 
 def _search_summary(rows: list[dict], finals: list[dict], groups: dict[tuple, Group], task_order, method_order) -> list[SearchCell]:
-    from ..results import best_search_row
-    from .labels import readable_params
+    from orchestrator.ledger.results import best_search_row
+    from orchestrator.common.labels import readable_params
 
     cells: dict[tuple, list[dict]] = {}
     for r in rows:

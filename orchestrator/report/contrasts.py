@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from . import stats
-from .labels import fmt_p
-from .regimes import run_score
+from orchestrator.report import stats
+from orchestrator.common.labels import fmt_p
+from orchestrator.report.regimes import run_score
 
 
 @dataclass
@@ -54,7 +54,7 @@ class ContrastSettings:
 
 def settings_of(config: dict, methods: list[str]) -> ContrastSettings:
     """The study file's ``report:`` section (defaults where it has none or is older)."""
-    from ..study import ReportSettings
+    from orchestrator.study import ReportSettings
 
     raw = config.get("report") if isinstance(config.get("report"), dict) else {}
     try:

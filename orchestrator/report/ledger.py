@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional
 from ptcore.errors import PtcoreError
 from ptcore.fileio import write_bytes_atomic
 
-from .load import StudyResults, predictions_file, read_predictions
+from orchestrator.report.load import StudyResults, predictions_file, read_predictions
 
 LEDGER_DIR = "ledger"  # inside a committed report directory
 PROVENANCE_FILE = "provenance.json"

@@ -1,5 +1,5 @@
 """A study's results as the runner wrote them: ``<output_dir>/results.csv`` read through
-:class:`orchestrator.results.ResultsTable` (the one reader and number parser of the ledger),
+:class:`orchestrator.ledger.results.ResultsTable` (the one reader and number parser of the ledger),
 plus the per-run files its rows point to (``predictions``: ``<rel>``, or ``<rel>.gz`` as a
 committed report's ``ledger/`` keeps them)."""
 
@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from ptcore.errors import PtcoreError
 
-from ..results import NUMERIC, STATUSES, ResultsTable, is_metric_column
+from orchestrator.ledger.results import NUMERIC, STATUSES, ResultsTable, is_metric_column
 
 OK, PRUNED, ERROR = STATUSES  # the statuses the ledger writes
 
@@ -109,7 +109,7 @@ def normalise(row: dict) -> dict:
 
 
 def _read_yaml(path: Path) -> dict:
-    from ..study import read_yaml  # the study files' own reader (one-line errors with the YAML line)
+    from orchestrator.study import read_yaml  # the study files' own reader (one-line errors with the YAML line)
 
     data = read_yaml(path) or {}
     if not isinstance(data, dict):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .build import Report
-from .labels import method_label, task_labels
-from .regimes import regimes_caption, regimes_table
-from .tables import (
+from orchestrator.report.build import Report
+from orchestrator.common.labels import method_label, task_labels
+from orchestrator.report.regimes import regimes_caption, regimes_table
+from orchestrator.report.tables import (
     FAILURES_HEADING, MD, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes,
     pretraining_notes, protocol_text,
     provenance_text, search_caption, search_table, contrasts_caption, contrasts_table, findings,

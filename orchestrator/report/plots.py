@@ -15,9 +15,9 @@ import io
 import math
 from typing import Optional
 
-from .build import Report
-from .labels import REFERENCE_STYLES, backbone_short, human_count, method_label, method_style, metric_label
-from .stats import mean
+from orchestrator.report.build import Report
+from orchestrator.common.labels import REFERENCE_STYLES, backbone_short, human_count, method_label, method_style, metric_label
+from orchestrator.report.stats import mean
 
 # svg.hashsalt: fixed ids in an SVG (an SVG is not written today; set for whoever adds one)
 RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none", "svg.hashsalt": "ptcore-report"}

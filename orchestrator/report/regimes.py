@@ -15,8 +15,8 @@ from typing import Optional
 
 from ptcore.config import task_key
 
-from ..study import Regime
-from .labels import span
+from orchestrator.study import Regime
+from orchestrator.common.labels import span
 
 
 @dataclass

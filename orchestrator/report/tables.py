@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from . import stats
-from .build import Report, Row
-from .contrasts import finding, power_line, summary_counts, verdict_text
-from .labels import (
+from orchestrator.report import stats
+from orchestrator.report.build import Report, Row
+from orchestrator.report.contrasts import finding, power_line, summary_counts, verdict_text
+from orchestrator.common.labels import (
     BASELINE, MISSING, NOISE_MARK, PRETRAIN_MARK, fmt_p, fmt_score, fmt_seconds, human_bytes,
     human_count, method_label, metric_label,
 )  # fmt: skip
@@ -379,7 +379,7 @@ def contrasts_caption(rep: Report) -> str:
 
 
 def figure_caption(rep: Report) -> str:
-    from .plots import ladder
+    from orchestrator.report.plots import ladder
 
     model = ladder(rep)
     axis = (f"layers kept of {model} (its first k layers, not separately pretrained smaller models)" if model

@@ -8,7 +8,7 @@ method's folder lists methods:
 * ``ptcore`` (config, train) reads ``config`` and ``encoder``;
 * ``orchestrate ls methods`` and the CLI's help list the registered names, labels and
   descriptions;
-* the report (``orchestrator/report/labels.py``) reads ``label``, ``color``, ``marker`` and
+* the report (``orchestrator/common/labels.py``) reads ``label``, ``color``, ``marker`` and
   ``order``; its method notes and the README's "Departures from the papers" read ``notes``;
 * the bench (``orchestrator/bench/flops.py``) reads ``flops``: the :class:`FlopPlan` of
   the method's options.

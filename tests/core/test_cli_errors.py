@@ -8,7 +8,7 @@ import pytest
 from conftest import FIXTURES
 from tinymodels import save_tiny
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 
 def run_cli(capsys, *argv):
@@ -53,7 +53,7 @@ def test_missing_data_dir(capsys, tmp_path):
 def test_exit_code_from_console_entry(tmp_path):
     """The real process exits non-zero with a one-line message (no traceback)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "run", "--task", "glue/nope"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "orchestrator", "run", "--task", "glue/nope"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

@@ -77,9 +77,9 @@ def test_flat_settings_spell_keys_as_a_study_file_does():
 def test_one_spelling_in_mlflow_collect_and_report():
     """A searched option reads the same in the study file, the MLflow params, collect's settings
     and the report's searched-settings label."""
-    from orchestrator.collect import flat as collect_flat
-    from orchestrator.report.labels import readable_params
-    from orchestrator.tracking import flatten_config
+    from orchestrator.cli.collect import flat as collect_flat
+    from orchestrator.common.labels import readable_params
+    from orchestrator.tracking.tracker import flatten_config
 
     resolved = make_run_config({"task": "superglue/cb", "method": "dynamic", "method_args": {"tau0": 1.25}}).resolved()
     assert flatten_config(resolved)["tau0"] == "1.25"

@@ -84,7 +84,7 @@ def test_checkpoint_files(tmp_path, umask):
 
 
 def test_ledger_and_predictions(tmp_path, umask):
-    from orchestrator.results import ResultsTable, write_predictions
+    from orchestrator.ledger.results import ResultsTable, write_predictions
 
     table = ResultsTable(tmp_path / "out" / "results.csv")
     table.add({"study": "s", "cell": "c", "trial_id": "t1", "status": "ok"})

@@ -1,7 +1,7 @@
 """A run stopped at an epoch boundary and continued from its saved state (``train(resume=)``)
 ends exactly where the uninterrupted run ends: same epoch history, same weights, same best
 epoch. This is what lets a Ray Train worker that dies mid-trial be retried without repeating
-or losing an epoch (``orchestrator.trial``).
+or losing an epoch (``orchestrator.execution.trial``).
 
 Dropout is on (the tiny backbone with dropout 0.3) and the dynamic method samples Gumbel
 noise, so every random stream the loop reads matters: forget one and the histories differ."""

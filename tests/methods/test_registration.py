@@ -12,9 +12,9 @@ import textwrap
 
 import pytest
 
-from orchestrator import cli
+from orchestrator.cli import app as cli
 from orchestrator.bench import flops
-from orchestrator.report import labels
+from orchestrator.common import labels
 from ptcore.errors import PtcoreError
 from ptcore.methods import METHODS, FlopPlan, get_method, make_method_config, unregister_method
 

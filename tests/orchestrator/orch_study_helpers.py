@@ -102,12 +102,12 @@ class Backend:
         return raw
 
     def mlflow_uri(self, out: Path) -> str:
-        from orchestrator.stores import normalize
+        from orchestrator.common.stores import normalize
 
         return normalize(self.tracking["mlflow_uri"]) if "mlflow_uri" in self.tracking else f"sqlite:///{out / 'mlflow.db'}"
 
     def optuna_url(self, out: Path) -> str:
-        from orchestrator.stores import normalize
+        from orchestrator.common.stores import normalize
 
         return normalize(self.tracking["optuna_storage"]) if "optuna_storage" in self.tracking else f"sqlite:///{out / 'optuna.db'}"
 
@@ -238,9 +238,9 @@ def assert_results_complete(df, out: Path) -> None:
         assert len(search) == 2 and search.trial_id.is_unique
         assert set(search.status) <= {"ok", "pruned"}
         assert sorted(final.seed) == [0, 1] and set(final.status) == {"ok"}
-        # finals re-run the configuration successive halving selects (orchestrator.halving, tested on its
+        # finals re-run the configuration successive halving selects (orchestrator.ledger.halving, tested on its
         # own in test_halving.py): tiny_study trains 2 epochs, the default grace 1 and factor 2
-        from orchestrator.halving import select
+        from orchestrator.ledger.halving import select
 
         picked = select(search.to_dict("records"), epochs=2, grace_period=1, reduction_factor=2)
         best = search.loc[search.trial_id == picked["trial_id"]].iloc[0]
@@ -329,7 +329,7 @@ def stored_metrics(uri: str, experiment: str) -> dict[str, dict[str, list[tuple[
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
-    from orchestrator.stores import normalize
+    from orchestrator.common.stores import normalize
 
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
     engine = create_engine(normalize(uri), poolclass=NullPool)
@@ -394,7 +394,7 @@ TASK_TITLES = {"superglue/cb": "CB", "superglue/rte": "RTE"}
 
 
 def assert_mlflow_layout(uri: str, experiment: str, description: str) -> None:
-    """What the MLflow UI of a :func:`tiny_study` shows (orchestrator.tracking): the experiment
+    """What the MLflow UI of a :func:`tiny_study` shows (orchestrator.tracking.tracker): the experiment
     described and marked as model training; run names task first (``CB · P-Tuning v2 · tiny``,
     ``… · trial <id>``, ``… · seed <k>``); the filter tags on every run; a cell run's selected
     configuration as params (as its final runs have them) and its summary as metrics; leaf
@@ -550,7 +550,7 @@ KILL_POINTS = ("record.search.after_row", "record.final.before_row", "report.mid
 
 def kill_points_scenario(model_dir: Path, tmp_path: Path, backend: Backend) -> dict[str, float]:
     """``kill -9`` of ``orchestrate study`` at three points, each followed by ``--resume``
-    (:mod:`orchestrator.failpoints`; the driver sends itself SIGKILL there):
+    (:mod:`orchestrator.common.failpoints`; the driver sends itself SIGKILL there):
 
     1. during the search, just after a trial's results row was written and before its MLflow
        run ended (and before Tune told Optuna);

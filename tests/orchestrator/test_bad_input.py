@@ -1,6 +1,6 @@
 """Bad input, refused before anything starts: a corpus of malformed study files and CLI calls.
 
-Every case goes through the real CLI entry (:func:`orchestrator.cli.main`) and must
+Every case goes through the real CLI entry (:func:`orchestrator.cli.app.main`) and must
 
 * return 2;
 * print exactly one line on stderr, ``error: FILE: KEY.PATH: what is wrong; the fix``
@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from conftest import FIXTURES
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # 6 layers, packaged: its config is read offline
 RAY_PROCESSES = {"raylet", "gcs_server"}
@@ -326,7 +326,7 @@ STUDY_CASES = [
          "point storage_path at a directory", setup=a_file),
     Case("optuna-store-under-a-file", at("tracking", optuna_storage="sqlite:///{tmp}/afile/optuna.db"),
          "tracking.optuna_storage: {tmp}/afile exists and is not a directory", "point the sqlite store at a directory", setup=a_file),
-    # ---- tracking stores on PostgreSQL (orchestrator.stores): the URL, the driver, the server
+    # ---- tracking stores on PostgreSQL (orchestrator.common.stores): the URL, the driver, the server
     Case("postgres-scheme", at("tracking", mlflow_uri="postgres://postgres@127.0.0.1/mlflow"),
          "tracking.mlflow_uri: 'postgres://postgres@127.0.0.1/mlflow': the PostgreSQL URL must start postgresql://", "write e.g. postgresql://"),
     Case("postgres-no-database", at("tracking", optuna_storage="postgresql://postgres@127.0.0.1:5432"),
@@ -436,7 +436,7 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("PTCORE_DATA_DIR", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.setattr("orchestrator.runner.run_study", tripwire)
+    monkeypatch.setattr("orchestrator.execution.runner.run_study", tripwire)
     monkeypatch.setattr("ptcore.train.train", tripwire)
     before = ray_pids()
     yield tmp_path
@@ -530,7 +530,7 @@ def test_an_unchecked_hub_backbone_is_refused_offline_only_when_starting(sandbox
 
 
 def test_subprocess_exits_2_with_one_line(tmp_path):
-    """The real process, ``python -m orchestrator.cli``: the plan of a study whose depth range
+    """The real process, ``python -m orchestrator``: the plan of a study whose depth range
     runs past the backbone's kept layers, a study file with a YAML error (run for real: it
     cannot get anywhere, so no tripwire is needed out of process), and a call without its
     argument each exit 2 with one line on stderr, no traceback, no output dir, no Ray."""
@@ -547,7 +547,7 @@ def test_subprocess_exits_2_with_one_line(tmp_path):
     ]
     before = ray_pids()
     for argv, prefix, fix in calls:
-        proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *argv], capture_output=True, text=True, timeout=120,
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", *argv], capture_output=True, text=True, timeout=120,
                               cwd=tmp_path, env=env)
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr

@@ -230,7 +230,7 @@ def test_peft_missing_is_unsupported(monkeypatch):
 
 
 def test_cli_registers_bench():
-    from orchestrator.cli import build_parser
+    from orchestrator.cli.app import build_parser
 
     args = build_parser().parse_args(["bench", "--quick", "--no-orchestration", "--output", "x.json"])
     assert args.quick and args.no_orchestration and args.output == "x.json" and args.batch == 16 and args.length == 128

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from orchestrator.cli import main
-from orchestrator.collect import load_results, summarize
+from orchestrator.cli.app import main
+from orchestrator.cli.collect import load_results, summarize
 
 
 def fake(root, where, seed, val, dev=0.5, task="superglue/cb", method="ptuning_v2", data_seed=0, **settings):

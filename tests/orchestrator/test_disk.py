@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from orch_study_helpers import FIXTURE_DATA
-from orchestrator.disk import prune_train_runs, usage, usage_line
-from orchestrator.progress import Progress
-from orchestrator.recorder import Job, Recorder
+from orchestrator.ledger.disk import prune_train_runs, usage, usage_line
+from orchestrator.execution.progress import Progress
+from orchestrator.execution.recorder import Job, Recorder
 from orchestrator.study import load_study
-from orchestrator.trial import CELL_KEY
+from orchestrator.execution.trial import CELL_KEY
 
 
 class FakeTrial:

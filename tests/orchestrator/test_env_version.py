@@ -6,7 +6,7 @@ from importlib import metadata
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 
 def test_version(capsys):

@@ -1,4 +1,4 @@
-"""``orchestrator.failpoints``: an armed point kills its process once per marker directory
+"""``orchestrator.common.failpoints``: an armed point kills its process once per marker directory
 (a retried or resumed process passes it); an unarmed one does nothing."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-CODE = "from orchestrator import failpoints; failpoints.hit('a.b'); failpoints.hit('other'); print('passed')"
+CODE = "from orchestrator.common import failpoints; failpoints.hit('a.b'); failpoints.hit('other'); print('passed')"
 
 
 def _run(env_extra: dict[str, str]) -> subprocess.CompletedProcess:

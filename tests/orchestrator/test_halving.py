@@ -1,6 +1,6 @@
 """Successive halving that decides from a cell's dev scores alone: the same stops and the
-same selection whatever order the trials report in (orchestrator.halving, and the Tune
-scheduler over it, orchestrator.search.CellHalving)."""
+same selection whatever order the trials report in (orchestrator.ledger.halving, and the Tune
+scheduler over it, orchestrator.execution.search.CellHalving)."""
 
 import itertools
 import json
@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.halving import Halving, rungs, select
-from orchestrator.results import best_search_row
+from orchestrator.ledger.halving import Halving, rungs, select
+from orchestrator.ledger.results import best_search_row
 
 # four trials of one cell, 3 epochs, rungs at epochs 1 and 2 (grace 1, η 2). "late" is the worst
 # at epoch 1 and the best at epoch 3: halving stops it at the first rung, so a run in which it
@@ -50,7 +50,7 @@ def _run(order, scheduler):
     """Feed the reports through a Tune scheduler as Tune would; the ledger rows it leaves."""
     from ray.tune.schedulers import TrialScheduler
 
-    from orchestrator.search import CELL_KEY
+    from orchestrator.execution.search import CELL_KEY
 
     trials = {t: SimpleNamespace(trial_id=t, config={CELL_KEY: 0, "lr": json.loads(PARAMS[t])["lr"]}) for t in CURVES}
     for tr in trials.values():
@@ -72,7 +72,7 @@ def _run(order, scheduler):
 
 def test_same_selection_and_stops_in_every_order():
     pytest.importorskip("ray.tune")
-    from orchestrator.search import CellHalving
+    from orchestrator.execution.search import CellHalving
 
     selected, truly_stopped = set(), set()
     for order in _interleavings(60, seed=1):
@@ -98,7 +98,7 @@ def test_asha_selection_depends_on_order():
     pytest.importorskip("ray.tune")
     from ray.tune.schedulers import ASHAScheduler
 
-    from orchestrator.search import CellASHA
+    from orchestrator.execution.search import CellASHA
 
     selected = set()
     for order in _interleavings(60, seed=1):

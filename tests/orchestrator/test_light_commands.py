@@ -11,7 +11,7 @@ from conftest import FIXTURES
 
 PROBE = """
 import sys
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 rc = main({argv!r})
 print("TORCH_LOADED" if "torch" in sys.modules else "NO_TORCH", rc)
 """

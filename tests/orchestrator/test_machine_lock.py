@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from orch_study_helpers import FIXTURE_DATA, REPO, write_study
-from orchestrator.raysession import LOCK_NAME, LocalRayLock, RaySession, machine_lock_path, uses_local_ray
+from orchestrator.execution.raysession import LOCK_NAME, LocalRayLock, RaySession, machine_lock_path, uses_local_ray
 from orchestrator.study import StudyError, load_study
 
 BASE = {
@@ -57,7 +57,7 @@ def hold_lock(lock_dir: Path, name: str, out: str, record_pid: str = "os.getpid(
         f"""
         import os, sys, time
         from pathlib import Path
-        from orchestrator.raysession import LocalRayLock
+        from orchestrator.execution.raysession import LocalRayLock
         lock = LocalRayLock({name!r}, Path({out!r}))
         lock.info["pid"] = {record_pid}
         with lock:
@@ -87,7 +87,7 @@ def study(tmp_path: Path, name: str = "second", **over) -> object:
 
 
 def test_second_local_study_is_refused_before_anything_starts(tmp_path, lock_dir, no_ray):
-    from orchestrator.runner import StudyRunner
+    from orchestrator.execution.runner import StudyRunner
 
     holder = hold_lock(lock_dir, "first", "/data/studies_out/first")
     try:
@@ -109,8 +109,8 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path, lock_dir):
     try:
         path = write_study(tmp_path / "second.yaml", {**BASE, "output_dir": str(tmp_path / "second")})
         r = subprocess.run(
-            [sys.executable, "-c", "import sys; from orchestrator.runner import StudyRunner; from orchestrator.study import load_study; "
-             "from orchestrator.cli import main; import orchestrator.raysession as rs; "
+            [sys.executable, "-c", "import sys; from orchestrator.execution.runner import StudyRunner; from orchestrator.study import load_study; "
+             "from orchestrator.cli.app import main; import orchestrator.execution.raysession as rs; "
              "rs.RaySession._init = lambda self: sys.exit('Ray was started'); "
              f"sys.exit(main(['study', {str(path)!r}]))"],
             cwd=REPO, env={**os.environ, "TMPDIR": str(lock_dir)}, capture_output=True, text=True, timeout=300,
@@ -123,7 +123,7 @@ def test_cli_prints_one_error_line_and_exits_2(tmp_path, lock_dir):
 
 
 def test_same_output_dir_names_the_dir(tmp_path, lock_dir, no_ray):
-    from orchestrator.runner import StudyRunner
+    from orchestrator.execution.runner import StudyRunner
 
     holder = hold_lock(lock_dir, "second", str(tmp_path / "second"))
     try:
@@ -138,11 +138,11 @@ def test_same_output_dir_names_the_dir(tmp_path, lock_dir, no_ray):
 
 def test_output_dir_lock_message_names_the_pid(tmp_path):
     """The output-dir lock (a study on a cluster, no machine lock): one line with the holder's pid."""
-    from orchestrator.ledger import OutputDir
+    from orchestrator.ledger.outdir import OutputDir
 
     ls = study(tmp_path)
     code = (
-        "import sys; from orchestrator.ledger import _Lock; from pathlib import Path\n"
+        "import sys; from orchestrator.ledger.outdir import _Lock; from pathlib import Path\n"
         f"with _Lock(Path({str(ls.output_dir / '.lock')!r})):\n    print('held', flush=True); sys.stdin.read()\n"
     )
     p = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

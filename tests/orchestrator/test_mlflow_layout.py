@@ -1,11 +1,11 @@
-"""The MLflow layout of a study, readable at a glance (:mod:`orchestrator.tracking`): run names
+"""The MLflow layout of a study, readable at a glance (:mod:`orchestrator.tracking.tracker`): run names
 task first, the same ``ptcore.*`` tags on every run, a cell run's selected configuration as
 params and its summary as metrics, a run's constants as params and its per-epoch values as
 metrics, the experiment described and marked as model training.
 
-Without Ray: :class:`~orchestrator.runner.StudyRunner` runs a tiny study whose two phases
-drive fake trials through the real :class:`~orchestrator.recorder.Recorder` and
-:class:`~orchestrator.phases.Phases` (the real study checks the same, test_study_e2e.py)."""
+Without Ray: :class:`~orchestrator.execution.runner.StudyRunner` runs a tiny study whose two phases
+drive fake trials through the real :class:`~orchestrator.execution.recorder.Recorder` and
+:class:`~orchestrator.execution.phases.Phases` (the real study checks the same, test_study_e2e.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import json
 import pytest
 
 from orch_study_helpers import assert_mlflow_layout, mlflow_runs, tiny_bert, tiny_study  # noqa: F401  (tiny_bert: fixture)
-from orchestrator.phases import Phases
-from orchestrator.recorder import Job, Recorder
-from orchestrator.runner import StudyRunner
+from orchestrator.execution.phases import Phases
+from orchestrator.execution.recorder import Job, Recorder
+from orchestrator.execution.runner import StudyRunner
 from orchestrator.study import compose_run, load_study
-from orchestrator.tracking import Tracker, cell_title, experiment_tags
-from orchestrator.trial import CELL_KEY, merge_params
+from orchestrator.tracking.tracker import Tracker, cell_title, experiment_tags
+from orchestrator.execution.trial import CELL_KEY, merge_params
 
 DESCRIPTION = "CB and RTE x P-Tuning v2 on a tiny BERT: the MLflow layout"
 EPOCHS = 2
@@ -184,7 +184,7 @@ def test_search_plots(tmp_path):
     trials draw nothing and say why."""
     import optuna
 
-    from orchestrator.search_plots import draw
+    from orchestrator.tracking.search_plots import draw
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s/cell", storage=storage, direction="maximize")
@@ -208,7 +208,7 @@ def test_cell_run_says_why_it_has_no_search_plots(layout):
 def test_ui_links_open_the_model_training_view(layout):
     """`orchestrate ui` prints each experiment's runs table with the query that selects MLflow
     3.17's model-training view (the experiment tag alone does not)."""
-    from orchestrator.commands import experiment_links
+    from orchestrator.cli.commands import experiment_links
 
     links = experiment_links(layout["uri"], "http://127.0.0.1:5000")
     assert [name for name, _ in links] == ["tiny"]

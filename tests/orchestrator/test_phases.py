@@ -1,9 +1,9 @@
-"""orchestrator.phases: the order final runs start in (longest first, so no long run ends alone)."""
+"""orchestrator.execution.phases: the order final runs start in (longest first, so no long run ends alone)."""
 
 from __future__ import annotations
 
-from orchestrator.phases import Phases
-from orchestrator.recorder import Job
+from orchestrator.execution.phases import Phases
+from orchestrator.execution.recorder import Job
 from orchestrator.study import compose_run, load_study
 
 RAW = {

@@ -34,7 +34,7 @@ from orch_study_helpers import (  # noqa: F401  (fixtures: tiny_bert, pg_server,
     tiny_bert,
     write_study,
 )
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 
 def one_error_line(err: str) -> str:
@@ -143,7 +143,7 @@ def test_ui_serves_a_postgresql_store_from_here(pg_backend, tiny_bert, tmp_path,
     from sqlalchemy.engine import make_url
 
     calls = []  # no real server here: test_ui_serves_the_postgresql_store runs one
-    monkeypatch.setattr("orchestrator.processes.run_process_tree", lambda c, **kw: calls.append((c, kw)) or (0, None))
+    monkeypatch.setattr("orchestrator.execution.processes.run_process_tree", lambda c, **kw: calls.append((c, kw)) or (0, None))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
@@ -220,7 +220,7 @@ def test_preflight_names_what_is_wrong(pg_backend, tiny_bert, tmp_path, capsys, 
     def tripwire(*args, **kwargs):
         raise AssertionError("a study was started")
 
-    monkeypatch.setattr("orchestrator.runner.run_study", tripwire)
+    monkeypatch.setattr("orchestrator.execution.runner.run_study", tripwire)
     raw = pg_backend.study(tiny_bert, tmp_path / "out")
     for key, value in tracking.items():
         raw["tracking"][key] = value.replace("{db}", pg_backend.tracking[key])
@@ -252,9 +252,9 @@ def test_resume_reconciles_what_a_kill_left(backend, tiny_bert, tmp_path):  # no
     import optuna
     from optuna.trial import TrialState
 
-    from orchestrator.ledger import OutputDir
+    from orchestrator.ledger.outdir import OutputDir
     from orchestrator.study import load_study
-    from orchestrator.tracking import KIND, RUN_INDEX, TRIAL, Tracker
+    from orchestrator.tracking.tracker import KIND, RUN_INDEX, TRIAL, Tracker
 
     ls = load_study(write_study(tmp_path / "tiny.yaml", backend.study(tiny_bert, tmp_path / "out")))
     out = OutputDir(ls)

@@ -127,7 +127,7 @@ def tagged_env():
 
 
 def orchestrate(*args: str) -> list[str]:
-    return [sys.executable, "-m", "orchestrator.cli", *args]
+    return [sys.executable, "-m", "orchestrator", *args]
 
 
 # ------------------------------------------------------------------ tests
@@ -203,7 +203,7 @@ def test_ui_mlflow_failing_is_a_failure(tmp_path, tagged_env):
 def test_check_port_one_line(host, port, expect):
     from ptcore.errors import PtcoreError
 
-    from orchestrator.processes import check_port
+    from orchestrator.execution.processes import check_port
 
     with pytest.raises(PtcoreError) as e:
         check_port(host, port)
@@ -230,7 +230,7 @@ time.sleep(600)
 def test_stop_tree_reaches_every_descendant(tagged_env):
     """The mechanics without MLflow: children in the group, children in sessions of their own,
     and ones that ignore SIGTERM (SIGKILL after the grace period) all end."""
-    from orchestrator.processes import stop_tree
+    from orchestrator.execution.processes import stop_tree
 
     tag, env = tagged_env
     proc = subprocess.Popen([sys.executable, "-c", TREE], env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)

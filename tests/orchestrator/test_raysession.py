@@ -1,4 +1,4 @@
-"""orchestrator.raysession: a Ctrl-C or kill is never lost."""
+"""orchestrator.execution.raysession: a Ctrl-C or kill is never lost."""
 
 import os
 import signal
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from orchestrator.raysession import StudyInterrupted, check_interrupt, restore_signals, signal_handlers, trap_signals
+from orchestrator.execution.raysession import StudyInterrupted, check_interrupt, restore_signals, signal_handlers, trap_signals
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

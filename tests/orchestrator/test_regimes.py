@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orch_study_helpers import FIXTURE_DATA, IDS, tiny_bert, tiny_study, write_study  # noqa: F401  (tiny_bert: fixture)
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 from orchestrator.study import StudyError, compose_run, load_study
 
 BASE = {
@@ -166,8 +166,8 @@ def test_regimes_study_end_to_end(tiny_bert, tmp_path):  # noqa: F811
 def test_longest_first_without_search_rows():
     """Fixed configurations (no search rows): packs ordered by training examples x tasks x
     epochs, so the multi-task packs start first instead of running alone at the end."""
-    from orchestrator.phases import Phases, static_cost
-    from orchestrator.recorder import Job
+    from orchestrator.execution.phases import Phases, static_cost
+    from orchestrator.execution.recorder import Job
 
     raw = copy.deepcopy(BASE)
     raw["train"]["epochs"], raw["regimes"][1]["train"]["epochs"] = 3, 12  # as studies/regimes.yaml

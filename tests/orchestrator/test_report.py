@@ -428,10 +428,10 @@ def test_study_directory_name_falls_back_to_results():
 
 
 def test_ledger_is_read_through_results_table():
-    """One reader: statuses, ids and numbers as orchestrator.results parses them."""
+    """One reader: statuses, ids and numbers as orchestrator.ledger.results parses them."""
     data = load_study(HERE / "with_predictions")
     statuses = {r["status"] for r in data.rows}
-    from orchestrator.results import STATUSES
+    from orchestrator.ledger.results import STATUSES
 
     assert statuses == set(STATUSES)
     row = next(r for r in data.rows if r["phase"] == "final" and r["predictions"])
@@ -448,9 +448,10 @@ def test_missing_results_is_a_user_error(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    from orchestrator import cli
+    from orchestrator.cli import app as cli
+    from orchestrator.cli import report as report_cli
 
-    assert cli.subcommands()["report"] is report.SUBCOMMAND
+    assert cli.subcommands()["report"] is report_cli.SUBCOMMAND
     assert cli.main(["report", str(HERE / "single_seed"), "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "results.md").is_file()
     printed = capsys.readouterr().out

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli
+from orchestrator.cli import app as cli
 from orchestrator.report import LEDGER_DIR, OUTPUTS, load_study, regenerate, write_report
 from orchestrator.report.ledger import recorded, write_ledger
 from ptcore.errors import PtcoreError

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.report import stats
 from orchestrator.report.build import _note_splits, build_report
-from orchestrator.report.labels import METHOD_ORDER, fmt_sig, hparam_name, method_style, readable_params
+from orchestrator.common.labels import METHOD_ORDER, fmt_sig, hparam_name, method_style, readable_params
 from orchestrator.report.load import load_study
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "report" / "with_predictions"

@@ -8,7 +8,7 @@ import json
 from conftest import FIXTURES
 from tinymodels import tiny_backbone
 
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 
 def _model(tmp_path):

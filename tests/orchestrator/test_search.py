@@ -12,8 +12,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
-from orchestrator.search import CELL_KEY, CellASHA, CellSearch  # noqa: E402
-from orchestrator.trial import searched_values  # noqa: E402
+from orchestrator.execution.search import CELL_KEY, CellASHA, CellSearch  # noqa: E402
+from orchestrator.execution.trial import searched_values  # noqa: E402
 
 
 def _optuna(tmp_path, name, space):
@@ -60,7 +60,7 @@ def test_cells_draw_different_first_points_and_a_cell_the_same_ones():
     give the same points (reproducible); a resumed cell (trials already held) draws anew."""
     import optuna
 
-    from orchestrator.search import cell_seed
+    from orchestrator.execution.search import cell_seed
 
     def first_points(seed: int) -> list[float]:
         study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))

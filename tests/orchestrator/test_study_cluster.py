@@ -17,7 +17,7 @@ def test_study_on_two_node_cluster(tiny_bert, tmp_path, monkeypatch):  # noqa: F
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.runner import run_study
+    from orchestrator.execution.runner import run_study
     from orchestrator.study import load_study
 
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,7 @@ from orch_study_helpers import IDS, mlflow_runs, tiny_bert, tiny_study, write_st
 def test_two_worker_trials_in_a_study(tiny_bert, tmp_path, monkeypatch):  # noqa: F811
     import pandas as pd
 
-    from orchestrator.cli import main
+    from orchestrator.cli.app import main
 
     out = tmp_path / "out"
     raw = tiny_study(

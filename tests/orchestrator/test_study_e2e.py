@@ -26,7 +26,7 @@ from orch_study_helpers import (  # noqa: F401  (tiny_bert: fixture)
     tiny_study,
     write_study,
 )
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 
 DESCRIPTION = "CB and RTE x P-Tuning v2 on a tiny random BERT"

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from orch_study_helpers import FIXTURE_DATA, mlflow_runs
-from orchestrator.progress import Progress
-from orchestrator.recorder import Job, Recorder
-from orchestrator.results import ResultsTable
+from orchestrator.execution.progress import Progress
+from orchestrator.execution.recorder import Job, Recorder
+from orchestrator.ledger.results import ResultsTable
 from orchestrator.study import compose_run, load_study
-from orchestrator.tracking import Tracker, flatten_config
-from orchestrator.trial import CELL_KEY, error_line, merge_params
+from orchestrator.tracking.tracker import Tracker, flatten_config
+from orchestrator.execution.trial import CELL_KEY, error_line, merge_params
 
 
 class FakeTrial:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from orch_study_helpers import tiny_bert, tiny_study, write_study  # noqa: F401  (tiny_bert: fixture)
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 
 pytestmark = pytest.mark.slow
 

@@ -7,9 +7,9 @@ import pytest
 pytest.importorskip("ray.train")
 
 from orch_study_helpers import FIXTURE_DATA  # noqa: E402
-from orchestrator.runner import StudyRunner  # noqa: E402
+from orchestrator.execution.runner import StudyRunner  # noqa: E402
 from orchestrator.study import load_study  # noqa: E402
-from orchestrator.trial import _trainer_class  # noqa: E402
+from orchestrator.execution.trial import _trainer_class  # noqa: E402
 
 TRAIN_ENV = ("RAY_ADDRESS", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_TRAIN_METRICS_ENABLED",
              "TUNE_FUNCTION_THREAD_TIMEOUT_S")
@@ -46,7 +46,7 @@ def test_trainer_starts_no_dataset_manager_without_datasets():
 def test_trial_runs_with_and_record_their_lane_threads(monkeypatch):
     """A trial's runs get the run setting ``threads`` = the worker's CPUs (what the run applies
     and records in its config and compute block), unless the study set ``threads`` itself."""
-    import orchestrator.trial as trial
+    import orchestrator.execution.trial as trial
 
     assert trial.lane_threads({"cpus_per_worker": 1.0}) == 1 and trial.lane_threads({"cpus_per_worker": 0.5}) == 1
     assert trial.lane_threads({"cpus_per_worker": 4}) == 4

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from orch_study_helpers import mlflow_runs, tiny_bert, tiny_study, write_study  # noqa: F401  (tiny_bert: fixture)
-from orchestrator.cli import main
+from orchestrator.cli.app import main
 from test_report import row_of, table_rows
 
 IDS = {"trial_id": str, "source_trial": str}
@@ -34,11 +34,11 @@ WEIGHTS_REASON = r"^ptcore\.errors\.ConfigError: model '.*broken': its weights c
 
 def _tpe_seed_trying_both(ls) -> int:
     """A budget seed whose TPE start-up, in the good backbone's cell, tries the good learning
-    rate and the NaN one (each cell's sampler is seeded as orchestrator.search.cell_search
+    rate and the NaN one (each cell's sampler is seeded as orchestrator.execution.search.cell_search
     seeds it), so the cell has one failed and one usable trial."""
     import optuna
 
-    from orchestrator.search import cell_seed, optuna_space
+    from orchestrator.execution.search import cell_seed, optuna_space
 
     cell = next(c for c in ls.cells() if c.backbone.label == "tiny")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

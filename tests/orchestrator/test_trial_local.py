@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("ray.train")
 
 from orch_study_helpers import tiny_bert, tiny_study  # noqa: E402,F401  (tiny_bert: fixture)
-from orchestrator.trial import CELL_KEY, persist_checkpoint, runs_locally  # noqa: E402
+from orchestrator.execution.trial import CELL_KEY, persist_checkpoint, runs_locally  # noqa: E402
 
 
 def test_runs_locally_for_single_worker_cpu_trials():
@@ -50,7 +50,7 @@ def test_reused_trial_process_after_stopped_trials(tiny_bert, tmp_path, local_ra
     import ray.tune
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-    from orchestrator.runner import StudyRunner
+    from orchestrator.execution.runner import StudyRunner
     from orchestrator.study import compose_run, load_study
 
     raw = tiny_study(tiny_bert, tmp_path / "out", tasks=["superglue/cb"], train={"epochs": 4, "batch_size": 4, "max_length": 48})
@@ -90,7 +90,7 @@ def test_worker_group_trials_still_run_a_study(tiny_bert, tmp_path, monkeypatch)
     import pandas as pd
 
     from orch_study_helpers import write_study
-    from orchestrator.cli import main
+    from orchestrator.cli.app import main
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"

@@ -4,7 +4,7 @@ checkpoint. Both ways a trial trains are covered: a Ray Train worker group (Ray 
 FailureConfig restarts the worker) and local mode (the Tune trial process trains; Tune's
 FailureConfig restarts the trial).
 
-Two kills per study (``orchestrator.failpoints``): the search trial's run after epoch 1, and
+Two kills per study (``orchestrator.common.failpoints``): the search trial's run after epoch 1, and
 the final trial, which trains seeds 0 and 1 one after the other, in seed 1's run after epoch 2
 (seed 0 is finished by then and must not train again). Observed afterwards: the study exits 0;
 every run has epochs 1, 2, 3 in MLflow exactly once; the killed runs say where they were

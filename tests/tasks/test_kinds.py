@@ -106,7 +106,7 @@ def test_kind_facts_load_without_torch():
         "import sys\n"
         "from ptcore.tasks import TASKS\n"
         "from ptcore.tasks.kinds import kind_class\n"
-        "from orchestrator.report.labels import has_label_set\n"
+        "from orchestrator.common.labels import has_label_set\n"
         "facts = [kind_class(s.kind).has_label_set for _, s in TASKS.items()]\n"
         "assert has_label_set('classification') and not has_label_set('extractive_qa')\n"
         "print('torch' in sys.modules)\n"
@@ -129,7 +129,7 @@ def _cb_ledger(tmp_path: Path) -> Path:
 
 def test_the_reports_label_task_check_asks_the_kind(tmp_path, monkeypatch):
     from orchestrator.report.build import build_report
-    from orchestrator.report.labels import has_label_set
+    from orchestrator.common.labels import has_label_set
     from orchestrator.report.load import load_study
 
     study = _cb_ledger(tmp_path)

@@ -12,10 +12,10 @@ import json
 import statistics
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import results as R
+from orchestrator.ledger import results as R
 
 if TYPE_CHECKING:
-    from .study import Cell
+    from orchestrator.study import Cell
 
 
 def _params_str(params: dict) -> str:

@@ -8,15 +8,15 @@ configuration of every cell re-run with each final seed; tracked in MLflow and r
 
 :class:`StudyRunner` conducts; each piece lives in its own module:
 
-* :mod:`orchestrator.ledger`: the output dir (lock, snapshot, ``state/``) and the two
+* :mod:`orchestrator.ledger.outdir`: the output dir (lock, snapshot, ``state/``) and the two
   ledgers ``--resume`` is built on, ``results.csv`` and the Optuna storage (not Tune's
   experiment snapshots, which lag behind after ``kill -9`` and would re-run finished trials).
-* :mod:`orchestrator.raysession`: Ray started with the first piece of work and shut down at
+* :mod:`orchestrator.execution.raysession`: Ray started with the first piece of work and shut down at
   the end; SIGTERM ends a study like Ctrl-C; one study with a local Ray per machine.
-* :mod:`orchestrator.phases`: the two phases, one Tuner each, and the Tune plumbing
-  (stable experiment and Train run names); :mod:`orchestrator.search`: per-cell Optuna + ASHA.
-* :mod:`orchestrator.summary`: what a cell's rows say; :mod:`orchestrator.recorder` and
-  :mod:`orchestrator.tracking`: rows and MLflow runs as trials report.
+* :mod:`orchestrator.execution.phases`: the two phases, one Tuner each, and the Tune plumbing
+  (stable experiment and Train run names); :mod:`orchestrator.execution.search`: per-cell Optuna + ASHA.
+* :mod:`orchestrator.ledger.summary`: what a cell's rows say; :mod:`orchestrator.execution.recorder` and
+  :mod:`orchestrator.tracking.tracker`: rows and MLflow runs as trials report.
 
 At the end it closes the study's and the cells' MLflow runs with the outcome: FINISHED,
 FAILED, or KILLED (Ctrl-C, ``kill``).
@@ -29,13 +29,13 @@ from typing import Any, Callable, Optional
 
 from ptcore.errors import PtcoreError
 
-from .ledger import OutputDir, existing_work
-from .phases import Phases, local_trials, run_spec, trainable
-from .progress import Progress
-from .raysession import RaySession, check_interrupt, restore_signals, signal_handlers, trap_signals, tune_env_defaults
-from .stores import is_sqlite, redact
-from .study import LoadedStudy
-from .summary import cell_summary
+from orchestrator.ledger.outdir import OutputDir, existing_work
+from orchestrator.execution.phases import Phases, local_trials, run_spec, trainable
+from orchestrator.execution.progress import Progress
+from orchestrator.execution.raysession import RaySession, check_interrupt, restore_signals, signal_handlers, trap_signals, tune_env_defaults
+from orchestrator.common.stores import is_sqlite, redact
+from orchestrator.study import LoadedStudy
+from orchestrator.ledger.summary import cell_summary
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class StudyRunner:
     def _common_tags(self) -> dict[str, str]:
         from ptcore import runinfo
 
-        from .tracking import provenance_tags
+        from orchestrator.tracking.tracker import provenance_tags
 
         self.git = runinfo.git_info()
         self.versions = runinfo.versions()
@@ -94,7 +94,7 @@ class StudyRunner:
     def _run_locked(self) -> list[dict[str, Any]]:
         tune_env_defaults()
         self.uid = self.ledger.snapshot(self.resume, self.progress.say)
-        from .tracking import KIND, Tracker, experiment_tags, study_tags
+        from orchestrator.tracking.tracker import KIND, Tracker, experiment_tags, study_tags
 
         self.results = self.ledger.results()
         if self.retry_failed:
@@ -144,15 +144,15 @@ class StudyRunner:
             self.ray.shutdown()
             self._prune()
         if status == "FINISHED":
-            from .disk import usage_line
+            from orchestrator.ledger.disk import usage_line
 
             self.progress.say(usage_line(self.out, self.ls.storage_path))
         return self.summary
 
     def _prune(self) -> None:
         """Every Ray Train run of the study left in its storage (an attempt cut short by
-        ``kill -9``, a trial Tune never reported ended): nothing reads them (see orchestrator.disk)."""
-        from .disk import prune_train_runs
+        ``kill -9``, a trial Tune never reported ended): nothing reads them (see orchestrator.ledger.disk)."""
+        from orchestrator.ledger.disk import prune_train_runs
 
         try:
             prune_train_runs(self.ls)
@@ -169,7 +169,7 @@ class StudyRunner:
         except Exception as e:  # pragma: no cover - never hide the original error
             log.warning("closing MLflow runs failed: %s", e)
 
-    # ------------------------------------------------------------------ Tune plumbing (see orchestrator.phases)
+    # ------------------------------------------------------------------ Tune plumbing (see orchestrator.execution.phases)
 
     def _train_env(self) -> dict[str, str]:
         return self.ray.train_env()

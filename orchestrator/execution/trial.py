@@ -15,7 +15,7 @@ Each run reports every epoch (metrics + a checkpoint of the trainable weights) a
 report with ``final=1`` carrying ptcore's whole result record and a checkpoint of the
 best epoch (``trainable.safetensors`` + ``run_config.json`` + ``result.json``).
 
-Nothing here imports MLflow: the driver logs (see :mod:`orchestrator.tracking`).
+Nothing here imports MLflow: the driver logs (see :mod:`orchestrator.tracking.tracker`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from . import failpoints
+from orchestrator.common import failpoints
 
 # Train V2 is the default in Ray 2.60; say so explicitly for older 2.5x installs.
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
-CELL_KEY = "_cell"  # search trials: the cell's index in the trial config (see orchestrator.search)
+CELL_KEY = "_cell"  # search trials: the cell's index in the trial config (see orchestrator.execution.search)
 KEEP = "keep_score"  # checkpoint retention: best epoch + every run's final checkpoint
 FINAL_KEEP = 1e9
 # keys of a report that are bookkeeping, not metrics to plot
@@ -476,7 +476,7 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
 
     ``config``: a cell's searched values + its index under ``search.CELL_KEY`` (search), or
     ``{"job": k}`` (final: the runs of ``spec["jobs"][k]``).
-    ``spec``: what the driver fixed for the phase (see ``orchestrator.phases``).
+    ``spec``: what the driver fixed for the phase (see ``orchestrator.execution.phases``).
 
     Single-worker CPU trials run in Train's local mode, inside this (reused) trial process:
     no controller or worker processes to start, and torch, transformers, the backbone and

@@ -7,14 +7,14 @@
 
 Each phase is one Tuner so the ``max_concurrent`` lanes stay busy across cells (a Tuner per
 cell idles lanes at every cell boundary and pays a Tuner start-up per cell). In the search, each
-cell keeps its own Optuna study and ASHA brackets (:mod:`orchestrator.search`). Final runs
+cell keeps its own Optuna study and ASHA brackets (:mod:`orchestrator.execution.search`). Final runs
 may be packed into trials (``final.runs_per_trial``, cells sharing a backbone together). With
 single-worker CPU trials the trial processes are reused (Ray Train local mode, see
-:mod:`orchestrator.trial`), so a trial costs little beyond its runs; with worker groups a
+:mod:`orchestrator.execution.trial`), so a trial costs little beyond its runs; with worker groups a
 trial pays a Ray Train start-up (~29 s of CPU here: a controller and a worker process
 importing torch and transformers), which packing spreads over several runs.
 
-What each phase runs is what the ledgers lack (:mod:`orchestrator.ledger`). As rows land,
+What each phase runs is what the ledgers lack (:mod:`orchestrator.ledger.outdir`). As rows land,
 :class:`Phases` keeps every cell's MLflow run, selection, state and summary up to date.
 
 Tune experiment names are stable: ``<study>__search-a<attempt>`` and
@@ -30,16 +30,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import results as R
-from .ledger import OutputDir, close_stale_optuna
-from .progress import Progress
-from .raysession import RaySession
-from .study import Cell, LoadedStudy, compose_run, final_seeds, pack_runs
-from .summary import cell_summary, done_line, selection_line, summary_metrics
-from .trial import merge_params
+from orchestrator.ledger import results as R
+from orchestrator.ledger.outdir import OutputDir, close_stale_optuna
+from orchestrator.execution.progress import Progress
+from orchestrator.execution.raysession import RaySession
+from orchestrator.study import Cell, LoadedStudy, compose_run, final_seeds, pack_runs
+from orchestrator.ledger.summary import cell_summary, done_line, selection_line, summary_metrics
+from orchestrator.execution.trial import merge_params
 
 if TYPE_CHECKING:
-    from .recorder import Job
+    from orchestrator.execution.recorder import Job
 
 DRIVER_MEMORY = 64 * 1024**2  # worker groups: the Tune trial only drives its Train run (no CPU)
 
@@ -70,7 +70,7 @@ def run_spec(ls: LoadedStudy, phase: str, train_env: dict[str, str]) -> dict[str
 
 
 def local_trials(ls: LoadedStudy) -> bool:
-    from .trial import runs_locally
+    from orchestrator.execution.trial import runs_locally
 
     return runs_locally(ls.study.resources.model_dump(), ls.study.ray.trial_mode)
 
@@ -80,7 +80,7 @@ def trainable(ls: LoadedStudy, spec: dict[str, Any]):
     Worker groups: the trial only drives its Train run (no CPU); the workers hold them."""
     import ray.tune
 
-    from .trial import trial_fn
+    from orchestrator.execution.trial import trial_fn
 
     res = ls.study.resources
     if local_trials(ls):
@@ -99,7 +99,7 @@ def tune_run_config(ls: LoadedStudy, name: str, recorder):
         callbacks=[recorder],
         verbose=0,
         # local mode: the trial process trains, so Tune retries it (it continues from its last
-        # epoch, orchestrator.trial.resume_point); worker groups: Ray Train restarts the workers
+        # epoch, orchestrator.execution.trial.resume_point); worker groups: Ray Train restarts the workers
         failure_config=ray.tune.FailureConfig(max_failures=ls.study.ray.max_failures if local_trials(ls) else 0),
     )
 
@@ -148,7 +148,7 @@ class Phases:
 
     def _cell_run(self, cell: Cell) -> str:
         """The cell's MLflow run, opened on its first piece of work (reopened on resume)."""
-        from .tracking import CELL, KIND, PHASE, cell_tags, cell_title
+        from orchestrator.tracking.tracker import CELL, KIND, PHASE, cell_tags, cell_title
 
         if cell.id not in self.cell_runs:
             self.cell_runs[cell.id] = self.tracker.reuse_or_create(
@@ -162,8 +162,8 @@ class Phases:
         it comes from as a tag. A selection that changed after an earlier attempt logged its
         params (a search cut short by ``time_budget_s``, resumed) cannot rewrite them
         (MLflow params are write-once): a tag names those keys."""
-        from .recorder import resolve_values
-        from .tracking import flatten_config
+        from orchestrator.execution.recorder import resolve_values
+        from orchestrator.tracking.tracker import flatten_config
 
         values = compose_run(self.ls, cell, params)
         resolved, _ = resolve_values(values)
@@ -175,10 +175,10 @@ class Phases:
         self.tracker.set_tags(run, tags)
 
     def _log_search_plots(self, cell: Cell, run: str) -> None:
-        """The cell's search as figures under its run (``search/``; :mod:`orchestrator.search_plots`)."""
+        """The cell's search as figures under its run (``search/``; :mod:`orchestrator.tracking.search_plots`)."""
         import tempfile
 
-        from .search_plots import draw
+        from orchestrator.tracking.search_plots import draw
 
         with tempfile.TemporaryDirectory() as d:
             try:
@@ -204,8 +204,8 @@ class Phases:
 
     def _halving(self, cell: Cell) -> Optional[tuple[int, int, float]]:
         """(epochs, grace period, reduction factor) where the study selects by successive
-        halving over the ledger's curves (orchestrator.halving); None under 'asha'."""
-        from .search import search_epochs
+        halving over the ledger's curves (orchestrator.ledger.halving); None under 'asha'."""
+        from orchestrator.execution.search import search_epochs
 
         b = self.ls.study.budget
         if b.scheduler != "halving":
@@ -232,7 +232,7 @@ class Phases:
     # ------------------------------------------------------------------ phase 1: search
 
     def search_phase(self) -> None:
-        """Every cell with search trials left, in one Tuner (see :mod:`orchestrator.search`)."""
+        """Every cell with search trials left, in one Tuner (see :mod:`orchestrator.execution.search`)."""
         todo: dict[int, int] = {}
         for cell in self.cells:
             n = len(self.results.select(cell=cell.id, phase="search"))
@@ -249,11 +249,11 @@ class Phases:
 
     def _search(self, todo: dict[int, int]) -> None:
         """``todo``: cell index -> trials still to run. One Tuner; per cell an Optuna study
-        (TPE) and ASHA brackets of its own (:class:`~orchestrator.search.CellSearch`)."""
+        (TPE) and ASHA brackets of its own (:class:`~orchestrator.execution.search.CellSearch`)."""
         import ray.tune
 
-        from .recorder import Job, Recorder
-        from .search import CellASHA, CellHalving, CellSearch, cell_search, cell_seed, search_epochs
+        from orchestrator.execution.recorder import Job, Recorder
+        from orchestrator.execution.search import CellASHA, CellHalving, CellSearch, cell_search, cell_seed, search_epochs
 
         storage = self.ledger.optuna_storage()
         b = self.ls.study.budget
@@ -318,7 +318,7 @@ class Phases:
     def final_jobs(self) -> list[Job]:
         """One job per cell with final seeds left: its selected configuration x those seeds,
         under its cell run (opened, the selection logged). Cells with none left finish here."""
-        from .recorder import Job
+        from orchestrator.execution.recorder import Job
 
         jobs: list[Job] = []
         for cell in self.cells:
@@ -351,7 +351,7 @@ class Phases:
         self.ray.ensure()
         import ray.tune
 
-        from .recorder import Recorder
+        from orchestrator.execution.recorder import Recorder
 
         spec = self._spec("final")
         spec["jobs"] = [

@@ -1,6 +1,6 @@
 """What a subcommand of ``orchestrate`` is: its one-line help, the function that adds its
 arguments and the one that runs it. Each module that has one defines ``SUBCOMMAND`` (or
-several) with this; :func:`orchestrator.cli.subcommands` imports them by name, so the CLI's
+several) with this; :func:`orchestrator.cli.app.subcommands` imports them by name, so the CLI's
 table of subcommands is written out in one place and no module imports the CLI back."""
 
 from __future__ import annotations

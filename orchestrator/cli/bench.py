@@ -7,7 +7,7 @@ import os
 import sys
 import textwrap
 
-from ..subcommand import Subcommand
+from orchestrator.cli.subcommand import Subcommand
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:

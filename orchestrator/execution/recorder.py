@@ -1,7 +1,7 @@
 """Driver-side Tune callback: every trial event -> MLflow run + results.csv row + progress line.
 
 Runs in the driver process (Tune calls callbacks from its event loop), so MLflow is written
-by one process through one :class:`~orchestrator.tracking.Tracker`. One *run* is one ptcore
+by one process through one :class:`~orchestrator.tracking.tracker.Tracker`. One *run* is one ptcore
 training run: a search trial has one, a final trial one per seed it trains.
 
 * trial start      -> MLflow run of its first ptcore run (params = resolved config, tags)
@@ -14,7 +14,7 @@ training run: a search trial has one, a final trial one per seed it trains.
                       status pruned (dev only), run FINISHED with tag ptcore.status=pruned
 * trial error      -> row status error + one-line reason, run FAILED
 * trial ended      -> its Ray Train run (checkpoints) deleted from the Ray storage: nothing
-                      reads it now (final checkpoints are MLflow artifacts; see orchestrator.disk)
+                      reads it now (final checkpoints are MLflow artifacts; see orchestrator.ledger.disk)
 * interrupted      -> :meth:`abort`: every open run ends KILLED (no row: resume re-runs it)
 """
 
@@ -30,13 +30,13 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
-from . import failpoints
-from . import results as R
-from .raysession import check_interrupt
-from .tracking import (
+from orchestrator.common import failpoints
+from orchestrator.ledger import results as R
+from orchestrator.execution.raysession import check_interrupt
+from orchestrator.tracking.tracker import (
     KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, compute_params, data_inputs, flatten_config, provenance_tags,
 )  # fmt: skip
-from .trial import BOOKKEEPING, CELL_KEY, error_line, lane_threads, searched_values, trial_error, with_threads
+from orchestrator.execution.trial import BOOKKEEPING, CELL_KEY, error_line, lane_threads, searched_values, trial_error, with_threads
 
 
 @dataclass
@@ -134,7 +134,7 @@ class Recorder(Callback):
                 jobs = self.packs[int(trial.config["job"])]
             else:
                 jobs = [self.search_job(int(trial.config[CELL_KEY]), searched_values(trial.config))]
-            # the threads the worker runs each run with (orchestrator.trial), so the params say what ran
+            # the threads the worker runs each run with (orchestrator.execution.trial), so the params say what ran
             threads = lane_threads(self.ls.study.resources.model_dump())
             ts = TrialState(trial.trial_id, {i: RunState(i, with_threads(v, threads), job)
                                              for i, (job, v) in enumerate(trial_runs(jobs))})
@@ -299,7 +299,7 @@ class Recorder(Callback):
     def _prune(self, trial_id: str) -> None:
         """The ended trial's Ray Train run: its rows are written and its final checkpoints
         logged to MLflow, so nothing reads its checkpoints any more."""
-        from .disk import prune_train_runs
+        from orchestrator.ledger.disk import prune_train_runs
 
         try:
             prune_train_runs(self.ls, trial_id)

@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from ptcore.fileio import write_json_atomic, write_text_atomic
 
-from . import results as R
-from .raysession import output_dir_busy
-from .study import StudyError
-from .tracking import OWNER, OWNER_DIR
+from orchestrator.ledger import results as R
+from orchestrator.execution.raysession import output_dir_busy
+from orchestrator.study import StudyError
+from orchestrator.tracking.tracker import OWNER, OWNER_DIR
 
 if TYPE_CHECKING:
-    from .study import Cell, LoadedStudy
+    from orchestrator.study import Cell, LoadedStudy
 
 
 def existing_work(out: Path) -> int:
@@ -171,12 +171,12 @@ class OutputDir:
         belong to another output directory, before anything is written or started: resuming
         from here would close that study's running MLflow runs and fail its running Optuna
         trials, and TPE would learn from its trials."""
-        from .stores import redact
+        from orchestrator.common.stores import redact
 
         uid = self.uid()
         uri = self.ls.mlflow_uri
         if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).is_file():
-            from .tracking import experiment_owner
+            from orchestrator.tracking.tracker import experiment_owner
 
             theirs = experiment_owner(uri, self.ls.experiment_name)
             if theirs and theirs[0] != uid:

@@ -6,9 +6,9 @@ trial, named ``<study>__<cell>__search-a<k>__<trial id>`` (search) and
 reported. None of them is read once the trial has ended:
 
 * ``--resume`` trusts the two ledgers, ``results.csv`` and the Optuna storage
-  (:mod:`orchestrator.ledger`), never Ray's checkpoints or Tune's snapshots;
+  (:mod:`orchestrator.ledger.outdir`), never Ray's checkpoints or Tune's snapshots;
 * a final run's checkpoint is logged to MLflow (``mlartifacts/``) the moment it reports
-  (:class:`~orchestrator.recorder.Recorder`), and the report reads ``results.csv`` and
+  (:class:`~orchestrator.execution.recorder.Recorder`), and the report reads ``results.csv`` and
   ``predictions/``;
 * search runs' checkpoints (the selected epoch's weights; every epoch's with worker groups
   or ``checkpoint_every_epoch``) have no reader at all: the selected configuration re-runs.
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
-    from .study import LoadedStudy
+    from orchestrator.study import LoadedStudy
 
 
 def train_run_pattern(study: str, cells: list[str], trial_id: Optional[str] = None) -> re.Pattern:

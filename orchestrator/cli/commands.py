@@ -1,6 +1,6 @@
 """``orchestrate study | validate | ui``: studies on Ray Tune/Train with MLflow tracking.
 
-Defines :data:`STUDY`, :data:`VALIDATE` and :data:`UI`, which :func:`orchestrator.cli.subcommands`
+Defines :data:`STUDY`, :data:`VALIDATE` and :data:`UI`, which :func:`orchestrator.cli.app.subcommands`
 imports by name.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 from ptcore.errors import PtcoreError
 
-from .subcommand import Subcommand
-from .study import LoadedStudy, final_seeds, load_study, preflight
+from orchestrator.cli.subcommand import Subcommand
+from orchestrator.study import LoadedStudy, final_seeds, load_study, preflight
 
 # measured on this 2-core CPU machine: CPU-s a Ray Train worker-group trial spends before it
 # trains (a controller and a worker process importing torch and transformers)
@@ -28,7 +28,7 @@ STARTUP_S = 29.0
 
 
 def _startup_line(ls: LoadedStudy, plan: dict[str, Any]) -> str:
-    from .trial import runs_locally
+    from orchestrator.execution.trial import runs_locally
 
     s = ls.study
     if runs_locally(s.resources.model_dump(), s.ray.trial_mode):
@@ -186,7 +186,7 @@ def handle_study(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(plan_lines(ls) + [f"  data check   {line}" for line in data] + [f"  warning      {n}" for n in notes]))
         return 0
-    from .runner import run_study
+    from orchestrator.execution.runner import run_study
 
     summary = run_study(ls, resume=args.resume, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
     print()
@@ -295,7 +295,7 @@ def experiment_links(uri: str, base: str, env: Optional[dict] = None) -> list[tu
 
 
 def handle_ui(args: argparse.Namespace) -> int:
-    from .stores import is_postgres, postgres_problem, redact, split_password
+    from orchestrator.common.stores import is_postgres, postgres_problem, redact, split_password
 
     uri = tracking_uri_for(args.target)
     env = None
@@ -310,7 +310,7 @@ def handle_ui(args: argparse.Namespace) -> int:
         return 0
     if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
         raise PtcoreError(f"{uri[len('sqlite:///'):]} does not exist yet: run the study first")
-    from .processes import check_port, run_process_tree
+    from orchestrator.execution.processes import check_port, run_process_tree
 
     check_port(args.host, args.port, "the MLflow UI")  # before anything starts: one line, exit 2
     cmd = ui_command(uri, args.host, args.port)

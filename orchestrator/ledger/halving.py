@@ -22,8 +22,8 @@ Talwalkar 2016, applied as soon as it is known):
   stopped on time. Stops, curves and selection are therefore the same in every run of the
   study, whatever the lanes' timing; only the compute spent on late stops varies.
 
-Nothing here imports Ray: the Tune scheduler (:class:`orchestrator.search.CellHalving`) and
-the selection over the ledger (:func:`orchestrator.results.best_search_row`) both call it.
+Nothing here imports Ray: the Tune scheduler (:class:`orchestrator.execution.search.CellHalving`) and
+the selection over the ledger (:func:`orchestrator.ledger.results.best_search_row`) both call it.
 """
 
 from __future__ import annotations

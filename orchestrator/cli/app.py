@@ -1,7 +1,7 @@
 """``orchestrate``: the command line.
 
 :func:`subcommands` lists every subcommand by name, importing each from its module
-(:class:`~orchestrator.subcommand.Subcommand`: help, add_arguments, handle); run, ls and env
+(:class:`~orchestrator.cli.subcommand.Subcommand`: help, add_arguments, handle); run, ls and env
 live here.
 Every user error (:class:`ptcore.errors.PtcoreError`) prints as one line on stderr and
 exits with status 2; nothing half-written is left behind (writes are atomic).
@@ -19,7 +19,7 @@ from typing import Optional
 
 from ptcore.errors import PtcoreError
 
-from .subcommand import Subcommand
+from orchestrator.cli.subcommand import Subcommand
 
 
 
@@ -151,7 +151,7 @@ def handle_run(args: argparse.Namespace) -> int:
     if args.output and os.path.exists(os.path.join(args.output, "result.json")) and not args.overwrite:
         raise PtcoreError(f"{args.output}/result.json exists; choose another --output, or pass --overwrite to replace it")
     if args.output:
-        from .study import unwritable
+        from orchestrator.study import unwritable
 
         why = unwritable(Path(args.output).expanduser().absolute())
         if why:  # found now, not after the training
@@ -289,8 +289,8 @@ ENV = Subcommand("print versions, git commit, devices and data directory (for bu
 
 def subcommands() -> dict[str, Subcommand]:
     """Every subcommand, in the order ``--help`` lists them, each imported from its module."""
-    from . import collect, commands, report
-    from .bench import cli as bench
+    from orchestrator.cli import collect, commands, report
+    from orchestrator.cli import bench
 
     return {
         "run": RUN, "study": commands.STUDY, "validate": commands.VALIDATE, "ls": LS, "ui": commands.UI,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ContextManager, Optional
 
 if TYPE_CHECKING:
-    from .study import LoadedStudy
+    from orchestrator.study import LoadedStudy
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -165,7 +165,7 @@ class LocalRayLock:
             return None, False
 
     def __enter__(self) -> "LocalRayLock":
-        from .study import StudyError
+        from orchestrator.study import StudyError
 
         fd, writable = self._open()
         if fd is None:

@@ -24,11 +24,11 @@ from tabulate import tabulate
 from ptcore.config import HASH_ONLY_IF_SET, flat_settings, hashed_settings, settings_hash
 from ptcore.errors import PtcoreError
 
-from .subcommand import Subcommand
+from orchestrator.cli.subcommand import Subcommand
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a table is built: `orchestrate ls` and --help never pay for pandas
-from .report.labels import method_key, method_label, readable_params, task_labels
+from orchestrator.common.labels import method_key, method_label, readable_params, task_labels
 
 SEED_KEYS = ("seed", "data_seed")  # what varies between the seeds of one configuration
 RESULT_KEYS = ("task", "method", "seed", "config", "dev", "trainable_pct", "wall_s")  # what collect reads (+ val or test)

@@ -10,7 +10,7 @@ the row's ``predictions`` column names the file (relative to the output director
 ``data_json`` records the run's data budget (split sizes, notes, max_length, epochs, ...).
 
 ``dev_curve`` is the run's dev score after each epoch (a JSON list): the selection of a search
-cell (:func:`best_search_row`, :mod:`orchestrator.halving`) is computed from these curves, so it
+cell (:func:`best_search_row`, :mod:`orchestrator.ledger.halving`) is computed from these curves, so it
 is the same whatever order the trials reported in.
 
 Statuses: ``ok`` (trained to the end; val/test reported), ``pruned`` (stopped early by
@@ -224,12 +224,12 @@ def best_search_row(rows: Iterable[dict[str, Any]], halving: Optional[tuple[int,
 
     ``halving`` = (epochs, grace_period, reduction_factor): where the rows carry their
     ``dev_curve``, the trial whose curve, read up to the rung where successive halving stops
-    it, has the best dev score (:func:`orchestrator.halving.select`: independent of the order
+    it, has the best dev score (:func:`orchestrator.ledger.halving.select`: independent of the order
     trials reported in). Otherwise (older ledgers, no halving): the highest dev_primary among
     runs that produced one (ties: earliest)."""
     rows = [r for r in rows if r.get("phase") == "search"]
     if halving is not None:
-        from .halving import select
+        from orchestrator.ledger.halving import select
 
         usable = [r for r in rows if r.get("dev_curve")]
         if usable and len(usable) == len([r for r in rows if r.get("status") != "error"]):

@@ -15,7 +15,7 @@ so cells finish one after another while trials of neighbouring cells overlap.
 (:func:`optuna_space`; TPE seeded by :func:`cell_seed`: the study seed and the cell's id, so
 cells with the same space do not all draw the same first points, plus the trials its Optuna
 study already holds, so a resumed search draws new points) and an ``ASHAScheduler`` on ``dev_primary``.
-The Optuna studies themselves are a ledger of the output dir (:mod:`orchestrator.ledger`).
+The Optuna studies themselves are a ledger of the output dir (:mod:`orchestrator.ledger.outdir`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Optional
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from .trial import CELL_KEY  # index of the trial's cell in the study's cell list
+from orchestrator.execution.trial import CELL_KEY  # index of the trial's cell in the study's cell list
 
 if TYPE_CHECKING:
-    from .halving import Halving
-    from .study import Cell
+    from orchestrator.ledger.halving import Halving
+    from orchestrator.study import Cell
 
 
 class CellSearch(Searcher):
@@ -70,7 +70,7 @@ class CellSearch(Searcher):
             self.searchers[cell].on_trial_complete(trial_id, result=result, error=error)
 
     # Resume does not go through Tune's experiment snapshots: results.csv and the Optuna
-    # storage are the ledgers (see orchestrator.ledger). Nothing to pickle here.
+    # storage are the ledgers (see orchestrator.ledger.outdir). Nothing to pickle here.
     def save(self, checkpoint_path: str) -> None:
         pass
 
@@ -80,7 +80,7 @@ class CellSearch(Searcher):
 
 class CellHalving(FIFOScheduler):
     """Successive halving per cell, decided from the cell's dev scores alone
-    (:class:`orchestrator.halving.Halving`): a trial is stopped once halving's verdict on it is
+    (:class:`orchestrator.ledger.halving.Halving`): a trial is stopped once halving's verdict on it is
     certain, whatever order the trials report in. ``cells``: cell index -> its ``Halving``."""
 
     def __init__(self, cells: dict[int, "Halving"]):
@@ -240,7 +240,7 @@ def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int,
                 prior: Optional[list[dict]] = None) -> tuple[Searcher, Any]:
     """A cell's Optuna searcher (TPE with ``seed``, its study ``study_name`` in ``storage``)
     and its early stopping: with ``budget.scheduler == 'halving'`` a
-    :class:`~orchestrator.halving.Halving` over the cell's ``n`` trials, which already knows the
+    :class:`~orchestrator.ledger.halving.Halving` over the cell's ``n`` trials, which already knows the
     curves of the cell's ``prior`` search rows (a resumed search); with 'asha' Ray's
     ``ASHAScheduler`` (``budget``: the grace period and reduction factor)."""
     import optuna
@@ -263,9 +263,9 @@ def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int,
 
 
 def halving_for(epochs: int, budget, n: int, prior: list[dict]) -> "Halving":
-    """A cell's :class:`~orchestrator.halving.Halving`: its rungs below ``epochs``, ``n`` trials in
+    """A cell's :class:`~orchestrator.ledger.halving.Halving`: its rungs below ``epochs``, ``n`` trials in
     all, and the per-epoch dev scores of the search rows it already has in the ledger."""
-    from .halving import Halving, rungs
+    from orchestrator.ledger.halving import Halving, rungs
 
     h = Halving(n=n, milestones=rungs(epochs, budget.grace_period, budget.reduction_factor),
                 reduction_factor=budget.reduction_factor)

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 if TYPE_CHECKING:
-    from .study import Cell
+    from orchestrator.study import Cell
 
 KIND, CELL, PHASE, TRIAL, RUN_INDEX, SEED = (
     "ptcore.kind",
@@ -61,11 +61,11 @@ KIND, CELL, PHASE, TRIAL, RUN_INDEX, SEED = (
 )
 TASK, METHOD, BACKBONE, REGIME = "ptcore.task", "ptcore.method", "ptcore.backbone", "ptcore.regime"
 # on the MLflow experiment (a tag) and each cell's Optuna study (a user attribute): the output
-# directory whose study they are (its id, orchestrator.ledger.OutputDir.uid) and its path
+# directory whose study they are (its id, orchestrator.ledger.outdir.OutputDir.uid) and its path
 OWNER, OWNER_DIR = "ptcore.study_uid", "ptcore.output_dir"
 # The experiment's kind, as MLflow 3 classifies experiments: model training, not GenAI. In
 # mlflow 3.17.2 the UI's view is chosen by the page's URL (workflowType=machine_learning, which
-# `orchestrate ui` prints, see orchestrator.commands.MODEL_TRAINING_VIEW), not by this tag:
+# `orchestrate ui` prints, see orchestrator.cli.commands.MODEL_TRAINING_VIEW), not by this tag:
 # seen in headless Chromium. The tag and value of the UI's ExperimentKind enum (mlflow 3.17.2,
 # mlflow/server/js/build/static/js/main.c2f5f8d4.js: CUSTOM_MODEL_DEVELOPMENT="custom_model_development",
 # read from the tag "mlflow.experimentKind"; also mlflow/assistant/skills/mlflow-onboarding/SKILL.md)
@@ -74,7 +74,7 @@ NOTE = "mlflow.note.content"  # an experiment's (or run's) description in the UI
 
 
 # run settings logged only where set: ``threads`` unset is torch's default, which says nothing;
-# a trial's runs set it (orchestrator.trial.with_threads), a cell's selection does not
+# a trial's runs set it (orchestrator.execution.trial.with_threads), a cell's selection does not
 LOGGED_IF_SET = ("threads",)
 
 
@@ -103,8 +103,8 @@ def _param_str(v: Any) -> str:
 def cell_title(cell: Cell) -> str:
     """A cell's run name, task first: ``CB · P-Tuning v2 · MiniLM-L6``, its regime appended
     outside the full one; a multi-task cell's tasks joined by '+' (``CB+SST-2``). The labels
-    are the report's (:mod:`orchestrator.report.labels`: no torch or matplotlib)."""
-    from .report.labels import method_label, task_labels
+    are the report's (:mod:`orchestrator.common.labels`: no torch or matplotlib)."""
+    from orchestrator.common.labels import method_label, task_labels
 
     tasks = cell.task.split("+")
     labels = task_labels(tasks)
@@ -224,7 +224,7 @@ class Tracker:
         file, a PostgreSQL database) keeps the experiment's artifacts (MLflow's default
         would be ``./mlruns`` under the working directory). ``tags``: the experiment's, set
         when it is created and brought up to date when it is reused: those that mark it as one
-        output directory's (:meth:`orchestrator.ledger.OutputDir.check_owner`), its kind and
+        output directory's (:meth:`orchestrator.ledger.outdir.OutputDir.check_owner`), its kind and
         description (:func:`experiment_tags`)."""
         _quiet_mlflow()
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")

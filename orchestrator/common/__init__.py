@@ -1,0 +1,2 @@
+"""Leaf modules every room may import: display labels, store URLs, failpoints. They import
+only ptcore and the standard library."""
