@@ -12,7 +12,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
+from .methods import get_method, make_method_config, method_fields
 from .methods.config_base import MethodConfig
+from .tasks import get_task
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -97,8 +99,6 @@ class RunConfig(BaseModel):
     @classmethod
     def _method_options(cls, value: Any, info: ValidationInfo) -> Any:
         """A mapping of options -> the config class of the run's ``method`` (the discriminator)."""
-        from .methods import get_method, make_method_config
-
         method = info.data.get("method")
         if method is None:  # `method` itself failed validation: pydantic reports that
             return value
@@ -114,8 +114,6 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names(self) -> "RunConfig":
-        from .tasks import get_task
-
         names = task_names(self.task)
         for name in names:
             get_task(name)
@@ -136,8 +134,6 @@ class RunConfig(BaseModel):
 
     def resolved(self) -> dict[str, Any]:
         """Everything that determines the run, method defaults filled in."""
-        from .methods import get_method
-
         d = self.model_dump()  # method_args: every option of the method, defaults filled in
         if d["lr"] is None:
             d["lr"] = get_method(self.method).config_cls.default_lr
@@ -238,8 +234,6 @@ def parse_value(text: str) -> Any:
 
 def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` pairs to a raw config dict; keys are run settings or method options."""
-    from .methods import method_fields
-
     out = dict(base)
     out["method_args"] = dict(out.get("method_args") or {})
     m_fields = method_fields(out.get("method", "ptuning_v2"))

@@ -34,6 +34,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from .errors import TrainingError
+
 
 @dataclass
 class Dist:
@@ -131,8 +133,6 @@ def spawn(world: int, fn: Callable[..., Any], *args: Any, port: Optional[int] = 
     for p in procs:
         p.join()
     if errors:
-        from .errors import TrainingError
-
         raise TrainingError("data-parallel run failed: " + "; ".join(errors))
     return [results[r] for r in range(world)]
 

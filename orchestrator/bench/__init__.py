@@ -6,6 +6,7 @@ one training step as ptcore's loop takes it. Modules, one job each:
 * ``peak.py``          the measured fp32 matmul peak (MFU's denominator)
 * ``flops.py``         useful FLOPs of one step, counted explicitly (the convention is there)
 * ``workload.py``      backbone spec, synthetic batch, building a method + its AdamW step
+* ``contenders.py``    a contender from a job: a ptcore method (workload.py) or a PEFT peer
 * ``steps.py``         interleaved step timing → step_ms, tokens/s, MFU, ratio to fine-tuning
 * ``memory.py``        peak memory per method, each alone in a fresh subprocess
 * ``peft_peer.py``     the PEFT methods on the same backbone/batch (or why they cannot run)
@@ -13,7 +14,11 @@ one training step as ptcore's loop takes it. Modules, one job each:
 * ``orchestration.py`` per-trial fixed cost of a Ray study, from two study sizes
 * ``report.py``        provenance and the printed tables
 
-Nothing here is imported by ``orchestrate --help``; heavy imports happen inside the functions.
+Nothing here is imported by ``orchestrate --help``; heavy imports happen inside the functions:
+the package imports without torch (``orchestrate bench --cli`` imports it, and so does every
+process the bench starts). ``memory.py`` (and ``large.py``, which uses it) is imported when
+it is used: it runs as ``python -m orchestrator.bench.memory``, and a module the package
+imported first would run twice there (runpy warns).
 """
 
 from __future__ import annotations
@@ -24,6 +29,16 @@ import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from ptcore.fileio import write_json_atomic
+
+from orchestrator.bench.contenders import build_contender
+from orchestrator.bench.orchestration import bench_orchestration
+from orchestrator.bench.peak import matmul_peak_gflops
+from orchestrator.bench.peft_peer import Unsupported, one_line, peer_jobs, peft_version
+from orchestrator.bench.report import meta
+from orchestrator.bench.steps import summarize, time_interleaved
+from orchestrator.bench.workload import DEFAULT_MODEL, Workload, describe_backbone, job_key, load_spec_backbone, ptcore_jobs
 
 DEFAULT_OUTPUT = "reports/bench/bench.json"
 QUICK = {"repeats": 3, "warmup": 1, "peak_sizes": (2048,), "peak_repeats": 3}
@@ -93,12 +108,7 @@ def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, devic
          output, log) -> dict[str, Any]:  # fmt: skip
     import torch
 
-    from orchestrator.bench.memory import measure_memory
-    from orchestrator.bench.peak import matmul_peak_gflops
-    from orchestrator.bench.peft_peer import Unsupported, one_line, peer_jobs
-    from orchestrator.bench.report import meta
-    from orchestrator.bench.steps import summarize, time_interleaved
-    from orchestrator.bench.workload import DEFAULT_MODEL, Workload, build_contender, describe_backbone, job_key, load_spec_backbone, ptcore_jobs
+    from orchestrator.bench.memory import measure_memory  # deferred: memory runs as `python -m` (module docstring)
 
     say = log or (lambda s: None)
     t_start = time.perf_counter()
@@ -180,20 +190,16 @@ def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, devic
     # ---- BERT-base-sized memory
     if large:
         say("BERT-base-sized peak memory: finetune vs ptuning_v2 ...")
-        from orchestrator.bench.large import bench_large
+        from orchestrator.bench.large import bench_large  # deferred: memory runs as `python -m` (module docstring)
 
         result["large"] = bench_large(wl, dev, memory_steps, torch.get_num_threads(), isolate_memory, large_config)
 
     # ---- orchestration
     if orchestration:
         say("orchestration: two tiny studies ...")
-        from orchestrator.bench.orchestration import bench_orchestration
-
         result["orchestration"] = bench_orchestration(quick, data_dir, log=say)
     else:
         result["orchestration"] = {"skipped": True}
-
-    from orchestrator.bench.peft_peer import peft_version
 
     result["meta"] = meta(
         quick=quick, device=dev, batch=batch, length=length, padding=padding, repeats=repeats, warmup=warmup,
@@ -204,8 +210,6 @@ def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, devic
     )  # fmt: skip
     result = _clean(result)
     if output:
-        from ptcore.fileio import write_json_atomic
-
         write_json_atomic(Path(output), result)
     return result
 

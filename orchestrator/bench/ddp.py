@@ -17,6 +17,10 @@ import statistics
 import time
 from typing import Any, Callable, Optional
 
+from ptcore.config import make_run_config
+
+from orchestrator.bench.workload import DEFAULT_MODEL, Workload, load_spec_backbone, make_batch
+
 METHODS = {"finetune": {}, "ptuning_v2": {"prompt_length": 16}}
 
 
@@ -24,12 +28,9 @@ def _steps(method: str, method_args: dict, spec: dict, batch: int, length: int, 
     """In one rank (or the single worker): median seconds of the data-parallel step."""
     import torch
 
-    from ptcore.config import make_run_config
-    from ptcore.distributed import Dist
-    from ptcore.model import build_model
-    from ptcore.train import make_optimizer, split_batch
-
-    from orchestrator.bench.workload import Workload, load_spec_backbone, make_batch
+    from ptcore.distributed import Dist  # deferred: pulls torch (orchestrator.bench docstring)
+    from ptcore.model import build_model  # deferred: pulls torch (orchestrator.bench docstring)
+    from ptcore.train import make_optimizer, split_batch  # deferred: pulls torch (orchestrator.bench docstring)
 
     dist = Dist.current()
     backbone = load_spec_backbone(spec)
@@ -62,9 +63,7 @@ def measure_ddp(workers: tuple[int, ...] = (1, 2), *, spec: Optional[dict] = Non
                 warmup: int = 2, repeats: int = 7, log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
     import torch
 
-    from ptcore.distributed import spawn
-
-    from orchestrator.bench.workload import DEFAULT_MODEL
+    from ptcore.distributed import spawn  # deferred: pulls torch (orchestrator.bench docstring)
 
     spec = spec or {"model": DEFAULT_MODEL}
     say = log or (lambda s: None)

@@ -41,6 +41,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from orchestrator.bench.contenders import build_contender
+from orchestrator.bench.peft_peer import Unsupported, one_line
+from orchestrator.bench.workload import Workload, job_key, load_spec_backbone
+
 MB = 2**20
 
 
@@ -131,9 +135,6 @@ def measure_job(job: dict[str, Any], backbone, workload, device: str = "cpu", st
     """Peak memory of ``steps`` training steps of one job (see the module docstring)."""
     import torch
 
-    from orchestrator.bench.peft_peer import Unsupported, one_line
-    from orchestrator.bench.workload import build_contender
-
     cuda = str(device).startswith("cuda")
     try:
         c = build_contender(job, backbone, workload, device, check=False)
@@ -185,8 +186,6 @@ def prime(jobs: list[dict], layers: int, workload, device: str = "cpu") -> None:
     PEFT's lazy imports) then do not land on whichever job happens to be measured first."""
     from dataclasses import replace
 
-    from orchestrator.bench.workload import load_spec_backbone
-
     tiny = load_spec_backbone({"random": {
         "vocab_size": 200, "hidden_size": 32, "num_hidden_layers": layers, "num_attention_heads": 2,
         "intermediate_size": 64, "max_position_embeddings": 512,
@@ -200,8 +199,6 @@ def measure_in_process(
     backbone_spec: dict, jobs: list[dict], workload, device: str = "cpu", steps: int = 2, backbone=None, primed: bool = False
 ) -> dict[str, Any]:
     """``primed``: this process has already trained these kinds of models (else ``prime`` first)."""
-    from orchestrator.bench.workload import job_key, load_spec_backbone
-
     backbone = backbone if backbone is not None else load_spec_backbone(backbone_spec)
     gc.collect()
     gc.freeze()  # what exists now (modules, the backbone) is never garbage: keep each job's gc.collect() short
@@ -260,8 +257,6 @@ def _main() -> None:
     warnings.filterwarnings("ignore")
     req = json.loads(sys.stdin.read())
     import torch
-
-    from orchestrator.bench.workload import Workload
 
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))

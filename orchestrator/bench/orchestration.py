@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.bench.peft_peer import one_line
+from orchestrator.execution.runner import run_study
+from orchestrator.study import load_study
 
 LANES = 2
 
@@ -184,9 +186,6 @@ def read_results(path: Path) -> tuple[int, float, dict[str, int]]:
 
 def run_one(path: Path, log=None) -> dict[str, Any]:
     """Run one study file and measure it."""
-    from orchestrator.execution.runner import run_study
-    from orchestrator.study import load_study
-
     ls = load_study(path)
     with TreeCpu() as cpu:
         t0 = time.perf_counter()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from orchestrator.bench.workload import STEPS, Contender, make_batch
+
 # name -> builder(peft module, hidden size, prompt length) -> PeftConfig (task_type is set by the caller)
 PEERS: dict[str, Callable[[Any, int, int], Any]] = {
     "prefix_tuning": lambda peft, h, l: peft.PrefixTuningConfig(num_virtual_tokens=l),
@@ -66,10 +68,8 @@ def peft_contender(name: str, peer: str, backbone, workload, device="cpu", check
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from ptcore.model import count_params
-    from ptcore.train import make_optimizer
-
-    from orchestrator.bench.workload import STEPS, Contender, make_batch
+    from ptcore.model import count_params  # deferred: pulls torch (orchestrator.bench docstring)
+    from ptcore.train import make_optimizer  # deferred: pulls torch (orchestrator.bench docstring)
 
     if peer not in PEERS:
         raise Unsupported(f"no PEFT peer named {peer!r} (known: {', '.join(PEERS)})")

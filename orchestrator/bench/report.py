@@ -6,6 +6,8 @@ import os
 import time
 from typing import Any, Optional
 
+from ptcore import runinfo
+
 from orchestrator.execution.progress import fmt_value
 
 
@@ -47,8 +49,6 @@ def meta(**settings: Any) -> dict[str, Any]:
     import platform
 
     import torch
-
-    from ptcore import runinfo
 
     git = runinfo.git_info()
     dev = settings.get("device", "cpu")

@@ -17,6 +17,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
 
+from ptcore.backbones import backbone_from_model, load_backbone
+from ptcore.config import make_run_config
+from ptcore.methods import make_method_config
+from ptcore.tasks import get_task
+
+from orchestrator.bench.flops import EncoderDims, plan_for, real_lengths, step_flops
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 STEPS = 10_000  # the LR schedule's length: the bench's few steps stay in its warmup
 BERT_BASE = {
@@ -71,13 +78,9 @@ def load_spec_backbone(spec: dict[str, Any]):
         import torch
         from transformers import AutoModel, BertConfig
 
-        from ptcore.backbones import backbone_from_model
-
         torch.manual_seed(int(spec.get("seed", 0)))
         model = AutoModel.from_config(BertConfig(**spec["random"]))
         return backbone_from_model(model, None, name=spec.get("name", "random-bert"))
-    from ptcore.backbones import load_backbone
-
     return load_backbone(spec.get("model", DEFAULT_MODEL), spec.get("layers"))
 
 
@@ -108,8 +111,6 @@ def _special_ids(backbone) -> tuple[int, int, int]:
 def make_batch(backbone, workload: Workload, device="cpu") -> dict[str, Any]:
     """Synthetic classification batch (see the module docstring)."""
     import torch
-
-    from ptcore.tasks import get_task
 
     g = torch.Generator().manual_seed(workload.seed)
     b, t = workload.batch, workload.length
@@ -150,11 +151,8 @@ def ptcore_contender(
     ``run_args``: run settings beyond the workload's (e.g. ``kernels``)."""
     import torch
 
-    from ptcore.config import make_run_config
-    from ptcore.model import build_model, count_params
-    from ptcore.train import make_optimizer
-
-    from orchestrator.bench.flops import EncoderDims, plan_for, real_lengths, step_flops
+    from ptcore.model import build_model, count_params  # deferred: pulls torch (orchestrator.bench docstring)
+    from ptcore.train import make_optimizer  # deferred: pulls torch (orchestrator.bench docstring)
 
     cfg = make_run_config(
         {"task": workload.task, "method": method, "method_args": dict(method_args), "seed": workload.seed, "batch_size": workload.batch, **(run_args or {})}
@@ -189,19 +187,7 @@ def ptcore_contender(
 
 def make_method_args(method: str, method_args: dict[str, Any]) -> dict[str, Any]:
     """The method's options with its defaults filled in (what the FLOP plan reads)."""
-    from ptcore.methods import make_method_config
-
     return make_method_config(method, method_args).model_dump()
-
-
-def build_contender(job: dict[str, Any], backbone, workload: Workload, device="cpu", check: bool = True) -> Contender:
-    """A contender from a job spec: ``{"name", "family": "ptcore", "method", "method_args"}``
-    or ``{"name", "family": "peft", "peft": peer name}``."""
-    if job["family"] == "peft":
-        from orchestrator.bench.peft_peer import peft_contender
-
-        return peft_contender(job["name"], job["peft"], backbone, workload, device, check=check)
-    return ptcore_contender(job["name"], job["method"], job.get("method_args", {}), backbone, workload, device, job.get("run_args"))
 
 
 # ------------------------------------------------------------------ which methods

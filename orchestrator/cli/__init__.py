@@ -1,3 +1,3 @@
 """The command line: one module per subcommand, the only room that parses arguments
-(``orchestrate run|study|report|ui|validate|ls|collect|bench|env``). The entry point is
-:func:`orchestrator.cli.app.main`."""
+(``orchestrate run|study|validate|ls|ui|report|collect|bench|env``, each in the module of that
+name). The entry point is :func:`orchestrator.cli.app.main`."""

@@ -1,13 +1,30 @@
-"""``orchestrate bench``: argument parsing only (imports nothing heavy, so ``--help`` stays fast)."""
+"""``orchestrate bench``: benchmark every method's step time, memory and MFU against fine-tuning
+and PEFT, and the orchestration overhead (the work is in :mod:`orchestrator.bench`, imported when it runs)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import textwrap
 
+from ptcore.config import DEFAULT_MODEL
+from ptcore.fileio import write_json_atomic
+
 from orchestrator.cli.subcommand import Subcommand
+
+EPILOG = textwrap.dedent(
+    """\
+    examples:
+      orchestrate bench --quick                          # ~5 min on 2 CPU cores
+      PTCORE_DATA_DIR=../shared/data orchestrate bench   # the full bench -> reports/bench/bench.json
+      orchestrate bench --no-orchestration --batch 32 --length 256 --output /tmp/b.json
+
+    Run it on an otherwise idle machine: timings, MFU and the orchestration CPU figures
+    all assume nothing else competes for the cores.
+    """
+)
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
@@ -32,34 +49,17 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                    help="only the light commands' wall time (--help, ls, validate) in fresh processes (-> reports/bench/cli.json)")
     p.add_argument("--ddp", action="store_true",
                    help="only the data-parallel step: 1 vs 2 gloo workers, fine-tuning and P-Tuning v2 (-> reports/bench/ddp.json)")
-    p.epilog = textwrap.dedent(
-        """\
-        examples:
-          orchestrate bench --quick                          # ~5 min on 2 CPU cores
-          PTCORE_DATA_DIR=../shared/data orchestrate bench   # the full bench -> reports/bench/bench.json
-          orchestrate bench --no-orchestration --batch 32 --length 256 --output /tmp/b.json
-
-        Run it on an otherwise idle machine: timings, MFU and the orchestration CPU figures
-        all assume nothing else competes for the cores.
-        """
-    )
 
 
 def handle_bench(args: argparse.Namespace) -> int:
-    import json
-
-    from orchestrator.bench import DEFAULT_OUTPUT, run_bench
-    from orchestrator.bench.report import tables
+    from orchestrator.bench import DEFAULT_OUTPUT, run_bench  # deferred for startup time: bench modules load only when it runs
+    from orchestrator.bench.report import tables  # deferred for startup time: bench modules load only when it runs
 
     spec = None
     if args.model or args.layers:
-        from ptcore.config import DEFAULT_MODEL
-
         spec = {"model": args.model or DEFAULT_MODEL, "layers": args.layers}
     if args.cli:
-        from ptcore.fileio import write_json_atomic
-
-        from orchestrator.bench.cli_time import cli_table, measure_cli
+        from orchestrator.bench.cli_time import cli_table, measure_cli  # deferred for startup time: bench modules load only when it runs
 
         res = measure_cli(repeats=args.repeats or 5, log=lambda line: print(line, file=sys.stderr, flush=True))
         output = args.output or os.path.join(os.path.dirname(DEFAULT_OUTPUT), "cli.json")
@@ -68,9 +68,7 @@ def handle_bench(args: argparse.Namespace) -> int:
         print(f"wrote {output}", file=sys.stderr)
         return 0
     if args.ddp:
-        from ptcore.fileio import write_json_atomic
-
-        from orchestrator.bench.ddp import ddp_table, measure_ddp
+        from orchestrator.bench.ddp import ddp_table, measure_ddp  # deferred for startup time: bench modules load only when it runs
 
         res = measure_ddp(spec=spec, batch=args.batch, length=args.length, repeats=args.repeats or 7,
                           warmup=2 if args.warmup is None else args.warmup, log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -94,5 +92,5 @@ def handle_bench(args: argparse.Namespace) -> int:
 
 SUBCOMMAND = Subcommand(
     "benchmark step time, memory and MFU of every method vs fine-tuning and PEFT; orchestration overhead",
-    add_bench_args, handle_bench,
+    add_bench_args, handle_bench, EPILOG,
 )

@@ -29,6 +29,7 @@ from orchestrator.cli.subcommand import Subcommand
 if TYPE_CHECKING:
     import pandas as pd  # imported where a table is built: `orchestrate ls` and --help never pay for pandas
 from orchestrator.common.labels import method_key, method_label, readable_params, task_labels
+from orchestrator.ledger.cells import seed_stats
 
 SEED_KEYS = ("seed", "data_seed")  # what varies between the seeds of one configuration
 RESULT_KEYS = ("task", "method", "seed", "config", "dev", "trainable_pct", "wall_s")  # what collect reads (+ val or test)
@@ -114,17 +115,17 @@ def task_label(task: str) -> str:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over each group's seeds (sample std; 0 for one seed), per reported split."""
+    """Mean ± std over each group's seeds (sample std, :func:`orchestrator.ledger.cells.seed_stats`;
+    none for one seed), per reported split."""
     g = df.groupby(["task", "method", "label", "group", "split"], sort=False)
     out = g.agg(
         seeds=("seed", "count"),
         mean=("score", "mean"),
-        std=("score", "std"),
+        std=("score", lambda xs: seed_stats(list(xs)).std),
         dev_mean=("dev", "mean"),
         trainable_pct=("trainable_pct", "mean"),
         wall_s=("wall_s", "mean"),
     ).reset_index()
-    out = out.fillna({"std": 0.0})
     order = out.apply(lambda r: (r.task, method_key(r.method), r.label, r.split), axis=1)
     return out.loc[order.sort_values().index].reset_index(drop=True)
 

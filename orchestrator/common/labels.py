@@ -11,6 +11,8 @@ import zlib
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from ptcore.methods import METHODS, display_order
+from ptcore.tasks import TASKS
+from ptcore.tasks.kinds import kind_registry
 
 MISSING = "–"  # en dash: no value (markdown); LaTeX writes "--"
 
@@ -106,8 +108,6 @@ def has_label_set(kind: Optional[str]) -> bool:
     """Whether a task kind's predictions are labels from a fixed set, so that a majority class
     and chance exist: the kind says (``Kind.has_label_set``, ptcore.tasks.kinds); a kind this
     checkout does not know has none."""
-    from ptcore.tasks.kinds import kind_registry
-
     kinds = kind_registry()
     return kind in kinds and kinds.get(kind).has_label_set
 
@@ -119,8 +119,6 @@ def metric_label(m: Optional[str]) -> str:
 def task_spec(task: str):
     """The registered task (ptcore.tasks), or None for a task this checkout does not know."""
     try:
-        from ptcore.tasks import TASKS
-
         return TASKS.get(task) if task in TASKS else None
     except Exception:  # noqa: BLE001 - a label is cosmetic; never fail the report on it
         return None

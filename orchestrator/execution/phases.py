@@ -20,6 +20,10 @@ What each phase runs is what the ledgers lack (:mod:`orchestrator.ledger.outdir`
 Tune experiment names are stable: ``<study>__search-a<attempt>`` and
 ``<study>__final-a<attempt>`` (attempt counts live in ``state/``); Ray Train runs are
 ``<study>__<cell>__search-a<attempt>__<trial id>`` and ``<study>__final-a<attempt>__p<pack>__<trial id>``.
+
+The recorder and the search import Ray at module level; this module imports them inside the
+methods that need them, so the runner and this module load without Ray (a study refused before
+any work, a busy output dir or machine, never imports it).
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from orchestrator.ledger import results as R
+from orchestrator.ledger.results import FINAL, SEARCH
 from orchestrator.ledger.outdir import OutputDir, close_stale_optuna
 from orchestrator.execution.progress import Progress
 from orchestrator.execution.raysession import RaySession
 from orchestrator.study import Cell, LoadedStudy, compose_run, final_seeds, pack_runs
 from orchestrator.ledger.summary import cell_summary, done_line, selection_line, summary_metrics
-from orchestrator.execution.trial import merge_params
+from orchestrator.execution.trial import merge_params, runs_locally, trial_fn
+from orchestrator.tracking.search_plots import draw
+from orchestrator.tracking.tracker import CELL, KIND, PHASE, cell_tags, cell_title, flatten_config
 
 if TYPE_CHECKING:
     from orchestrator.execution.recorder import Job
@@ -70,8 +77,6 @@ def run_spec(ls: LoadedStudy, phase: str, train_env: dict[str, str]) -> dict[str
 
 
 def local_trials(ls: LoadedStudy) -> bool:
-    from orchestrator.execution.trial import runs_locally
-
     return runs_locally(ls.study.resources.model_dump(), ls.study.ray.trial_mode)
 
 
@@ -79,8 +84,6 @@ def trainable(ls: LoadedStudy, spec: dict[str, Any]):
     """Local mode: the trial process trains, so it holds the worker's CPUs (and GPUs).
     Worker groups: the trial only drives its Train run (no CPU); the workers hold them."""
     import ray.tune
-
-    from orchestrator.execution.trial import trial_fn
 
     res = ls.study.resources
     if local_trials(ls):
@@ -99,7 +102,7 @@ def tune_run_config(ls: LoadedStudy, name: str, recorder):
         callbacks=[recorder],
         verbose=0,
         # local mode: the trial process trains, so Tune retries it (it continues from its last
-        # epoch, orchestrator.execution.trial.resume_point); worker groups: Ray Train restarts the workers
+        # epoch, orchestrator.execution.worker.resume_point); worker groups: Ray Train restarts the workers
         failure_config=ray.tune.FailureConfig(max_failures=ls.study.ray.max_failures if local_trials(ls) else 0),
     )
 
@@ -148,8 +151,6 @@ class Phases:
 
     def _cell_run(self, cell: Cell) -> str:
         """The cell's MLflow run, opened on its first piece of work (reopened on resume)."""
-        from orchestrator.tracking.tracker import CELL, KIND, PHASE, cell_tags, cell_title
-
         if cell.id not in self.cell_runs:
             self.cell_runs[cell.id] = self.tracker.reuse_or_create(
                 cell_title(cell), {KIND: "cell", CELL: cell.id}, {**self.tags, **cell_tags(cell), PHASE: "cell"}, parent=self.study_run
@@ -162,8 +163,7 @@ class Phases:
         it comes from as a tag. A selection that changed after an earlier attempt logged its
         params (a search cut short by ``time_budget_s``, resumed) cannot rewrite them
         (MLflow params are write-once): a tag names those keys."""
-        from orchestrator.execution.recorder import resolve_values
-        from orchestrator.tracking.tracker import flatten_config
+        from orchestrator.execution.recorder import resolve_values  # deferred: pulls Ray (module docstring)
 
         values = compose_run(self.ls, cell, params)
         resolved, _ = resolve_values(values)
@@ -178,8 +178,6 @@ class Phases:
         """The cell's search as figures under its run (``search/``; :mod:`orchestrator.tracking.search_plots`)."""
         import tempfile
 
-        from orchestrator.tracking.search_plots import draw
-
         with tempfile.TemporaryDirectory() as d:
             try:
                 written, skipped = draw(self.ls.optuna_storage, self.ls.optuna_study_name(cell), Path(d))
@@ -192,7 +190,7 @@ class Phases:
 
     def _seeds_left(self, cell: Cell, source: Optional[str]) -> list[int]:
         src = source or "fixed"
-        done = {int(r["seed"]) for r in self.results.select(cell=cell.id, phase="final") if r.get("source_trial") == src}
+        done = {int(r["seed"]) for r in self.results.select(cell=cell.id, phase=FINAL) if r.get("source_trial") == src}
         return [s for s in final_seeds(self.ls.study, cell) if s not in done]
 
     def _selection(self, cell: Cell) -> tuple[Optional[dict], str, dict]:
@@ -205,7 +203,7 @@ class Phases:
     def _halving(self, cell: Cell) -> Optional[tuple[int, int, float]]:
         """(epochs, grace period, reduction factor) where the study selects by successive
         halving over the ledger's curves (orchestrator.ledger.halving); None under 'asha'."""
-        from orchestrator.execution.search import search_epochs
+        from orchestrator.execution.search import search_epochs  # deferred: pulls Ray (module docstring)
 
         b = self.ls.study.budget
         if b.scheduler != "halving":
@@ -235,7 +233,7 @@ class Phases:
         """Every cell with search trials left, in one Tuner (see :mod:`orchestrator.execution.search`)."""
         todo: dict[int, int] = {}
         for cell in self.cells:
-            n = len(self.results.select(cell=cell.id, phase="search"))
+            n = len(self.results.select(cell=cell.id, phase=SEARCH))
             remaining = self._targets(cell) - n
             if remaining > 0:
                 todo[cell.index] = remaining
@@ -252,8 +250,8 @@ class Phases:
         (TPE) and ASHA brackets of its own (:class:`~orchestrator.execution.search.CellSearch`)."""
         import ray.tune
 
-        from orchestrator.execution.recorder import Job, Recorder
-        from orchestrator.execution.search import CellASHA, CellHalving, CellSearch, cell_search, cell_seed, search_epochs
+        from orchestrator.execution.recorder import Job, Recorder  # deferred: pulls Ray (module docstring)
+        from orchestrator.execution.search import CellASHA, CellHalving, CellSearch, cell_search, cell_seed, search_epochs  # deferred: pulls Ray (module docstring)
 
         storage = self.ledger.optuna_storage()
         b = self.ls.study.budget
@@ -274,7 +272,7 @@ class Phases:
                 self.ledger.claim_optuna(storage, study_name, self.uid)
             searchers[index], schedulers[index] = cell_search(
                 cell, storage=storage, study_name=study_name, seed=cell_seed(b.seed, cell.id, n_before), epochs=epochs, budget=b,
-                n=self._targets(cell), prior=self.results.select(cell=cell.id, phase="search"),
+                n=self._targets(cell), prior=self.results.select(cell=cell.id, phase=SEARCH),
             )
 
         def search_job(index: int, params: dict) -> Job:
@@ -282,7 +280,7 @@ class Phases:
             return Job(cell, self._cell_run(cell), [merge_params(spec["cells"][index]["base"], params)], params)
 
         self.recorder = Recorder(
-            study=self.ls, phase="search", tracker=self.tracker, results=self.results, progress=self.progress,
+            study=self.ls, phase=SEARCH, tracker=self.tracker, results=self.results, progress=self.progress,
             common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, epochs=epochs_max,
             search_job=search_job, on_recorded=self._search_recorded,
         )
@@ -305,7 +303,7 @@ class Phases:
 
     def _search_recorded(self, cell: Cell) -> None:
         """After each search row: a cell whose trials are all in has its selection now."""
-        n = len(self.results.select(cell=cell.id, phase="search"))
+        n = len(self.results.select(cell=cell.id, phase=SEARCH))
         if n < self._targets(cell) or self.ledger.state(cell).get("search_done_rows") == n:
             return
         best, source, params = self._selection(cell)
@@ -318,7 +316,7 @@ class Phases:
     def final_jobs(self) -> list[Job]:
         """One job per cell with final seeds left: its selected configuration x those seeds,
         under its cell run (opened, the selection logged). Cells with none left finish here."""
-        from orchestrator.execution.recorder import Job
+        from orchestrator.execution.recorder import Job  # deferred: pulls Ray (module docstring)
 
         jobs: list[Job] = []
         for cell in self.cells:
@@ -351,14 +349,14 @@ class Phases:
         self.ray.ensure()
         import ray.tune
 
-        from orchestrator.execution.recorder import Recorder
+        from orchestrator.execution.recorder import Recorder  # deferred: pulls Ray (module docstring)
 
         spec = self._spec("final")
         spec["jobs"] = [
             {"runs": [v for job in pack for v in job.runs], "run_prefix": f"{name}__p{k:03d}"} for k, pack in enumerate(packs)
         ]
         self.recorder = Recorder(
-            study=self.ls, phase="final", tracker=self.tracker, results=self.results, progress=self.progress,
+            study=self.ls, phase=FINAL, tracker=self.tracker, results=self.results, progress=self.progress,
             common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, packs=packs,
             epochs=int(jobs[0].runs[0].get("epochs", 10)), on_recorded=self._on_final_recorded,
         )
@@ -384,7 +382,7 @@ class Phases:
         multi-task run above a single task's and a few-shot run below both."""
         per_epoch: dict[str, dict[str, float]] = {}  # cell -> trial id -> search wall seconds per epoch
         for c in self.cells:
-            for r in self.results.select(cell=c.id, phase="search"):
+            for r in self.results.select(cell=c.id, phase=SEARCH):
                 if r.get("wall_s") is not None and r.get("epochs_run"):
                     per_epoch.setdefault(c.id, {})[str(r.get("trial_id"))] = float(r["wall_s"]) / float(r["epochs_run"])
 

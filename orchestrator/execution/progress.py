@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from typing import Any, Callable, Optional
+from orchestrator.ledger.results import ERROR, FINAL, SEARCH
 
 HEARTBEAT_S = 30.0
 
@@ -85,12 +86,12 @@ class Progress:
 
     def run_done(self, phase: str, trial_id: str, row: dict[str, Any], params: dict[str, Any]) -> None:
         dev, cell = row.get("dev_primary"), str(row.get("cell"))
-        if phase == "search" and dev is not None and row.get("status") != "error" and dev > self.best.get(cell, float("-inf")):
+        if phase == SEARCH and dev is not None and row.get("status") != ERROR and dev > self.best.get(cell, float("-inf")):
             self.best[cell] = dev
-        what = f"{cell} seed {row.get('seed')}" if phase == "final" else f"{cell} trial {trial_id}"
-        detail = row.get("error") if row.get("status") == "error" else f"dev {_fmt(dev)} val {_fmt(row.get('val_primary'))}"
-        extra = f" ({_short_params(params)})" if params and phase == "search" else ""
-        best = f" | cell best dev {_fmt(self.best[cell])}" if phase == "search" and cell in self.best else ""
+        what = f"{cell} seed {row.get('seed')}" if phase == FINAL else f"{cell} trial {trial_id}"
+        detail = row.get("error") if row.get("status") == ERROR else f"dev {_fmt(dev)} val {_fmt(row.get('val_primary'))}"
+        extra = f" ({_short_params(params)})" if params and phase == SEARCH else ""
+        best = f" | cell best dev {_fmt(self.best[cell])}" if phase == SEARCH and cell in self.best else ""
         self.say(f"{self.cell_label}  {what} {row.get('status')}: {detail}{extra}{best}")
 
     def heartbeat(self, force: bool = False) -> None:

@@ -29,10 +29,10 @@ import signal
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ContextManager, Optional
+from typing import Any, ContextManager, Optional
 
-if TYPE_CHECKING:
-    from orchestrator.study import LoadedStudy
+from orchestrator.ledger.outdir import output_dir_busy, pid_alive
+from orchestrator.study import LoadedStudy, StudyError
 
 
 class StudyInterrupted(KeyboardInterrupt):
@@ -103,23 +103,6 @@ def machine_lock_path() -> Path:
     return Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / LOCK_NAME
 
 
-def _pid_alive(pid: Any) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, TypeError, ProcessLookupError):
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def output_dir_busy(path: Path, pid: Any) -> str:
-    """The one line for a second driver on a study's output dir."""
-    who = f" (pid {pid})" if pid else ""
-    return (f"{path}: another `orchestrate study`{who} is running on this output dir; "
-            f"wait for it to finish (or stop it), or pass --output-dir DIR for a separate study")
-
-
 class LocalRayLock:
     """Held while a study runs with a local Ray (``flock``: the kernel releases it when the
     driver dies, ``kill -9`` too). The file holds the holder's pid, study name, output dir and
@@ -165,8 +148,6 @@ class LocalRayLock:
             return None, False
 
     def __enter__(self) -> "LocalRayLock":
-        from orchestrator.study import StudyError
-
         fd, writable = self._open()
         if fd is None:
             return self
@@ -177,10 +158,10 @@ class LocalRayLock:
             other: dict = {}
             for _ in range(10):  # its holder writes its record right after taking the lock
                 other = self.holder()
-                if _pid_alive(other.get("pid")):
+                if pid_alive(other.get("pid")):
                     break
                 time.sleep(0.05)
-            if _pid_alive(other.get("pid")) and not self.allow_second:
+            if pid_alive(other.get("pid")) and not self.allow_second:
                 raise StudyError(self.refusal(other)) from None
             return self  # held by what a dead driver left behind, or a second Ray asked for (--address local)
         if not writable:  # free, but we could not record ourselves: hold nothing rather than a nameless lock

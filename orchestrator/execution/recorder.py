@@ -30,13 +30,19 @@ from typing import Any, Callable, Optional
 
 from ray.tune import Callback
 
+from ptcore.config import make_run_config
+from ptcore.errors import PtcoreError
+
 from orchestrator.common import failpoints
 from orchestrator.ledger import results as R
+from orchestrator.ledger.disk import prune_train_runs
+from orchestrator.ledger.results import ERROR, FINAL, SEARCH
 from orchestrator.execution.raysession import check_interrupt
 from orchestrator.tracking.tracker import (
     KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, compute_params, data_inputs, flatten_config, provenance_tags,
 )  # fmt: skip
-from orchestrator.execution.trial import BOOKKEEPING, CELL_KEY, error_line, lane_threads, searched_values, trial_error, with_threads
+from orchestrator.execution.trial import BOOKKEEPING, CELL_KEY, error_line, searched_values, trial_error
+from orchestrator.execution.worker import lane_threads, with_threads
 
 
 @dataclass
@@ -77,9 +83,6 @@ def trial_runs(jobs: list[Job]) -> list[tuple[Job, dict[str, Any]]]:
 
 def resolve_values(values: dict[str, Any]) -> tuple[Optional[dict], Optional[str]]:
     """The resolved config + hash the worker will compute (same ptcore code), for params."""
-    from ptcore.config import make_run_config
-    from ptcore.errors import PtcoreError
-
     try:
         cfg = make_run_config(values)
         return cfg.resolved(), cfg.config_hash()
@@ -100,9 +103,9 @@ def fetch_checkpoint(path: str, storage_path: str) -> tuple[str, bool]:
 
 
 class Recorder(Callback):
-    """``phase="search"``: a trial's config holds a cell's searched values and the cell's
+    """``phase=SEARCH``: a trial's config holds a cell's searched values and the cell's
     index (``search.CELL_KEY``); ``search_job(index, params)`` makes its :class:`Job`.
-    ``phase="final"``: ``packs``; a trial's config is ``{"job": k}`` and it trains the
+    ``phase=FINAL``: ``packs``; a trial's config is ``{"job": k}`` and it trains the
     jobs of ``packs[k]`` one run after another."""
 
     def __init__(self, *, study, phase: str, tracker, results, progress, common_tags: dict[str, str], storage_path: str = "",
@@ -130,7 +133,7 @@ class Recorder(Callback):
     def _trial(self, trial) -> TrialState:
         ts = self.trials.get(trial.trial_id)
         if ts is None:
-            if self.phase == "final":
+            if self.phase == FINAL:
                 jobs = self.packs[int(trial.config["job"])]
             else:
                 jobs = [self.search_job(int(trial.config[CELL_KEY]), searched_values(trial.config))]
@@ -145,7 +148,7 @@ class Recorder(Callback):
         if rs.mlflow_id is None:
             rs.resolved, rs.config_hash = resolve_values(rs.values)
             seed = rs.values.get("seed", 0)
-            name = f"{cell_title(rs.job.cell)} · " + (f"seed {seed}" if self.phase == "final" else f"trial {ts.trial_id}")
+            name = f"{cell_title(rs.job.cell)} · " + (f"seed {seed}" if self.phase == FINAL else f"trial {ts.trial_id}")
             tags = {
                 **self.common_tags,
                 KIND: "run",
@@ -175,7 +178,7 @@ class Recorder(Callback):
 
     def _progress_what(self, ts: TrialState, rs: RunState, epoch: Any) -> str:
         total = rs.values.get("epochs") or self.epochs or "?"
-        if self.phase == "final":
+        if self.phase == FINAL:
             return f"{rs.job.cell.id} seed {rs.values.get('seed')} epoch {epoch}/{total}"
         return f"{rs.job.cell.id} {ts.trial_id} epoch {epoch}/{total}"
 
@@ -211,7 +214,7 @@ class Recorder(Callback):
         res = json.loads(result["result_json"])
         predictions = res.pop("predictions", None)  # per-item metric inputs: a file beside the ledger, not a tag
         row = R.row_from_result(self._row(ts, rs), res)
-        if predictions and self.phase == "final":
+        if predictions and self.phase == FINAL:
             row["predictions"] = R.write_predictions(self.results.path.parent, rs.job.cell.id, ts.trial_id, rs.index, predictions)
         summary = {k: v for k, v in row.items() if R.is_metric_column(k) or k in ("dev_primary", "val_primary", "test_primary")}
         # dev_* of the selected (best) epoch as best_dev_*: the per-epoch dev_* curves stay clean
@@ -226,7 +229,7 @@ class Recorder(Callback):
         if res.get("data_notes"):
             tags["ptcore.data_notes"] = "; ".join(res["data_notes"])
         self.tracker.set_tags(run_id, tags)
-        if self.phase == "final" and result.get("checkpoint_path"):
+        if self.phase == FINAL and result.get("checkpoint_path"):
             limit = self.ls.study.tracking.max_checkpoint_mb
             size = float(res.get("checkpoint_bytes") or 0) / 1e6
             if limit is not None and size > limit:  # result.json still goes to MLflow; the weights do not
@@ -264,7 +267,7 @@ class Recorder(Callback):
         for rs in sorted(ts.runs.values(), key=lambda r: r.index):
             if rs.done:
                 continue
-            if status != "error" and rs.mlflow_id is None and not rs.history:
+            if status != ERROR and rs.mlflow_id is None and not rs.history:
                 continue  # never started
             run_id = self._open(ts, rs)
             row = R.row_from_history(self._row(ts, rs), rs.history, rs.resolved, rs.config_hash, self.git)
@@ -274,14 +277,14 @@ class Recorder(Callback):
                 row["error"] = error
             self.results.add(row)
             self.tracker.set_tags(run_id, {"ptcore.status": status, **({"ptcore.error": error} if error else {})})
-            self.tracker.end(run_id, "FAILED" if status == "error" else "FINISHED")
+            self.tracker.end(run_id, "FAILED" if status == ERROR else "FINISHED")
             rs.done = True
-            if status == "error":
+            if status == ERROR:
                 self.errors += 1
             self.progress.run_done(self.phase, ts.trial_id, row, rs.job.params)
             if self.on_recorded:
                 self.on_recorded(rs.job.cell)
-            if status == "error":
+            if status == ERROR:
                 break
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -299,8 +302,6 @@ class Recorder(Callback):
     def _prune(self, trial_id: str) -> None:
         """The ended trial's Ray Train run: its rows are written and its final checkpoints
         logged to MLflow, so nothing reads its checkpoints any more."""
-        from orchestrator.ledger.disk import prune_train_runs
-
         try:
             prune_train_runs(self.ls, trial_id)
         except OSError:  # pragma: no cover - best effort; the end-of-study sweep tries again

@@ -27,8 +27,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Optional
 
+from ptcore import runinfo
 from ptcore.errors import PtcoreError
 
+from orchestrator.ledger.disk import prune_train_runs, usage_line
 from orchestrator.ledger.outdir import OutputDir, existing_work
 from orchestrator.execution.phases import Phases, local_trials, run_spec, trainable
 from orchestrator.execution.progress import Progress
@@ -36,6 +38,8 @@ from orchestrator.execution.raysession import RaySession, check_interrupt, resto
 from orchestrator.common.stores import is_sqlite, redact
 from orchestrator.study import LoadedStudy
 from orchestrator.ledger.summary import cell_summary
+from orchestrator.ledger.results import ERROR
+from orchestrator.tracking.tracker import KIND, Tracker, experiment_owner, experiment_tags, provenance_tags, study_tags
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +70,6 @@ class StudyRunner:
     # ------------------------------------------------------------------ setup
 
     def _common_tags(self) -> dict[str, str]:
-        from ptcore import runinfo
-
-        from orchestrator.tracking.tracker import provenance_tags
-
         self.git = runinfo.git_info()
         self.versions = runinfo.versions()
         return {
@@ -84,7 +84,7 @@ class StudyRunner:
     def run(self) -> list[dict[str, Any]]:
         self.ledger.check(self.resume)
         # a shared database: its experiment and Optuna studies of this name are not another output dir's
-        self.ledger.check_owner(self.cells)
+        self.ledger.check_owner(self.cells, experiment_owner)
         # before anything is written or started: another study's local Ray on this machine
         # (refused, unless --address local), then another driver on this output dir
         with self.ray.machine_lock(), self.ledger.lock():
@@ -94,11 +94,9 @@ class StudyRunner:
     def _run_locked(self) -> list[dict[str, Any]]:
         tune_env_defaults()
         self.uid = self.ledger.snapshot(self.resume, self.progress.say)
-        from orchestrator.tracking.tracker import KIND, Tracker, experiment_tags, study_tags
-
         self.results = self.ledger.results()
         if self.retry_failed:
-            n = self.results.drop(status="error")
+            n = self.results.drop(status=ERROR)
             if n:
                 self.progress.say(f"--retry-failed: {n} failed run(s) will run again")
         exp_tags = {**self.ledger.owner(self.uid), **experiment_tags(self.ls.study.description)}
@@ -144,16 +142,12 @@ class StudyRunner:
             self.ray.shutdown()
             self._prune()
         if status == "FINISHED":
-            from orchestrator.ledger.disk import usage_line
-
             self.progress.say(usage_line(self.out, self.ls.storage_path))
         return self.summary
 
     def _prune(self) -> None:
         """Every Ray Train run of the study left in its storage (an attempt cut short by
         ``kill -9``, a trial Tune never reported ended): nothing reads them (see orchestrator.ledger.disk)."""
-        from orchestrator.ledger.disk import prune_train_runs
-
         try:
             prune_train_runs(self.ls)
         except OSError as e:  # pragma: no cover - never hide the original error

@@ -22,13 +22,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Optional
 
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.execution.trial import CELL_KEY  # index of the trial's cell in the study's cell list
+from orchestrator.ledger.halving import Halving, rungs
 
 if TYPE_CHECKING:
-    from orchestrator.ledger.halving import Halving
     from orchestrator.study import Cell
 
 
@@ -83,7 +85,7 @@ class CellHalving(FIFOScheduler):
     (:class:`orchestrator.ledger.halving.Halving`): a trial is stopped once halving's verdict on it is
     certain, whatever order the trials report in. ``cells``: cell index -> its ``Halving``."""
 
-    def __init__(self, cells: dict[int, "Halving"]):
+    def __init__(self, cells: dict[int, Halving]):
         super().__init__()
         self.cells = cells
         self.stopped = 0
@@ -131,11 +133,18 @@ class CellHalving(FIFOScheduler):
 
 
 class CellASHA(FIFOScheduler):
-    """ASHA per cell: ``schedulers`` maps a cell index to its own ``ASHAScheduler``."""
+    """ASHA per cell: ``schedulers`` maps a cell index to its own ``ASHAScheduler``.
+
+    What it needs to know is counted here, in Tune's public hooks, not read from ASHA's private
+    state: ``live``, the trials handed to a cell's ASHA and not yet completed or removed (ASHA's
+    hooks fail with a KeyError on a trial it no longer holds), and ``stopped``, the STOP
+    decisions ASHA returned (what its own ``num_stopped`` counts)."""
 
     def __init__(self, schedulers: dict[int, ASHAScheduler]):
         super().__init__()
         self.schedulers = schedulers
+        self.live: set[str] = set()
+        self.stopped = 0
 
     def _of(self, trial) -> Optional[ASHAScheduler]:
         return self.schedulers.get(trial.config.get(CELL_KEY))
@@ -147,14 +156,21 @@ class CellASHA(FIFOScheduler):
         s = self._of(trial)
         if s is not None:
             s.on_trial_add(tune_controller, trial)
+            self.live.add(trial.trial_id)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         s = self._of(trial)
-        return s.on_trial_result(tune_controller, trial, result) if s is not None else TrialScheduler.CONTINUE
+        if s is None or trial.trial_id not in self.live:
+            return TrialScheduler.CONTINUE
+        action = s.on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP:
+            self.stopped += 1
+        return action
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         s = self._of(trial)
-        if s is not None and trial.trial_id in s._trial_info:
+        if s is not None and trial.trial_id in self.live:
+            self.live.discard(trial.trial_id)
             s.on_trial_complete(tune_controller, trial, result)
 
     def on_trial_error(self, tune_controller, trial) -> None:
@@ -162,12 +178,12 @@ class CellASHA(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller, trial) -> None:
         s = self._of(trial)
-        if s is not None and trial.trial_id in s._trial_info:
+        if s is not None and trial.trial_id in self.live:
+            self.live.discard(trial.trial_id)
             s.on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        stopped = sum(s._num_stopped for s in self.schedulers.values())
-        return f"ASHA per cell ({len(self.schedulers)} cells): {stopped} trial(s) stopped early"
+        return f"ASHA per cell ({len(self.schedulers)} cells): {self.stopped} trial(s) stopped early"
 
     def save(self, checkpoint_path: str) -> None:
         pass
@@ -180,8 +196,6 @@ class CellASHA(FIFOScheduler):
 
 
 def optuna_space(search: dict) -> dict:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
     space = {}
     for key, sp in search.items():
         if sp.type == "int":
@@ -195,27 +209,40 @@ def optuna_space(search: dict) -> dict:
     return space
 
 
-def _make_optuna_search():
-    from ray.tune.search.optuna import OptunaSearch
+class _Search(OptunaSearch):
+    """OptunaSearch that records the Tune trial id on each Optuna trial (to cross-reference:
+    :mod:`orchestrator.ledger.outdir` matches the Optuna trials of a resumed search to its rows).
 
-    class _Search(OptunaSearch):
-        """OptunaSearch that records the Tune trial id on each Optuna trial (to cross-reference)."""
+    Public API only: the space is handed to Ray as a define-by-run function (:meth:`_define`),
+    which receives the Optuna trial, and :meth:`suggest` tells it the Tune trial id first. The
+    function suggests the same distributions in the same order as Ray's ``ask(fixed_distributions=
+    space)`` does for a dict space, so a seeded sampler draws the same points."""
 
-        def suggest(self, trial_id):
-            cfg = super().suggest(trial_id)
-            ot = getattr(self, "_ot_trials", {}).get(trial_id)
-            if ot is not None:
-                try:
-                    ot.set_user_attr("tune_trial_id", trial_id)
-                except Exception:  # pragma: no cover - optional bookkeeping
-                    pass
-            return cfg
+    def __init__(self, *, space: dict, **kwargs):
+        self.distributions = dict(space)
+        self.asking: Optional[str] = None  # the Tune trial id being suggested for
+        super().__init__(space=self._define, **kwargs)
 
-    return _Search
+    def _define(self, ot_trial) -> None:
+        for name, dist in self.distributions.items():
+            if isinstance(dist, CategoricalDistribution):
+                ot_trial.suggest_categorical(name, dist.choices)
+            elif isinstance(dist, IntDistribution):
+                ot_trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+            else:
+                ot_trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+        if self.asking is not None:
+            try:
+                ot_trial.set_user_attr("tune_trial_id", self.asking)
+            except Exception:  # pragma: no cover - optional bookkeeping
+                pass
 
-
-def _OptunaSearch(**kwargs):
-    return _make_optuna_search()(**kwargs)
+    def suggest(self, trial_id):
+        self.asking = trial_id
+        try:
+            return super().suggest(trial_id)
+        finally:
+            self.asking = None
 
 
 def search_epochs(cell: Cell, base: dict[str, Any]) -> int:
@@ -245,7 +272,7 @@ def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int,
     ``ASHAScheduler`` (``budget``: the grace period and reduction factor)."""
     import optuna
 
-    searcher = _OptunaSearch(
+    searcher = _Search(
         space=optuna_space(cell.method.search),
         metric="dev_primary",
         mode="max",
@@ -262,11 +289,9 @@ def cell_search(cell: Cell, *, storage, study_name: str, seed: int, epochs: int,
     return searcher, scheduler
 
 
-def halving_for(epochs: int, budget, n: int, prior: list[dict]) -> "Halving":
+def halving_for(epochs: int, budget, n: int, prior: list[dict]) -> Halving:
     """A cell's :class:`~orchestrator.ledger.halving.Halving`: its rungs below ``epochs``, ``n`` trials in
     all, and the per-epoch dev scores of the search rows it already has in the ledger."""
-    from orchestrator.ledger.halving import Halving, rungs
-
     h = Halving(n=n, milestones=rungs(epochs, budget.grace_period, budget.reduction_factor),
                 reduction_factor=budget.reduction_factor)
     for r in prior:

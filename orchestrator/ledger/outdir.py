@@ -29,17 +29,37 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ptcore.fileio import write_json_atomic, write_text_atomic
 
+from orchestrator.common.stores import redact
 from orchestrator.ledger import results as R
-from orchestrator.execution.raysession import output_dir_busy
+from orchestrator.ledger.results import SEARCH
 from orchestrator.study import StudyError
-from orchestrator.tracking.tracker import OWNER, OWNER_DIR
 
 if TYPE_CHECKING:
     from orchestrator.study import Cell, LoadedStudy
+
+
+OWNER, OWNER_DIR = "ptcore.study_uid", "ptcore.output_dir"  # the tags/attributes that mark a study's stores as its own
+
+
+def pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, TypeError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def output_dir_busy(path: Path, pid: Any) -> str:
+    """The one line for a second driver on a study's output dir."""
+    who = f" (pid {pid})" if pid else ""
+    return (f"{path}: another `orchestrate study`{who} is running on this output dir; "
+            f"wait for it to finish (or stop it), or pass --output-dir DIR for a separate study")
 
 
 def existing_work(out: Path) -> int:
@@ -166,18 +186,16 @@ class OutputDir:
     def owner(self, uid: str) -> dict[str, str]:
         return {OWNER: uid, OWNER_DIR: str(self.path)}
 
-    def check_owner(self, cells: list[Cell]) -> None:
+    def check_owner(self, cells: list[Cell], experiment_owner: Callable[[str, str], Optional[tuple[str, str]]]) -> None:
         """Refuse stores (a shared database) whose experiment or Optuna studies of this name
         belong to another output directory, before anything is written or started: resuming
         from here would close that study's running MLflow runs and fail its running Optuna
-        trials, and TPE would learn from its trials."""
-        from orchestrator.common.stores import redact
-
+        trials, and TPE would learn from its trials. ``experiment_owner(uri, experiment)``
+        reads the MLflow experiment's owner tags (:func:`orchestrator.tracking.tracker.experiment_owner`;
+        passed in: the ledger does not import tracking, which mirrors it)."""
         uid = self.uid()
         uri = self.ls.mlflow_uri
         if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///") :]).is_file():
-            from orchestrator.tracking.tracker import experiment_owner
-
             theirs = experiment_owner(uri, self.ls.experiment_name)
             if theirs and theirs[0] != uid:
                 raise StudyError(
@@ -245,7 +263,7 @@ def close_stale_optuna(storage, study_name: str, rows: list[dict]) -> int:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         return 0
-    dev = {str(r["trial_id"]): r.get("dev_primary") for r in rows if r.get("phase") == "search"}
+    dev = {str(r["trial_id"]): r.get("dev_primary") for r in rows if r.get("phase") == SEARCH}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         value = dev.get(str(t.user_attrs.get("tune_trial_id")))
         if value is not None:

@@ -28,6 +28,8 @@ from typing import Any, Iterable, Optional
 
 from ptcore.fileio import atomic_write, write_json_atomic  # standard library only: reading the ledger needs no torch
 
+from orchestrator.ledger.halving import select as halving_select
+
 COLUMNS = [
     "study", "cell", "backbone", "model", "layers", "total_params", "task", "method", "method_label", "regime",
     "phase", "trial_id", "run_index", "seed", "status",
@@ -41,7 +43,9 @@ NUMERIC = {
     "layers", "total_params", "run_index", "seed", "dev_primary", "val_primary", "test_primary", "best_epoch",
     "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes", "wall_s", "train_s", "train_examples",
 }  # fmt: skip
-STATUSES = ("ok", "pruned", "error")
+OK, PRUNED, ERROR = "ok", "pruned", "error"  # a row's status
+STATUSES = (OK, PRUNED, ERROR)
+SEARCH, FINAL = "search", "final"  # a row's phase
 
 
 def _num(v: Any) -> Any:
@@ -166,7 +170,7 @@ def row_from_result(row: dict[str, Any], result: dict[str, Any]) -> dict[str, An
     """Fill a row from ptcore's ``train()`` result record (status ok)."""
     git = result.get("git") or {}
     row.update(
-        status="ok",
+        status=OK,
         layers=result.get("layers", row.get("layers")),
         total_params=result.get("total_params"),
         trainable_params=result.get("trainable_params"),
@@ -227,16 +231,15 @@ def best_search_row(rows: Iterable[dict[str, Any]], halving: Optional[tuple[int,
     it, has the best dev score (:func:`orchestrator.ledger.halving.select`: independent of the order
     trials reported in). Otherwise (older ledgers, no halving): the highest dev_primary among
     runs that produced one (ties: earliest)."""
-    rows = [r for r in rows if r.get("phase") == "search"]
+    rows = [r for r in rows if r.get("phase") == SEARCH]
     if halving is not None:
-        from orchestrator.ledger.halving import select
 
         usable = [r for r in rows if r.get("dev_curve")]
-        if usable and len(usable) == len([r for r in rows if r.get("status") != "error"]):
-            return select(rows, *halving)
+        if usable and len(usable) == len([r for r in rows if r.get("status") != ERROR]):
+            return halving_select(rows, *halving)
     best = None
     for r in rows:
-        if r.get("status") == "error" or r.get("dev_primary") is None:
+        if r.get("status") == ERROR or r.get("dev_primary") is None:
             continue
         if best is None or r["dev_primary"] > best["dev_primary"]:
             best = r

@@ -9,10 +9,11 @@ finished in this invocation or in an earlier one.
 from __future__ import annotations
 
 import json
-import statistics
 from typing import TYPE_CHECKING, Any, Optional
 
 from orchestrator.ledger import results as R
+from orchestrator.ledger.cells import cell_finals, seed_runs, seed_stats
+from orchestrator.ledger.results import ERROR, OK, PRUNED, SEARCH
 
 if TYPE_CHECKING:
     from orchestrator.study import Cell
@@ -28,26 +29,25 @@ def R_fmt(v: Any) -> str:
 
 def cell_summary(cell: Cell, rows: list[dict[str, Any]], target: int, seeds: list[int],
                  halving: Optional[tuple[int, int, float]] = None) -> dict[str, Any]:
-    search = [r for r in rows if r["phase"] == "search"]
+    search = [r for r in rows if r["phase"] == SEARCH]
     best = R.best_search_row(rows, halving)
-    source = best["trial_id"] if best else "fixed"
-    finals = [r for r in rows if r["phase"] == "final" and r.get("source_trial") == source]
-    ok = [r for r in finals if r["status"] == "ok"]
-    vals = [r["val_primary"] for r in ok if r.get("val_primary") is not None]
-    tests = [r["test_primary"] for r in ok if r.get("test_primary") is not None]
+    finals = cell_finals(rows)
+    ok = [r for r in finals if r["status"] == OK]
+    val = seed_stats([r["val_primary"] for r in seed_runs(finals) if r.get("val_primary") is not None])
+    test = seed_stats([r["test_primary"] for r in seed_runs(finals) if r.get("test_primary") is not None])
     params = json.loads(best["params_json"]) if best and best.get("params_json") else {}
     return {
         "cell": cell.id,
         "backbone": cell.backbone.display(),
         "task": cell.task,
         "method": cell.method.display(),
-        "search": f"{sum(r['status'] == 'ok' for r in search)}/{sum(r['status'] == 'pruned' for r in search)}/{sum(r['status'] == 'error' for r in search)}",
+        "search": f"{sum(r['status'] == OK for r in search)}/{sum(r['status'] == PRUNED for r in search)}/{sum(r['status'] == ERROR for r in search)}",
         "best_dev": best["dev_primary"] if best else None,
         "best_params": _params_str(params),
         "final_ok": len(ok),
-        "val_mean": statistics.fmean(vals) if vals else None,
-        "val_std": statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None),
-        "test_mean": statistics.fmean(tests) if tests else None,
+        "val_mean": val.mean,
+        "val_std": val.std,
+        "test_mean": test.mean,
         "trainable_pct": ok[0].get("trainable_pct") if ok else None,
         "done": len(search) >= target and len({int(r["seed"]) for r in finals}) >= len(seeds) and len(ok) == len(finals),
     }

@@ -44,10 +44,12 @@ from ptcore.fileio import write_bytes_atomic
 from orchestrator.common import failpoints
 
 from orchestrator.report.build import Report, build_report
+from orchestrator.report.contrasts import as_record
 from orchestrator.report.latex import render_fragments, render_latex
 from orchestrator.report.ledger import LEDGER_DIR, build_provenance, committed_ledger, provenance_record, read_provenance, versions_note, write_ledger
 from orchestrator.report.load import StudyResults, load_study
 from orchestrator.report.markdown import render_markdown
+from orchestrator.report.plots import plot_scale
 
 __all__ = ["Report", "StudyResults", "build_report", "load_study", "render_markdown", "render_latex", "write_report",
            "write_files", "render", "render_fragments", "OUTPUTS",
@@ -59,8 +61,6 @@ REPORT_DIR = "report"  # the default report directory, inside the study's output
 
 def render(rep: Report) -> dict[str, bytes]:
     """Every file of the report: ``{name: bytes}``."""
-    from orchestrator.report.plots import plot_scale
-
     fragments = render_fragments(rep)
     files = {"results.md": render_markdown(rep).encode(), "results.tex": render_latex(rep, fragments).encode()}
     files.update({name: text.encode() for name, text in fragments.items()})
@@ -73,8 +73,6 @@ def render(rep: Report) -> dict[str, bytes]:
 def contrasts_csv(rep: Report) -> bytes:
     import csv
     import io
-
-    from orchestrator.report.contrasts import as_record
 
     records = [as_record(c, rep.settings) for c in rep.contrasts]
     cols = list(dict.fromkeys(k for r in records for k in r))

@@ -13,11 +13,17 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
+from ptcore import runinfo
+from ptcore.backbones import pretraining_overlap
+from ptcore.metrics import METRICS
+
 from orchestrator.report import stats
 from orchestrator.report.contrasts import ContrastRow, ContrastSettings, settings_of, test_contrasts
 from orchestrator.report.regimes import RegimeTable, build_regimes
-from orchestrator.common.labels import BASELINE, backbone_short, has_label_set, human_count, method_key, method_label, span, task_labels, task_spec
+from orchestrator.common.labels import BASELINE, backbone_short, has_label_set, human_count, method_key, method_label, readable_params, span, task_labels, task_spec
 from orchestrator.report.load import ERROR, OK, PRUNED, StudyResults
+from orchestrator.ledger.cells import study_finals
+from orchestrator.ledger.results import FINAL, SEARCH, best_search_row
 
 SPLITS = ("train", "dev", "val", "test")
 # config keys that differ between trials without being hyperparameters
@@ -272,8 +278,6 @@ STRUCTURAL = ("depth", "prompt_length", "r", "pool_size", "num_layers")
 def _configuration(cell: Cell) -> None:
     """The cell's selected structural settings (from its runs' searched values), how many
     distinct configurations its runs used, and the trainable count of the selected one."""
-    from orchestrator.common.labels import readable_params
-
     params = [r.get("params") or {} for r in cell.runs]
     keys = [json.dumps(p, sort_keys=True, default=str) for p in params]
     cell.configs = len(set(keys)) if keys else 1
@@ -394,8 +398,6 @@ def _task_statistics(rep: Report, data: StudyResults, t: str, cells: list[tuple[
 def _statistics(rep: Report, data: StudyResults, by_group: dict[tuple, dict[str, Row]], finals: list[dict]) -> None:
     """Majority/chance per task and each cell's interval (seeds' and items' variance); the
     contrasts are tested in :func:`build_report` over every regime."""
-    from ptcore.metrics import METRICS
-
     for t in rep.tasks:
         cells = [(row.group, row.method, row.cells[t]) for rs in by_group.values() for row in rs.values()]
         metric = rep.task_metric[t]
@@ -419,12 +421,9 @@ def _statistics(rep: Report, data: StudyResults, by_group: dict[tuple, dict[str,
 
 
 def _search_summary(rows: list[dict], finals: list[dict], groups: dict[tuple, Group], task_order, method_order) -> list[SearchCell]:
-    from orchestrator.ledger.results import best_search_row
-    from orchestrator.common.labels import readable_params
-
     cells: dict[tuple, list[dict]] = {}
     for r in rows:
-        if r["phase"] == "search":
+        if r["phase"] == SEARCH:
             cells.setdefault((_group_key(r), r.get("task", ""), r.get("method", "")), []).append(r)
     out = []
     for (gk, task, method), trials in cells.items():
@@ -487,7 +486,7 @@ def _reason(r: dict) -> str:
 
 
 def _ids(phase: str, rows: list[dict]) -> str:
-    if phase == "final":
+    if phase == FINAL:
         seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
         return f"final seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}" if seeds else "final run"
     ids = sorted({r["trial_id"] for r in rows if r.get("trial_id")}, key=_natural)
@@ -505,7 +504,7 @@ def _failures(rows: list[dict], groups: dict[tuple, Group], labels: dict[str, st
     def order(key: tuple) -> tuple:
         gk, task, method, phase, reason = key
         return (gorder.index(gk), task_order.index(task) if task in task_order else len(task_order), task,
-                method_key(method), phase != "search", phase, reason)
+                method_key(method), phase != SEARCH, phase, reason)
 
     out = []
     for key in sorted(failed, key=order):
@@ -530,8 +529,6 @@ def _unrun_note(searched: list[dict]) -> str:
 
 
 def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Report:
-    from ptcore.backbones import pretraining_overlap
-
     # a method listed twice in a study (e.g. dynamic prompting variants) is told apart by its label
     every = _fill_layers([{**r, "method": r.get("method_label") or r.get("method", "")} for r in data.rows])
     # the main tables, statistics and figure: one single-task regime (full where the study ran it);
@@ -539,7 +536,7 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
     single = [r for r in every if "+" not in r.get("task", "")]
     main_regime = "full" if any(r["regime"] == "full" for r in single) else (single[0]["regime"] if single else "full")
     rows = [r for r in single if r["regime"] == main_regime]
-    finals = [r for r in rows if r["phase"] == "final"]
+    finals = study_finals(rows)  # the final runs that count for each cell (orchestrator.ledger.cells)
     tasks = sorted({r.get("task", "") for r in rows if r.get("task")})
     methods = sorted({r.get("method", "") for r in rows if r.get("method")}, key=method_key)
 
@@ -623,7 +620,7 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
                 where = _where(group, m, labels[t])
                 if c.n == 0:
                     runs = sum(1 for r in mine if r.get("task") == t)
-                    searched = [r for r in rows if r["phase"] == "search" and _group_key(r) == gk and r.get("method") == m
+                    searched = [r for r in rows if r["phase"] == SEARCH and _group_key(r) == gk and r.get("method") == m
                                 and r.get("task") == t]
                     notes.append(f"{where}: no successful final run" + (f" ({c.failed} failed)" if runs else _unrun_note(searched)))
                 elif len(seeds) > 1 and c.n < len(seeds):
@@ -647,9 +644,7 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
     if "versions" in prov:
         versions = dict(prov["versions"])
     else:  # results.csv does not record versions: those of the environment writing the report
-        from ptcore.runinfo import versions as _versions
-
-        versions, versions_source = _versions(), " (report environment)"
+        versions, versions_source = runinfo.versions(), " (report environment)"
 
     pretraining: dict[str, list[tuple[str, str]]] = {}
     for t in tasks:
@@ -684,7 +679,7 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
             rep.regimes.split.setdefault(t, "val")
     rep.settings = settings_of(data.config, sorted({r.get("method", "") for r in every if r.get("method")}))
     rep.halving = budget.get("scheduler", "halving") == "halving" and any(
-        r.get("dev_curve") for r in rows if r["phase"] == "search")  # ledgers before dev_curve ran ASHA
+        r.get("dev_curve") for r in rows if r["phase"] == SEARCH)  # ledgers before dev_curve ran ASHA
     _statistics(rep, data, by_group, finals)
 
     # the study's contrasts, in every regime, by one test; one Holm family for the report
@@ -695,6 +690,6 @@ def build_report(data: StudyResults, provenance: Optional[Mapping] = None) -> Re
         return groups[gk].label if gk in groups else Group(backbone=gk[0], layers=gk[1], params=None).label
 
     task_order = tasks + [t for t in (rep.regimes.tasks if rep.regimes is not None else []) if t not in tasks]
-    rep.contrasts = test_contrasts([r for r in every if r["phase"] == "final"], splits, rep.settings, order, group_label,
+    rep.contrasts = test_contrasts(study_finals(every), splits, rep.settings, order, group_label,
                                    task_order)
     return rep

@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional
 from orchestrator.report import stats
 from orchestrator.common.labels import fmt_p
 from orchestrator.report.regimes import run_score
+from orchestrator.ledger.results import OK
+from orchestrator.study import ReportSettings
 
 
 @dataclass
@@ -54,8 +56,6 @@ class ContrastSettings:
 
 def settings_of(config: dict, methods: list[str]) -> ContrastSettings:
     """The study file's ``report:`` section (defaults where it has none or is older)."""
-    from orchestrator.study import ReportSettings
-
     raw = config.get("report") if isinstance(config.get("report"), dict) else {}
     try:
         rs = ReportSettings.model_validate(raw)
@@ -77,7 +77,7 @@ def seed_runs(finals: list[dict], task_split: dict[str, str]) -> dict[tuple, lis
     out: dict[tuple, list[dict]] = {}
     seen: set = set()
     for r in sorted(finals, key=lambda r: (r.get("seed") is None, r.get("seed") or 0)):
-        if r["status"] != "ok" or r.get("seed") is None:
+        if r["status"] != OK or r.get("seed") is None:
             continue
         for t in r.get("task", "").split("+"):
             v = run_score(r, t, task_split.get(t, "val"))

@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from orchestrator.common.labels import method_label, task_labels
 from orchestrator.report.build import Report
+from orchestrator.report.regimes import regimes_caption, regimes_table
 from orchestrator.report.tables import (
     FAILURES_HEADING, TEX, data_caption, data_notes, data_table, figure_caption, main_caption, main_table, method_notes,
     pretraining_notes, protocol_text, provenance_text, search_caption, search_table, contrasts_caption, contrasts_table,
@@ -126,9 +128,6 @@ def render_fragments(rep: Report) -> dict[str, str]:
     out["results_main.tex"] = _table(rep, "main", main_caption(rep, config_mark="Superscript letters (key below)"),
                                      "l" + "r" * (ncol - 1), header[1:], sections, ncol, after=after or None)
     if rep.regimes is not None:
-        from orchestrator.common.labels import method_label, task_labels
-        from orchestrator.report.regimes import regimes_caption, regimes_table
-
         label = lambda t: rep.task_labels.get(t) or task_labels([t])[t]  # noqa: E731
         header, body = regimes_table(rep.regimes, label, method_label, pm=r" $\pm$ ")
         blocks: list[tuple[Optional[str], list[list[str]]]] = []

@@ -28,6 +28,7 @@ import sqlite3
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional
 
+from ptcore import runinfo
 from ptcore.errors import PtcoreError
 from ptcore.fileio import write_bytes_atomic
 
@@ -57,9 +58,7 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def _order(versions: Mapping[str, str]) -> dict[str, str]:
     """python first, then :data:`ptcore.runinfo.PACKAGES` in its order, then the rest by name."""
-    from ptcore.runinfo import PACKAGES
-
-    known = ["python", *PACKAGES]
+    known = ["python", *runinfo.PACKAGES]
     keys = [k for k in known if k in versions] + sorted(k for k in versions if k not in known)
     return {k: versions[k] for k in keys}
 
@@ -151,9 +150,7 @@ def provenance_record(data: StudyResults, given: Optional[Mapping[str, Any]] = N
     elif rec["versions"]:
         out.update(versions=rec["versions"], versions_from=FROM_RUNS)
     else:
-        from ptcore.runinfo import versions
-
-        out.update(versions=_order(versions()), versions_from=FROM_ENVIRONMENT)
+        out.update(versions=_order(runinfo.versions()), versions_from=FROM_ENVIRONMENT)
     if given is not None and given.get("git_commit"):
         commit = given["git_commit"]
         out["git_commit"] = commit if isinstance(commit, str) else sorted(commit)  # overrides the rows' commits

@@ -16,9 +16,8 @@ from typing import Any, Optional
 
 from ptcore.errors import PtcoreError
 
-from orchestrator.ledger.results import NUMERIC, STATUSES, ResultsTable, is_metric_column
+from orchestrator.ledger.results import ERROR, NUMERIC, OK, PRUNED, ResultsTable, is_metric_column
 
-OK, PRUNED, ERROR = STATUSES  # the statuses the ledger writes
 
 @dataclass
 class StudyResults:

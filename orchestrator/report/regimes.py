@@ -9,7 +9,7 @@ table reads back per task.
 
 from __future__ import annotations
 
-import statistics
+
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,6 +17,7 @@ from ptcore.config import task_key
 
 from orchestrator.study import Regime
 from orchestrator.common.labels import span
+from orchestrator.ledger.cells import seed_runs, seed_stats, study_finals
 
 
 @dataclass
@@ -29,11 +30,11 @@ class RegimeCell:
 
     @property
     def mean(self) -> Optional[float]:
-        return statistics.fmean(self.values) if self.values else None
+        return seed_stats(self.values).mean
 
     @property
     def std(self) -> Optional[float]:
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
+        return seed_stats(self.values).std
 
 
 @dataclass
@@ -74,8 +75,12 @@ def run_score(r: dict, task: str, split: str) -> Optional[float]:
 
 def build_regimes(rows: list[dict], config: dict, task_split: dict[str, str], method_key=lambda m: m) -> Optional[RegimeTable]:
     """The table, or None when the study ran one regime (the main tables say it all)."""
-    finals = [r for r in rows if r["phase"] == "final" and r["status"] == "ok"]
-    regimes, kinds = _regime_order(config, [r for r in rows if r["phase"] == "final"])
+    counted = study_finals(rows)
+    by_cell: dict = {}
+    for r in counted:
+        by_cell.setdefault(r.get("cell"), []).append(r)
+    finals = [r for cell_rows in by_cell.values() for r in seed_runs(cell_rows)]  # one ok run per seed and cell
+    regimes, kinds = _regime_order(config, counted)
     if len(regimes) < 2:
         return None
     cells: dict[tuple[str, str, str], RegimeCell] = {}

@@ -46,6 +46,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ptcore.metrics import METRICS
+
+from orchestrator.ledger.cells import seed_stats
+
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_B = 1000
 CHANCE_SEED = 0
@@ -61,16 +65,11 @@ def mean(xs: Sequence[float]) -> float:
 
 
 def std(xs: Sequence[float]) -> Optional[float]:
-    """Sample standard deviation (ddof=1); None for fewer than 2 values."""
-    if len(xs) < 2:
-        return None
-    m = mean(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    """Sample standard deviation (ddof=1); None for fewer than 2 values (:func:`orchestrator.ledger.cells.seed_stats`)."""
+    return seed_stats(xs).std
 
 
 def metric_fn(name: str):
-    from ptcore.metrics import METRICS
-
     return METRICS.get(name)
 
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from ptcore.errors import PtcoreError
+from ptcore.methods import get_method
+
 from orchestrator.report import stats
 from orchestrator.report.build import Report, Row
 from orchestrator.report.contrasts import finding, power_line, summary_counts, verdict_text
+from orchestrator.report.plots import ladder
 from orchestrator.common.labels import (
     BASELINE, MISSING, NOISE_MARK, PRETRAIN_MARK, fmt_p, fmt_score, fmt_seconds, human_bytes,
     human_count, method_label, metric_label,
@@ -379,8 +383,6 @@ def contrasts_caption(rep: Report) -> str:
 
 
 def figure_caption(rep: Report) -> str:
-    from orchestrator.report.plots import ladder
-
     model = ladder(rep)
     axis = (f"layers kept of {model} (its first k layers, not separately pretrained smaller models)" if model
             else "backbone parameters (log scale)")
@@ -392,9 +394,6 @@ def figure_caption(rep: Report) -> str:
 
 def method_notes(rep: Report) -> list[tuple[str, list[str]]]:
     """(method label, its registered departures from the paper) for every method shown."""
-    from ptcore.errors import PtcoreError
-    from ptcore.methods import get_method
-
     out = []
     for m in rep.methods:
         try:

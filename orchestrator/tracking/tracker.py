@@ -48,6 +48,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
+from ptcore.config import flat_settings
+from ptcore.tasks import get_task
+
+from orchestrator.common.labels import method_label, task_labels
+from orchestrator.ledger.outdir import OWNER, OWNER_DIR
+
 if TYPE_CHECKING:
     from orchestrator.study import Cell
 
@@ -62,10 +68,9 @@ KIND, CELL, PHASE, TRIAL, RUN_INDEX, SEED = (
 TASK, METHOD, BACKBONE, REGIME = "ptcore.task", "ptcore.method", "ptcore.backbone", "ptcore.regime"
 # on the MLflow experiment (a tag) and each cell's Optuna study (a user attribute): the output
 # directory whose study they are (its id, orchestrator.ledger.outdir.OutputDir.uid) and its path
-OWNER, OWNER_DIR = "ptcore.study_uid", "ptcore.output_dir"
 # The experiment's kind, as MLflow 3 classifies experiments: model training, not GenAI. In
 # mlflow 3.17.2 the UI's view is chosen by the page's URL (workflowType=machine_learning, which
-# `orchestrate ui` prints, see orchestrator.cli.commands.MODEL_TRAINING_VIEW), not by this tag:
+# `orchestrate ui` prints, see orchestrator.cli.ui.MODEL_TRAINING_VIEW), not by this tag:
 # seen in headless Chromium. The tag and value of the UI's ExperimentKind enum (mlflow 3.17.2,
 # mlflow/server/js/build/static/js/main.c2f5f8d4.js: CUSTOM_MODEL_DEVELOPMENT="custom_model_development",
 # read from the tag "mlflow.experimentKind"; also mlflow/assistant/skills/mlflow-onboarding/SKILL.md)
@@ -74,7 +79,7 @@ NOTE = "mlflow.note.content"  # an experiment's (or run's) description in the UI
 
 
 # run settings logged only where set: ``threads`` unset is torch's default, which says nothing;
-# a trial's runs set it (orchestrator.execution.trial.with_threads), a cell's selection does not
+# a trial's runs set it (orchestrator.execution.worker.with_threads), a cell's selection does not
 LOGGED_IF_SET = ("threads",)
 
 
@@ -82,8 +87,6 @@ def flatten_config(resolved: dict[str, Any]) -> dict[str, str]:
     """The resolved RunConfig as MLflow params, each spelled as the study file spells it
     (:func:`ptcore.config.flat_settings`: ``lr``, ``prompt_length``; a method option named like a
     run setting becomes ``method.<k>``); :data:`LOGGED_IF_SET` settings only where set."""
-    from ptcore.config import flat_settings
-
     flat = flat_settings(resolved)
     return {k: _param_str(v) for k, v in sorted(flat.items()) if not (k in LOGGED_IF_SET and v is None)}
 
@@ -104,8 +107,6 @@ def cell_title(cell: Cell) -> str:
     """A cell's run name, task first: ``CB · P-Tuning v2 · MiniLM-L6``, its regime appended
     outside the full one; a multi-task cell's tasks joined by '+' (``CB+SST-2``). The labels
     are the report's (:mod:`orchestrator.common.labels`: no torch or matplotlib)."""
-    from orchestrator.common.labels import method_label, task_labels
-
     tasks = cell.task.split("+")
     labels = task_labels(tasks)
     parts = ["+".join(labels[t] for t in tasks), method_label(cell.method.display()), cell.backbone.display()]
@@ -165,7 +166,6 @@ def data_inputs(task: str, data_dir: Optional[str]) -> list:
     if not data_dir:
         return []
     from mlflow.entities import Dataset, DatasetInput, InputTag
-    from ptcore.tasks import get_task
 
     inputs = []
     for name in task.split("+"):

@@ -12,6 +12,7 @@ from transformers import DynamicCache
 from transformers.masking_utils import create_bidirectional_mask
 
 from ..errors import ConfigError  # noqa: F401
+from .deberta_prefix import DebertaDeepPrefix, is_deberta_v2
 from .layers import resolve_layers  # noqa: F401  (re-exported)
 
 
@@ -174,8 +175,6 @@ def make_deep_prefix(backbone: nn.Module, layers: Sequence[int]) -> nn.Module:
     """The deep-prefix runner for this backbone's family: a ``PrefixCache`` through the model's
     cache argument (BERT, RoBERTa, ELECTRA), or prefixes inside DeBERTa-v2/v3's disentangled
     attention (:mod:`ptcore.methods.deberta_prefix`). Same interface either way."""
-    from .deberta_prefix import DebertaDeepPrefix, is_deberta_v2
-
     if is_deberta_v2(backbone.config):
         return DebertaDeepPrefix(backbone, layers)
     return DeepPrefix(backbone, layers)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from conftest import FIXTURES
 
-from orchestrator.cli.commands import concurrency_line
+from orchestrator.cli.study import concurrency_line
 from orchestrator.study import load_study
 
 

@@ -208,7 +208,7 @@ def test_cell_run_says_why_it_has_no_search_plots(layout):
 def test_ui_links_open_the_model_training_view(layout):
     """`orchestrate ui` prints each experiment's runs table with the query that selects MLflow
     3.17's model-training view (the experiment tag alone does not)."""
-    from orchestrator.cli.commands import experiment_links
+    from orchestrator.cli.ui import experiment_links
 
     links = experiment_links(layout["uri"], "http://127.0.0.1:5000")
     assert [name for name, _ in links] == ["tiny"]

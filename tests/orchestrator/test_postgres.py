@@ -35,6 +35,7 @@ from orch_study_helpers import (  # noqa: F401  (fixtures: tiny_bert, pg_server,
     write_study,
 )
 from orchestrator.cli.app import main
+from orchestrator.tracking.tracker import experiment_owner
 
 
 def one_error_line(err: str) -> str:
@@ -143,7 +144,7 @@ def test_ui_serves_a_postgresql_store_from_here(pg_backend, tiny_bert, tmp_path,
     from sqlalchemy.engine import make_url
 
     calls = []  # no real server here: test_ui_serves_the_postgresql_store runs one
-    monkeypatch.setattr("orchestrator.execution.processes.run_process_tree", lambda c, **kw: calls.append((c, kw)) or (0, None))
+    monkeypatch.setattr("orchestrator.cli.ui.run_process_tree", lambda c, **kw: calls.append((c, kw)) or (0, None))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
@@ -279,7 +280,7 @@ def test_resume_reconciles_what_a_kill_left(backend, tiny_bert, tmp_path):  # no
     study_run = tracker._create("tiny", {KIND: "study"})
 
     # the resume, as StudyRunner does it: whose stores these are, then MLflow, then Optuna
-    out.check_owner(ls.cells())  # this output dir's own: no refusal
+    out.check_owner(ls.cells(), experiment_owner)  # this output dir's own: no refusal
     resumed = OutputDir(ls).results()
     assert Tracker(ls.mlflow_uri, ls.experiment_name, out.path / "mlartifacts", tags=out.owner(uid)).close_stale(resumed.done_keys()) == 3
     out.reconcile_optuna(ls.cells(), resumed)

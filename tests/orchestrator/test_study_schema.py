@@ -208,7 +208,7 @@ def test_validate_cli_error_is_one_line(tmp_path, capsys):
 
 
 def test_ui_resolves_the_study_store(tmp_path, monkeypatch):
-    from orchestrator.cli.commands import tracking_uri_for, ui_command
+    from orchestrator.cli.ui import tracking_uri_for, ui_command
 
     monkeypatch.chdir(tmp_path)
     path = write_study(tmp_path / "x.yaml", BASE)
@@ -221,7 +221,7 @@ def test_ui_resolves_the_study_store(tmp_path, monkeypatch):
     cmd = ui_command(uri, "127.0.0.1", 5000)
     assert cmd[1:4] == ["-m", "mlflow", "ui"] and cmd[cmd.index("--host") + 1] == "127.0.0.1"
     calls = []  # no real server: orchestrate ui's process handling is tested in test_processes.py
-    monkeypatch.setattr("orchestrator.execution.processes.run_process_tree", lambda c, **kw: calls.append(c) or (0, None))
+    monkeypatch.setattr("orchestrator.cli.ui.run_process_tree", lambda c, **kw: calls.append(c) or (0, None))
     with socket.socket() as s:  # a port free now (the UI checks it before starting)
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
@@ -243,7 +243,7 @@ def test_output_dir_of_another_study_is_refused(tmp_path):
 def test_a_method_can_be_limited_to_some_backbones(tmp_path):
     """``methods[].backbones``: the method's cells exist only on those backbones (by label or
     id); a name that is no backbone of the study is refused with the labels to use."""
-    from orchestrator.cli.commands import plan_lines
+    from orchestrator.cli.study import plan_lines
     from orchestrator.study import StudyError, load_study
 
     raw = {

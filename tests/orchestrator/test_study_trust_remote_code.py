@@ -49,7 +49,7 @@ def test_only_a_backbone_sets_it(tmp_path, where):
 def test_trial_process_loads_with_the_runs_setting(monkeypatch):
     import ptcore.backbones
 
-    from orchestrator.execution.trial import ProcessCache
+    from orchestrator.execution.worker import ProcessCache
 
     calls = []
     monkeypatch.setattr(ptcore.backbones, "load_backbone", lambda model, layers, **kw: calls.append(kw) or object())

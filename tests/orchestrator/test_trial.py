@@ -46,7 +46,7 @@ def test_trainer_starts_no_dataset_manager_without_datasets():
 def test_trial_runs_with_and_record_their_lane_threads(monkeypatch):
     """A trial's runs get the run setting ``threads`` = the worker's CPUs (what the run applies
     and records in its config and compute block), unless the study set ``threads`` itself."""
-    import orchestrator.execution.trial as trial
+    import orchestrator.execution.worker as trial
 
     assert trial.lane_threads({"cpus_per_worker": 1.0}) == 1 and trial.lane_threads({"cpus_per_worker": 0.5}) == 1
     assert trial.lane_threads({"cpus_per_worker": 4}) == 4

@@ -54,7 +54,7 @@ register_method(
 def __getattr__(name: str):
     """The encoder (torch) is imported on first use, so the config alone loads without torch."""
     if name == "DynamicEncoder":
-        from .model import DynamicEncoder
+        from .model import DynamicEncoder  # deferred: the encoder pulls torch; names and options load without it
 
         return DynamicEncoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

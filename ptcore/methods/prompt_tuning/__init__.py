@@ -33,7 +33,7 @@ register_method(
 def __getattr__(name: str):
     """The encoder (torch) is imported on first use, so the config alone loads without torch."""
     if name in ('PromptTuningEncoder',):
-        from . import model
+        from . import model  # deferred: the encoder pulls torch; names and options load without it
 
         return getattr(model, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,35 +1,42 @@
-"""``orchestrate study | validate | ui``: studies on Ray Tune/Train with MLflow tracking.
-
-Defines :data:`STUDY`, :data:`VALIDATE` and :data:`UI`, which :func:`orchestrator.cli.app.subcommands`
-imports by name.
-"""
+"""``orchestrate study FILE``: run a study (Ray Tune search per cell, then the final seeds, tracked
+in MLflow) and write its results.csv and report; ``--dry-run`` prints the plan and starts nothing."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
-import signal
 import sys
 import textwrap
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
+
+from tabulate import tabulate
 
 from ptcore.errors import PtcoreError
 
 from orchestrator.cli.subcommand import Subcommand
-from orchestrator.study import LoadedStudy, final_seeds, load_study, preflight
+from orchestrator.execution.trial import runs_locally
+from orchestrator.report import write_report
+from orchestrator.study import LoadedStudy, final_seeds, load_study
+from orchestrator.study.preflight import check_disk, disk_budget, disk_lines, preflight
 
 # measured on this 2-core CPU machine: CPU-s a Ray Train worker-group trial spends before it
 # trains (a controller and a worker process importing torch and transformers)
 STARTUP_S = 29.0
 
 
-# ------------------------------------------------------------------ study
+EPILOG = textwrap.dedent(
+    """\
+    examples:
+      orchestrate study studies/scale_sweep.yaml --dry-run
+      PTCORE_DATA_DIR=../shared/data orchestrate study studies/scale_sweep.yaml
+      orchestrate study studies/scale_sweep.yaml --resume        # after Ctrl-C / kill -9 / more trials
+      orchestrate study studies/scale_sweep_cluster.yaml --address auto
+    """
+)
 
 
 def _startup_line(ls: LoadedStudy, plan: dict[str, Any]) -> str:
-    from orchestrator.execution.trial import runs_locally
-
     s = ls.study
     if runs_locally(s.resources.model_dump(), s.ray.trial_mode):
         return f"each runs in one of {s.budget.max_concurrent} reused trial processes (Ray Train local mode: no per-trial start-up)"
@@ -47,22 +54,11 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
                         "<output_dir>/report (--output-dir: the older spelling)")
     p.add_argument("--retry-failed", action="store_true", help="with --resume: run the failed runs (status error) again")
     p.add_argument("--verbose", action="store_true", help="show Ray/Tune/worker logs")
-    p.epilog = textwrap.dedent(
-        """\
-        examples:
-          orchestrate study studies/scale_sweep.yaml --dry-run
-          PTCORE_DATA_DIR=../shared/data orchestrate study studies/scale_sweep.yaml
-          orchestrate study studies/scale_sweep.yaml --resume        # after Ctrl-C / kill -9 / more trials
-          orchestrate study studies/scale_sweep_cluster.yaml --address auto
-        """
-    )
 
 
 def concurrency_line(ls: LoadedStudy) -> str:
     """How many trials run at once: ``max_concurrent``, capped by what the cluster's CPUs and
     GPUs can hold (a trial takes workers x cpus_per_worker CPUs, workers x gpus_per_worker GPUs)."""
-    import math
-
     s = ls.study
     res = s.resources
     cpu = res.workers_per_trial * res.cpus_per_worker
@@ -86,7 +82,7 @@ def concurrency_line(ls: LoadedStudy) -> str:
 
 def _local_gpus() -> int:
     try:
-        import torch
+        import torch  # deferred for startup time (seconds): only a plan whose trials take GPUs counts them
 
         return torch.cuda.device_count()
     except Exception:  # pragma: no cover - no torch / broken CUDA: no GPUs
@@ -94,8 +90,6 @@ def _local_gpus() -> int:
 
 
 def plan_lines(ls: LoadedStudy) -> list[str]:
-    from tabulate import tabulate
-
     plan = ls.plan()
     s = ls.study
     res = s.resources
@@ -147,8 +141,6 @@ def plan_lines(ls: LoadedStudy) -> list[str]:
 
 
 def summary_table(summary: list[dict[str, Any]]) -> str:
-    from tabulate import tabulate
-
     def f(v, d=4):
         return "-" if v is None else f"{v:.{d}f}" if isinstance(v, float) else v
 
@@ -164,16 +156,11 @@ def summary_table(summary: list[dict[str, Any]]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
-def _write_report(study_dir: Path) -> Optional[Any]:
-    """``orchestrator.report.write_report(study_dir)`` (into ``<study_dir>/report``) if that
-    module exists (it is optional)."""
-    try:
-        from orchestrator.report import write_report
-    except ModuleNotFoundError as e:
-        if e.name != "orchestrator.report":
-            raise
-        return None
-    return write_report(study_dir)
+def _remote(address: str | None) -> bool:
+    """Whether trials run on another machine's Ray (their temp files are not here): an address
+    other than a local Ray ('local', or 'auto' finding one started on this machine)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    return bool(address) and address not in ("local", "auto")
 
 
 def handle_study(args: argparse.Namespace) -> int:
@@ -182,18 +169,25 @@ def handle_study(args: argparse.Namespace) -> int:
     ls = load_study(args.file, output_dir=args.output_dir)
     # the output dir can be written, the backbones load, every task's files exist and parse:
     # before any directory, Ray or model
-    data, notes = preflight(ls, starting=not args.dry_run)
+    sizes: dict[str, dict[str, int]] = {}
+    data, notes = preflight(ls, starting=not args.dry_run, sizes=sizes)
+    # the disk budget: what the plan writes against the free space, before anything starts
+    # (a study, and its plan; not `validate`: the estimate builds every model on torch's meta device)
+    fp, places = disk_budget(ls, sizes, resume=args.resume, cluster=_remote(args.address or ls.study.ray.address))
     if args.dry_run:
-        print("\n".join(plan_lines(ls) + [f"  data check   {line}" for line in data] + [f"  warning      {n}" for n in notes]))
+        print("\n".join(plan_lines(ls) + [f"  data check   {line}" for line in data] + [f"  warning      {n}" for n in notes]
+                        + disk_lines(fp, places)))
+        check_disk(ls, fp, places)  # after the plan: what would be refused, and why
         return 0
-    from orchestrator.execution.runner import run_study
+    check_disk(ls, fp, places)
+    from orchestrator.execution.runner import run_study  # deferred for startup time: the runner's modules load only when a study runs
 
     summary = run_study(ls, resume=args.resume, address=args.address, verbose=args.verbose, retry_failed=args.retry_failed)
     print()
     print(summary_table(summary))
     print(f"\nresults: {ls.output_dir / 'results.csv'}   MLflow: orchestrate ui {ls.path or ls.output_dir}")
     try:
-        report = _write_report(ls.output_dir)
+        report = write_report(ls.output_dir)
     except PtcoreError as e:  # the study itself is done and on disk: say why there is no report
         print(f"warning: no report: {e}", file=sys.stderr)
         report = None
@@ -206,127 +200,6 @@ def handle_study(args: argparse.Namespace) -> int:
     return 0
 
 
-STUDY = Subcommand("run a study: Ray Tune search per cell (Optuna + ASHA), final seeds, MLflow tracking", add_study_args, handle_study)
-
-
-# ------------------------------------------------------------------ validate
-
-
-def add_validate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", nargs="+", help="study file(s)")
-
-
-def handle_validate(args: argparse.Namespace) -> int:
-    for f in args.file:
-        ls = load_study(f)
-        data, notes = preflight(ls)
-        plan = ls.plan()
-        print(
-            f"ok: {f}: study {ls.name!r}, {plan['cells']} cells, {plan['search_trials']} search trials, "
-            f"{plan['final_runs']} final runs, output {plan['output_dir']}; data: {'; '.join(data)}"
-            + "".join(f"; warning: {n}" for n in notes)
-        )
-    return 0
-
-
-VALIDATE = Subcommand(
-    "check a study file (schema, tasks, methods, search keys and ranges, every task's data files) without running it",
-    add_validate_args, handle_validate,
+SUBCOMMAND = Subcommand(
+    "run a study: Ray Tune search per cell (Optuna + ASHA), final seeds, MLflow tracking", add_study_args, handle_study, EPILOG,
 )
-
-
-# ------------------------------------------------------------------ ui
-
-
-def add_ui_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("target", nargs="?", default=None, help="study file or its output dir (default: the only study under studies_out/)")
-    p.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000); a busy one is refused before anything starts")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
-
-
-def tracking_uri_for(target: Optional[str]) -> str:
-    """The MLflow URI of a study given its file or output dir."""
-    if target is None:
-        root = Path("studies_out")
-        found = sorted({p.parent for pattern in ("*/mlflow.db", "*/study.yaml") for p in root.glob(pattern)}) if root.is_dir() else []
-        if len(found) != 1:
-            raise PtcoreError(
-                "name the study: orchestrate ui STUDY_FILE_OR_DIR"
-                + (f" (found {', '.join(map(str, found))})" if found else " (no study output directory in studies_out/ here)")
-            )
-        target = str(found[0])
-    p = Path(target)
-    if p.is_dir():
-        db = p / "mlflow.db"
-        if db.is_file():
-            return f"sqlite:///{db.resolve()}"
-        if (p / "study.yaml").is_file():
-            return load_study(p / "study.yaml", output_dir=str(p)).mlflow_uri
-        raise PtcoreError(f"{p}: no mlflow.db here; pass the study file or its output dir")
-    if p.is_file():
-        return load_study(p).mlflow_uri
-    raise PtcoreError(f"{target}: no such study file or directory")
-
-
-def ui_command(uri: str, host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-
-
-# MLflow 3.17's UI opens in its GenAI view (traces, an assistant) unless the page asks for the
-# model-training one: the query parameter workflowType=machine_learning (then remembered in the
-# browser's localStorage, "mlflow.workflowType"); mlflow/server/js/build/static/js/main.*.js.
-# The experiment tag mlflow.experimentKind alone does not switch it (seen in headless Chromium).
-MODEL_TRAINING_VIEW = "workflowType=machine_learning"
-
-
-def experiment_links(uri: str, base: str, env: Optional[dict] = None) -> list[tuple[str, str]]:
-    """(experiment name, its runs table in the model-training view) for each study experiment
-    in the store; none where the store cannot be read (the UI still serves it)."""
-    try:
-        from mlflow.tracking import MlflowClient
-
-        if env and "PGPASSWORD" in env:
-            os.environ.setdefault("PGPASSWORD", env["PGPASSWORD"])
-        experiments = MlflowClient(tracking_uri=uri).search_experiments()
-    except Exception:  # noqa: BLE001  (a link is a convenience; the server is what matters)
-        return []
-    return [(e.name, f"{base}/#/experiments/{e.experiment_id}?{MODEL_TRAINING_VIEW}")
-            for e in experiments if e.name != "Default"]
-
-
-def handle_ui(args: argparse.Namespace) -> int:
-    from orchestrator.common.stores import is_postgres, postgres_problem, redact, split_password
-
-    uri = tracking_uri_for(args.target)
-    env = None
-    if is_postgres(uri):  # a database: served from here like a sqlite file, once it answers
-        why = postgres_problem(uri)
-        if why:
-            raise PtcoreError(f"{args.target or 'studies_out'}: tracking.mlflow_uri: {why}")
-        uri, password = split_password(uri)
-        env = {**os.environ, "PGPASSWORD": password} if password is not None else None
-    elif not uri.startswith("sqlite:") and not uri.startswith("file:"):
-        print(f"this study tracks to {redact(uri)}: open it there (nothing to serve locally)")
-        return 0
-    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///") :]):
-        raise PtcoreError(f"{uri[len('sqlite:///'):]} does not exist yet: run the study first")
-    from orchestrator.execution.processes import check_port, run_process_tree
-
-    check_port(args.host, args.port, "the MLflow UI")  # before anything starts: one line, exit 2
-    cmd = ui_command(uri, args.host, args.port)
-    base = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI on {base}  ({redact(uri)}); Ctrl-C to stop", flush=True)
-    for name, link in experiment_links(uri, base, env):
-        print(f"  {name}: {link}", flush=True)
-    # its own process group; Ctrl-C / SIGTERM stop MLflow's whole process tree (~15 processes)
-    rc, stopped = run_process_tree(cmd, env=env)
-    if stopped is not None:
-        print(f"MLflow UI stopped ({signal.Signals(stopped).name})", file=sys.stderr)
-        return 0
-    if rc != 0:
-        print(f"error: the MLflow UI exited with status {rc} (its messages are above)", file=sys.stderr)
-        return rc if rc > 0 else 128 - rc  # killed by a signal: 128 + its number, as a shell reports it
-    return 0
-
-
-UI = Subcommand("serve the MLflow UI of a study (bound to 127.0.0.1 unless --host)", add_ui_args, handle_ui)
