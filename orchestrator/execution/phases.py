@@ -28,6 +28,7 @@ any work, a busy output dir or machine, never imports it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -41,7 +42,7 @@ from orchestrator.execution.progress import Progress
 from orchestrator.execution.raysession import RaySession
 from orchestrator.study import Cell, LoadedStudy, compose_run, final_seeds, pack_runs
 from orchestrator.ledger.summary import cell_summary, done_line, selection_line, summary_metrics
-from orchestrator.execution.trial import merge_params, runs_locally, trial_fn
+from orchestrator.execution.trial import RunSpec, merge_params, runs_locally, trial_fn
 from orchestrator.tracking.search_plots import draw
 from orchestrator.tracking.tracker import CELL, KIND, PHASE, cell_tags, cell_title, flatten_config
 
@@ -62,25 +63,26 @@ def static_cost(values: dict[str, Any], default_examples: int = 1000) -> float:
     return float(per_task) * len(str(values.get("task", "")).split("+")) * float(values.get("epochs") or 10)
 
 
-def run_spec(ls: LoadedStudy, phase: str, train_env: dict[str, str]) -> dict[str, Any]:
-    """What the driver fixes for a phase's trials (``trial_fn``'s ``spec``)."""
-    return {
-        "phase": phase,
-        "resources": ls.study.resources.model_dump(),
-        "cache_dir": ls.cache_dir,
-        "storage_path": ls.storage_path,
-        "checkpoint_epochs": ls.study.ray.checkpoint_every_epoch,
-        "train_env": train_env,
-        "trial_mode": ls.study.ray.trial_mode,
-        "max_failures": ls.study.ray.max_failures,
-    }
+def run_spec(ls: LoadedStudy, phase: str, train_env: dict[str, str]) -> RunSpec:
+    """What the driver fixes for a phase's trials (``trial_fn``'s ``spec``); the phase adds its
+    cells (search) or jobs (final) with ``dataclasses.replace``."""
+    return RunSpec(
+        phase=phase,
+        resources=ls.study.resources.model_dump(),
+        cache_dir=ls.cache_dir,
+        storage_path=ls.storage_path,
+        checkpoint_every_epoch=ls.study.ray.checkpoint_every_epoch,
+        trial_mode=ls.study.ray.trial_mode,
+        max_failures=ls.study.ray.max_failures,
+        train_env=dict(train_env),
+    )
 
 
 def local_trials(ls: LoadedStudy) -> bool:
     return runs_locally(ls.study.resources.model_dump(), ls.study.ray.trial_mode)
 
 
-def trainable(ls: LoadedStudy, spec: dict[str, Any]):
+def trainable(ls: LoadedStudy, spec: RunSpec):
     """Local mode: the trial process trains, so it holds the worker's CPUs (and GPUs).
     Worker groups: the trial only drives its Train run (no CPU); the workers hold them."""
     import ray.tune
@@ -133,7 +135,7 @@ class Phases:
         self.cell_runs: dict[str, str] = {}  # cell id -> its open MLflow run
         self.summary: list[dict[str, Any]] = []
 
-    def _spec(self, phase: str) -> dict[str, Any]:
+    def _spec(self, phase: str) -> RunSpec:
         return run_spec(self.ls, phase, self.ray.train_env())
 
     def close(self, status: str) -> None:
@@ -255,15 +257,15 @@ class Phases:
 
         storage = self.ledger.optuna_storage()
         b = self.ls.study.budget
-        spec = self._spec("search")
-        spec["cells"], searchers, schedulers = {}, {}, {}
+        cells: dict[int, dict[str, Any]] = {}
+        searchers, schedulers = {}, {}
         epochs_max = 1
         for index in todo:
             cell = self.cells[index]
             attempt = int(self.ledger.state(cell).get("search_attempts", 0)) + 1
             self.ledger.save_state(cell, search_attempts=attempt)
             base = compose_run(self.ls, cell)
-            spec["cells"][index] = {"base": base, "run_prefix": f"{self.ls.name}__{cell.id}__search-a{attempt}"}
+            cells[index] = {"base": base, "run_prefix": f"{self.ls.name}__{cell.id}__search-a{attempt}"}
             epochs = search_epochs(cell, base)
             epochs_max = max(epochs_max, epochs)
             study_name = self.ls.optuna_study_name(cell)
@@ -277,13 +279,14 @@ class Phases:
 
         def search_job(index: int, params: dict) -> Job:
             cell = self.cells[index]
-            return Job(cell, self._cell_run(cell), [merge_params(spec["cells"][index]["base"], params)], params)
+            return Job(cell, self._cell_run(cell), [merge_params(cells[index]["base"], params)], params)
 
         self.recorder = Recorder(
             study=self.ls, phase=SEARCH, tracker=self.tracker, results=self.results, progress=self.progress,
             common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, epochs=epochs_max,
             search_job=search_job, on_recorded=self._search_recorded,
         )
+        spec = dataclasses.replace(self._spec("search"), cells=cells)
         tuner = ray.tune.Tuner(
             trainable(self.ls, spec),
             tune_config=ray.tune.TuneConfig(
@@ -351,10 +354,9 @@ class Phases:
 
         from orchestrator.execution.recorder import Recorder  # deferred: pulls Ray (module docstring)
 
-        spec = self._spec("final")
-        spec["jobs"] = [
+        spec = dataclasses.replace(self._spec("final"), jobs=tuple(
             {"runs": [v for job in pack for v in job.runs], "run_prefix": f"{name}__p{k:03d}"} for k, pack in enumerate(packs)
-        ]
+        ))
         self.recorder = Recorder(
             study=self.ls, phase=FINAL, tracker=self.tracker, results=self.results, progress=self.progress,
             common_tags=self.tags, storage_path=self.ls.storage_path, git=self.git, packs=packs,

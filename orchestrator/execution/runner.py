@@ -33,6 +33,7 @@ from ptcore.errors import PtcoreError
 from orchestrator.ledger.disk import prune_train_runs, usage_line
 from orchestrator.ledger.outdir import OutputDir, existing_work
 from orchestrator.execution.phases import Phases, local_trials, run_spec, trainable
+from orchestrator.execution.trial import RunSpec
 from orchestrator.execution.progress import Progress
 from orchestrator.execution.raysession import RaySession, check_interrupt, restore_signals, signal_handlers, trap_signals, tune_env_defaults
 from orchestrator.common.stores import is_sqlite, redact
@@ -168,13 +169,13 @@ class StudyRunner:
     def _train_env(self) -> dict[str, str]:
         return self.ray.train_env()
 
-    def _spec(self, phase: str) -> dict[str, Any]:
+    def _spec(self, phase: str) -> RunSpec:
         return run_spec(self.ls, phase, self._train_env())
 
     def _local_trials(self) -> bool:
         return local_trials(self.ls)
 
-    def _trainable(self, spec: dict[str, Any]):
+    def _trainable(self, spec: RunSpec):
         return trainable(self.ls, spec)
 
 

@@ -29,7 +29,8 @@ from __future__ import annotations
 import copy
 import os
 import shutil
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 from orchestrator.execution import ray_compat, worker
 from orchestrator.execution.worker import CHECKPOINT_PATH, KEEP, POSITION, lane_threads
@@ -156,12 +157,33 @@ def _trainer_class():
     return TorchTrainer
 
 
-def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class RunSpec:
+    """What the driver fixes for a phase's trials: ``trial_fn``'s ``spec``. Field names are the
+    study file's own (``resources.*``, ``ray.checkpoint_every_epoch``, ``ray.trial_mode``,
+    ``ray.max_failures``), so a setting keeps one name from the YAML file to the worker loop.
+
+    ``cells`` (search): a cell's index -> ``{"base": its RunConfig values, "run_prefix": ...}``;
+    ``jobs`` (final): one ``{"runs": [...], "run_prefix": ...}`` per trial."""
+
+    phase: str
+    resources: Mapping[str, Any]  # the study's resources (Resources.model_dump())
+    cache_dir: Optional[str]
+    storage_path: str
+    checkpoint_every_epoch: bool
+    trial_mode: str
+    max_failures: int
+    train_env: Mapping[str, str] = field(default_factory=dict)  # Train V2 settings (RaySession.train_env)
+    cells: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    jobs: tuple[Mapping[str, Any], ...] = ()
+
+
+def trial_fn(config: dict[str, Any], spec: RunSpec) -> None:
     """Tune function trainable: build the run(s) of this trial and train them.
 
     ``config``: a cell's searched values + its index under ``search.CELL_KEY`` (search), or
-    ``{"job": k}`` (final: the runs of ``spec["jobs"][k]``).
-    ``spec``: what the driver fixed for the phase (see ``orchestrator.execution.phases``).
+    ``{"job": k}`` (final: the runs of ``spec.jobs[k]``).
+    ``spec``: what the driver fixed for the phase (:class:`RunSpec`).
 
     Single-worker CPU trials train inside this (reused) trial process: no controller or worker
     processes to start, and torch, transformers, the backbone and the tokenized splits stay
@@ -172,31 +194,31 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
     import ray.train
     import ray.tune
 
-    for key, value in spec.get("train_env", {}).items():  # Train V2 settings (see RaySession.train_env)
+    for key, value in spec.train_env.items():  # Train V2 settings (see RaySession.train_env)
         os.environ.setdefault(key, value)
     trial_id = ray.tune.get_context().get_trial_id()
-    if spec["phase"] == "final":
-        job = spec["jobs"][int(config["job"])]
+    if spec.phase == "final":
+        job = spec.jobs[int(config["job"])]
         runs, prefix = job["runs"], job["run_prefix"]
     else:
-        cell = spec["cells"][int(config[CELL_KEY])]
+        cell = spec.cells[int(config[CELL_KEY])]
         runs, prefix = [merge_params(cell["base"], searched_values(config))], cell["run_prefix"]
-    res = spec["resources"]
-    local = runs_locally(res, spec.get("trial_mode", "auto"))
-    retries = int(spec.get("max_failures", 0))
+    res = spec.resources
+    local = runs_locally(res, spec.trial_mode)
+    retries = spec.max_failures
     name = f"{prefix}__{trial_id}"  # stable: derived from the study, the cell and the trial (no timestamps)
-    loop_config = {"runs": runs, "cache_dir": spec["cache_dir"], "checkpoint_epochs": spec.get("checkpoint_epochs", False),
-                   "phase": spec["phase"], "resumable": retries > 0,
+    loop_config = {"runs": runs, "cache_dir": spec.cache_dir, "checkpoint_every_epoch": spec.checkpoint_every_epoch,
+                   "phase": spec.phase, "resumable": retries > 0,
                    "threads": lane_threads(res)}  # the CPUs a worker was given, not every core (each run's `threads`)
     if local:
         loop_config.update(local=True)
         # only final runs' checkpoints have a reader (the Recorder logs them to MLflow)
         # (and a retried trial's: it continues from the last one; Tune retries it, see phases.tune_run_config)
-        persist = spec["phase"] == "final" or bool(spec.get("checkpoint_epochs")) or retries > 0
-        sink = TuneReports(spec["storage_path"], name, persist)
+        persist = spec.phase == "final" or spec.checkpoint_every_epoch or retries > 0
+        sink = TuneReports(spec.storage_path, name, persist)
         if ray_compat.fast_path():
             with worker.local_channel(ray_compat.LocalTrainChannel()):
-                ray_compat.fit_local(train_loop_per_worker, loop_config, name, spec["storage_path"], sink)
+                ray_compat.fit_local(train_loop_per_worker, loop_config, name, spec.storage_path, sink)
         else:  # public API only: the loop runs here and reports straight to Tune
             with worker.local_channel(sink):
                 train_loop_per_worker(loop_config)
@@ -216,7 +238,7 @@ def trial_fn(config: dict[str, Any], spec: dict[str, Any]) -> None:
         ),
         run_config=ray.train.RunConfig(
             name=name,
-            storage_path=spec["storage_path"],
+            storage_path=spec.storage_path,
             callbacks=[TuneReportCallback()],
             # keep every run's final checkpoint (they outscore epochs) + the best epoch so far
             checkpoint_config=ray.train.CheckpointConfig(

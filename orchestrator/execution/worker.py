@@ -315,7 +315,7 @@ def _train_one(i: int, values: dict[str, Any], config: dict[str, Any], cache_dir
         values = with_threads(values, int(config["threads"]))  # the run applies and records it (ptcore.runinfo.run_threads)
     cfg = make_run_config(values)
     backbone = PROCESS_CACHE.backbone(cfg.model, cfg.layers, cfg.trust_remote_code).copy()  # no run touches the pristine one
-    cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_epochs", False), local=local, resumable=resumable,
+    cb = ReportEpochs(cfg, i, checkpoint=config.get("checkpoint_every_epoch", False), local=local, resumable=resumable,
                       phase=config.get("phase", ""))
     with tempfile.TemporaryDirectory() as out:
         # search runs are selected on dev alone: no val/test evaluation (time, and no temptation)

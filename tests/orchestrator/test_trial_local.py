@@ -7,6 +7,7 @@ that reuse fails), every epoch's report reaches Tune, and one process serves all
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -57,8 +58,7 @@ def test_reused_trial_process_after_stopped_trials(tiny_bert, tmp_path, local_ra
     ls = load_study(raw=raw, cwd=tmp_path)
     runner = StudyRunner(ls)
     assert runner._local_trials()
-    spec = runner._spec("search")
-    spec["cells"] = {0: {"base": compose_run(ls, ls.cells()[0]), "run_prefix": "t__cb__search-a1"}}
+    spec = dataclasses.replace(runner._spec("search"), cells={0: {"base": compose_run(ls, ls.cells()[0]), "run_prefix": "t__cb__search-a1"}})
 
     class StopAtFirstEpoch(FIFOScheduler):
         def on_trial_result(self, tune_controller, trial, result):
