@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Optional
 
 from ptcore.errors import PtcoreError
+
+from orchestrator.common.faults import fatal
 
 from orchestrator.cli import bench, collect, env, ls, report, run, study, ui, validate
 from orchestrator.cli.env import ptcore_version
@@ -77,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a fault (store down, disk full, out of memory) or a bug: one line, the traceback to a file
+        line, code = fatal(e, argv_command(argv))
+        print(f"error: {line}", file=sys.stderr)
+        return code
+
+
+def argv_command(argv: Optional[list[str]]) -> str:
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    return words[0] if words else "orchestrate"
 
 
 if __name__ == "__main__":

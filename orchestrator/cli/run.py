@@ -16,6 +16,7 @@ from ptcore.errors import PtcoreError
 from ptcore.methods import display_order
 
 from orchestrator.cli.subcommand import Subcommand
+from orchestrator.common.faults import set_logs_dir
 from orchestrator.study import unwritable
 
 EPILOG = textwrap.dedent(
@@ -118,6 +119,8 @@ def handle_run(args: argparse.Namespace) -> int:
             raise PtcoreError(f"--output {args.output}: {why}; choose another --output (a directory you can write)")
     if args.workers < 1:
         raise PtcoreError(f"--workers {args.workers}: give 1 or more processes")
+    if args.output:
+        set_logs_dir(Path(args.output).expanduser().absolute() / "logs")  # a fatal error's traceback
     if args.workers > 1:
         from ptcore.distributed import spawn  # deferred for startup time: imports torch
 

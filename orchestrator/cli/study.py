@@ -157,10 +157,10 @@ def summary_table(summary: list[dict[str, Any]]) -> str:
 
 
 def _remote(address: str | None) -> bool:
-    """Whether trials run on another machine's Ray (their temp files are not here): an address
-    other than a local Ray ('local', or 'auto' finding one started on this machine)."""
+    """Whether trials run on a Ray cluster (any address but 'local'), whose nodes hold their temp
+    files: the disk budget then checks this machine's output directory alone."""
     address = address or os.environ.get("RAY_ADDRESS")
-    return bool(address) and address not in ("local", "auto")
+    return bool(address) and address != "local"
 
 
 def handle_study(args: argparse.Namespace) -> int:

@@ -13,6 +13,9 @@ exclusively, so a retried worker or a resumed study passes it the second time): 
 process sends itself SIGKILL, exactly what ``kill -9 <pid>`` does. Nothing is armed unless
 both variables are set; then :func:`hit` costs one dictionary lookup.
 
+A point armed as ``NAME=enospc`` raises ``OSError(ENOSPC)`` there instead (once, the same
+way): the disk-full tests' way to fill a disk where no small filesystem can be mounted.
+
 Points (grep for ``failpoints.hit``):
 
 * ``record.<phase>.before_row``: the driver has logged a run's metrics, tags and checkpoint
@@ -20,7 +23,9 @@ Points (grep for ``failpoints.hit``):
 * ``record.<phase>.after_row``: the row is written, the MLflow run not yet ended;
 * ``report.mid``: the driver has written the first report file of several;
 * ``worker.<phase>.run<i>.epoch<e>``: a training process (a Ray Train worker, or the Tune
-  trial process in local mode) has reported epoch ``e`` of the trial's run ``i``.
+  trial process in local mode) has reported epoch ``e`` of the trial's run ``i``;
+* ``ledger.write``: the driver is about to rewrite ``results.csv``;
+* ``checkpoint.persist``: a trial is about to move a reported checkpoint into the study's storage.
 
 Lane timing, for the tests that a study's selection does not depend on it::
 
@@ -33,6 +38,7 @@ their trials report in other orders. Unset, it costs one environment lookup.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -40,16 +46,24 @@ ARMED = "PTCORE_FAILPOINTS"
 MARKERS = "PTCORE_FAILPOINTS_DIR"
 
 
-def armed() -> set[str]:
+def armed() -> dict[str, str]:
+    """Armed point -> its action (``kill``, or ``enospc``)."""
     spec = os.environ.get(ARMED, "")
     if not spec or not os.environ.get(MARKERS):
-        return set()
-    return {p.strip() for p in spec.split(",") if p.strip()}
+        return {}
+    out = {}
+    for p in spec.split(","):
+        name, _, action = p.strip().partition("=")
+        if name:
+            out[name] = action or "kill"
+    return out
 
 
-def hit(name: str) -> None:
-    """SIGKILL this process if ``name`` is armed and has not fired yet."""
-    if name not in armed():
+def hit(name: str, path: str = "") -> None:
+    """SIGKILL this process (or raise ENOSPC about ``path``) if ``name`` is armed and has not
+    fired yet."""
+    action = armed().get(name)
+    if action is None:
         return
     directory = os.environ[MARKERS]
     os.makedirs(directory, exist_ok=True)
@@ -59,6 +73,8 @@ def hit(name: str) -> None:
         return  # fired once already
     os.write(fd, f"{os.getpid()}\n".encode())
     os.close(fd)
+    if action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path or name)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

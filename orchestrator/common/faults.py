@@ -378,3 +378,55 @@ def _walk_printed(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(e))
         yield e
         e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+
+
+_OOM_TEXT = re.compile(r"out of memory|OutOfMemoryError|\bOOM\b|memory monitor|oom-kill|oom_kill", re.IGNORECASE)
+
+
+def trial_out_of_memory(text: str) -> bool:
+    """Whether a failed trial's error text (a remote traceback, Ray's account of a dead worker)
+    says the process ran out of memory: Ray's memory monitor, the kernel's OOM killer as Ray
+    reports it (a SIGKILL "due to ... OOM"), CUDA, a ``MemoryError``."""
+    return bool(_OOM_TEXT.search(text)) or "MemoryError" in text
+
+
+_LOGS_DIR: list[Optional[Path]] = [None]
+
+
+def set_logs_dir(path: Optional[Path]) -> None:
+    """Where a fatal error's traceback goes (``<output_dir>/logs``, set by whatever knows the
+    output directory: the study runner, ``orchestrate run --output``)."""
+    _LOGS_DIR[0] = path
+
+
+def logs_dir() -> Path:
+    """The directory set by :func:`set_logs_dir`, else ``$TMPDIR/orchestrate-logs``."""
+    import tempfile  # stdlib; only a fatal error pays for it
+
+    return _LOGS_DIR[0] or Path(tempfile.gettempdir()) / "orchestrate-logs"
+
+
+def fatal(exc: BaseException, command: str) -> tuple[str, int]:
+    """The one line and the exit code for an error nothing else handled: the fault's own line
+    (exit 3 for a fault ``--resume`` continues), or, for anything else, a bug (exit 1); the full
+    traceback goes to :func:`logs_dir` and the line names the file."""
+    fault = classify(exc)
+    path = write_traceback(logs_dir(), exc, command)
+    where = f" (traceback: {path})" if path else " (the traceback could not be written)"
+    if fault is not None:
+        return fault.line() + where, fault.exit_code
+    return (f"internal error in orchestrate {command}: {short_reason(exc)}; this is a bug: please report it with the "
+            f"traceback{where}"), EXIT_BUG
+
+
+_PATH_IN_TEXT = re.compile(r"No space left on device: '([^']+)'")
+
+
+def disk_full_in_text(text: str) -> Optional[DiskFull]:
+    """A :class:`DiskFull` where a failed trial's error text (a remote traceback) says the disk
+    filled (``No space left on device``, a quota), with the path when the text names it."""
+    if not text or not _DISK_TEXT.search(text):
+        return None
+    m = _PATH_IN_TEXT.search(text)
+    return DiskFull(m.group(1) if m else "the trial's checkpoint or storage directory")
+

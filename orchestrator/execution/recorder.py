@@ -34,6 +34,7 @@ from ptcore.config import make_run_config
 from ptcore.errors import PtcoreError
 
 from orchestrator.common import failpoints
+from orchestrator.common.faults import disk_full_in_text
 from orchestrator.ledger import results as R
 from orchestrator.ledger.disk import prune_train_runs
 from orchestrator.ledger.results import ERROR, FINAL, SEARCH
@@ -295,7 +296,12 @@ class Recorder(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         ts = self._trial(trial)
-        self._close_unfinished(ts, "error", error_line(trial_error(trial)))
+        err = trial_error(trial)
+        full = disk_full_in_text(err if isinstance(err, str) else error_line(err))
+        if full is not None:  # every later trial would fail the same way: stop the study, exit 3
+            self._kill_open(ts)  # no rows: --resume runs them again once there is space
+            raise full
+        self._close_unfinished(ts, "error", error_line(err))
         self._prune(trial.trial_id)
         self.progress.trial_end(trial.trial_id)
 
@@ -319,14 +325,17 @@ class Recorder(Callback):
     def abort(self) -> None:
         """Interrupted: every open run ends KILLED; no rows (they are re-run on resume)."""
         for ts in self.trials.values():
-            for rs in ts.runs.values():
-                if rs.mlflow_id and not rs.done:
-                    try:
-                        self.tracker.set_tags(rs.mlflow_id, {"ptcore.status": "interrupted"})
-                        self.tracker.end(rs.mlflow_id, "KILLED")
-                    except Exception:  # pragma: no cover - best effort while shutting down
-                        pass
-                    rs.done = True
+            self._kill_open(ts)
+
+    def _kill_open(self, ts: "TrialState") -> None:
+        for rs in ts.runs.values():
+            if rs.mlflow_id and not rs.done:
+                try:
+                    self.tracker.set_tags(rs.mlflow_id, {"ptcore.status": "interrupted"})
+                    self.tracker.end(rs.mlflow_id, "KILLED")
+                except Exception:  # pragma: no cover - best effort while shutting down
+                    pass
+                rs.done = True
 
 
 # a run's end: what describes it (MLflow params) and what it measured besides its scores (metrics)

@@ -36,6 +36,7 @@ from orchestrator.execution.phases import Phases, local_trials, run_spec, traina
 from orchestrator.execution.trial import RunSpec
 from orchestrator.execution.progress import Progress
 from orchestrator.execution.raysession import RaySession, check_interrupt, restore_signals, signal_handlers, trap_signals, tune_env_defaults
+from orchestrator.common.faults import StoreUnavailable, classify, set_logs_dir
 from orchestrator.common.stores import is_sqlite, redact
 from orchestrator.study import LoadedStudy
 from orchestrator.ledger.summary import cell_summary
@@ -57,6 +58,7 @@ class StudyRunner:
         self.address = address or ls.study.ray.address
         self.verbose = verbose
         self.out = ls.output_dir
+        set_logs_dir(self.out / "logs")  # a fatal error's traceback (orchestrator.common.faults.fatal)
         self.cells = ls.cells()
         self.progress = Progress(len(self.cells), write)
         self.ledger = OutputDir(ls)
@@ -101,7 +103,8 @@ class StudyRunner:
             if n:
                 self.progress.say(f"--retry-failed: {n} failed run(s) will run again")
         exp_tags = {**self.ledger.owner(self.uid), **experiment_tags(self.ls.study.description)}
-        self.tracker = Tracker(self.ls.mlflow_uri, self.ls.experiment_name, self.out / "mlartifacts", tags=exp_tags)
+        self.tracker = Tracker(self.ls.mlflow_uri, self.ls.experiment_name, self.out / "mlartifacts", tags=exp_tags,
+                               outage_s=self.ls.study.tracking.outage_s)
         stale = self.tracker.close_stale(self.results.done_keys())
         if stale:
             self.progress.say(f"resume: closed {stale} MLflow run(s) left RUNNING by an interrupted run")
@@ -125,6 +128,7 @@ class StudyRunner:
         )
         old_handlers = signal_handlers()
         status = "FAILED"
+        close_runs = True
         try:
             trap_signals()
             self.phases.search_phase()  # phase 1: every cell searched, one Tuner
@@ -137,9 +141,15 @@ class StudyRunner:
         except KeyboardInterrupt:
             status = "KILLED"
             raise
+        except BaseException as e:
+            # the tracking store stayed down past tracking.outage_s: closing its runs would wait
+            # the bound out again; --resume closes them (KILLED) once the store is back
+            close_runs = not isinstance(classify(e), StoreUnavailable)
+            raise
         finally:
             restore_signals(old_handlers)
-            self._close(status)
+            if close_runs:
+                self._close(status)
             self.ray.shutdown()
             self._prune()
         if status == "FINISHED":

@@ -32,6 +32,8 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from orchestrator.common import failpoints
+from orchestrator.common.faults import OutOfMemory, trial_out_of_memory
 from orchestrator.execution import ray_compat, worker
 from orchestrator.execution.worker import CHECKPOINT_PATH, KEEP, POSITION, lane_threads
 from ptcore.config import split_settings
@@ -92,6 +94,7 @@ def persist_checkpoint(src: str, storage_path: str, run_name: str, index: int) -
         pyarrow.fs.copy_files(src, dest, destination_filesystem=fs)
         return f"{storage_path.rstrip('/')}/{dest_rel}"
     dest = os.path.join(storage_path, dest_rel)
+    failpoints.hit("checkpoint.persist", dest)
     if os.path.exists(dest):
         shutil.rmtree(dest)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -270,6 +273,9 @@ def error_line(err: BaseException | str | None) -> str:
     candidates = [ln.strip() for ln in text.splitlines() if "Error: " in ln or "Exception: " in ln]
     preferred = [ln for ln in candidates if ln.startswith("ptcore.") or "PtcoreError" in ln or "ConfigError" in ln or "TrainingError" in ln or "DataError" in ln]
     line = (preferred or candidates or [fallback])[-1]
+    if trial_out_of_memory(text):  # say so first: the innermost line alone may only read "actor died"
+        oom = next((ln.strip() for ln in text.splitlines() if trial_out_of_memory(ln)), line)
+        return OutOfMemory(oom).line()[:500]
     return line[:500]
 
 

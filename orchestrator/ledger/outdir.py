@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ptcore.fileio import write_json_atomic, write_text_atomic
 
+from orchestrator.common.retry import StoreRetry, retrying_optuna_storage
 from orchestrator.common.stores import redact
 from orchestrator.ledger import results as R
 from orchestrator.ledger.results import SEARCH
@@ -158,7 +159,10 @@ class OutputDir:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # pre-ping: a study outlives idle connections a database server or a proxy closes
-        return optuna.storages.RDBStorage(self.ls.optuna_storage, engine_kwargs={"pool_pre_ping": True})
+        storage = optuna.storages.RDBStorage(self.ls.optuna_storage, engine_kwargs={"pool_pre_ping": True})
+        # every write the driver makes (TPE's asks and tells, our own marks) rides out an outage of tracking.outage_s
+        retry = StoreRetry("optuna", redact(self.ls.optuna_storage), self.ls.study.tracking.outage_s)
+        return retrying_optuna_storage(storage, retry)
 
     def optuna_exists(self) -> bool:
         """Whether the Optuna storage may hold studies (a sqlite file not yet made holds none)."""

@@ -28,6 +28,7 @@ from typing import Any, Iterable, Optional
 
 from ptcore.fileio import atomic_write, write_json_atomic  # standard library only: reading the ledger needs no torch
 
+from orchestrator.common import failpoints
 from orchestrator.ledger.halving import select as halving_select
 
 COLUMNS = [
@@ -111,6 +112,7 @@ class ResultsTable:
         import pandas as pd
 
         df = pd.DataFrame(self.rows, columns=self.columns())
+        failpoints.hit("ledger.write", str(self.path))
         with atomic_write(self.path, "w", newline="") as f:
             df.to_csv(f, index=False)
 

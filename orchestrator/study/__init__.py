@@ -26,7 +26,8 @@ Modules (each imports only those above it):
 * ``plan``: cells, each run's RunConfig values, final packs, the plan (:class:`LoadedStudy`).
 * ``validate``: one-line errors, registry and RunConfig checks (:func:`parse_study`).
 * ``load``: read, validate and resolve directories (:func:`load_study`).
-* ``preflight``: pre-start checks of output, stores, backbones and data (:func:`preflight`).
+* ``footprint``: what the study will write, from its models built on the meta device (:func:`estimate`).
+* ``preflight``: pre-start checks of output, stores, backbones, data and the disk budget (:func:`preflight`).
 """
 
 from orchestrator.study.load import load_study

@@ -37,7 +37,6 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from orchestrator.common.labels import human_bytes
@@ -88,6 +87,7 @@ class Footprint:
     tmp_detail: tuple[tuple[str, int], ...] = ()
     notes: tuple[str, ...] = ()
     runs: int = 0  # planned runs: search trials and final runs
+    largest: tuple[tuple[str, int], ...] = ()  # (method label, the largest checkpoint one of its runs writes), biggest first
 
     @property
     def breakdown(self) -> dict[str, int]:
@@ -97,9 +97,6 @@ class Footprint:
     @property
     def total(self) -> int:
         return sum(p.bytes for p in self.parts)
-
-    def at(self, where: str) -> int:
-        return sum(p.bytes for p in self.parts if p.where == where)
 
 
 def temp_dir() -> str:
@@ -199,7 +196,7 @@ class _CellSize:
     eval_rows: int  # items a final run reports (val + test of each task, capped by max_eval_examples)
 
 
-def _cell_size(ls: LoadedStudy, cell: Cell, sizes: dict[str, dict[str, int]], notes: set[str]) -> _CellSize:
+def _cell_size(ls: LoadedStudy, cell: Cell, sizes: dict[str, dict[str, int]], notes: set[str], unknown: set[str]) -> _CellSize:
     best, epochs, cfgs = 0, 1, []
     for params in _option_combos(cell):
         try:
@@ -210,7 +207,9 @@ def _cell_size(ls: LoadedStudy, cell: Cell, sizes: dict[str, dict[str, int]], no
         cfgs.append(make_run_config(compose_run(ls, cell)))
     for cfg in cfgs:
         b, why = checkpoint_bytes(cfg)
-        if why:
+        if b is None:
+            unknown.add(cfg.model)
+        elif why:
             notes.add(why)
         best = max(best, b or 0)
         epochs = max(epochs, int(cfg.epochs))
@@ -269,7 +268,8 @@ def estimate(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = None,
         sizes = {**(sizes or {}), **read}
         if why:
             notes.add(why)
-    size = {c.id: _cell_size(ls, c, sizes, notes) for c in cells}
+    unknown: set[str] = set()  # backbones whose config cannot be read here
+    size = {c.id: _cell_size(ls, c, sizes, notes, unknown) for c in cells}
     out = str(ls.output_dir)
     ray_where = ls.storage_path if "://" not in ls.storage_path else None
     if ray_where is None:
@@ -278,6 +278,7 @@ def estimate(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = None,
     # final runs' checkpoints, kept as MLflow artifacts (less those over tracking.max_checkpoint_mb)
     limit = getattr(s.tracking, "max_checkpoint_mb", None)
     by_method: dict[str, int] = {}
+    largest: dict[str, int] = {}
     n_final = n_search = 0
     pred = 0
     for c in cells:
@@ -285,6 +286,7 @@ def estimate(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = None,
         n_final += k
         n_search += s.budget.trials_per_cell if c.method.search else 0
         cb = size[c.id].ckpt
+        largest[c.method.display()] = max(largest.get(c.method.display(), 0), cb)
         if limit is None or cb / 1e6 <= limit:
             by_method[c.method.display()] = by_method.get(c.method.display(), 0) + k * cb
         pred += k * size[c.id].eval_rows * PREDICTION_BYTES
@@ -330,14 +332,8 @@ def estimate(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = None,
         tmp = sum(b for _, b in tmp_detail)
     else:
         notes.add("temp files are on the cluster's nodes (not counted here)")
-    unknown = [n for n in notes if "size unknown" in n]
     if unknown:
-        notes.add("backbones of unknown size count 0: the estimate is a lower bound")
-    return Footprint(out, tuple(parts), tmp, temp_dir(), tmp_detail, tuple(sorted(notes)), n_search + n_final)
+        notes.add(f"checkpoints of {', '.join(sorted(unknown))} count 0 (config not readable here): the estimate is a lower bound")
+    return Footprint(out, tuple(parts), tmp, temp_dir(), tmp_detail, tuple(sorted(notes)), n_search + n_final,
+                     tuple(sorted(largest.items(), key=lambda kv: -kv[1])))
 
-
-def summary(fp: Footprint, parts: int = 4) -> str:
-    """``~1.5 GB (checkpoints 1.4 GB: finetune 1.4 GB, ...; predictions 12 MB; ...)``: the
-    total and its biggest parts."""
-    shown = sorted((p for p in fp.parts if p.bytes), key=lambda p: -p.bytes)[:parts]
-    return f"~{human_bytes(fp.total)} ({'; '.join(p.describe() for p in shown)})"

@@ -141,7 +141,7 @@ def check_data(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = Non
 
 MARGIN = 0.10  # the estimate is rough: a filesystem must hold it plus a tenth
 MARGIN_BYTES = 50_000_000  # and a little more (logs, the report, what else writes there meanwhile)
-FULL_CHECKPOINT = 10_000_000  # a run's checkpoint above this holds (nearly) every weight: fine-tuning, not prompts
+FULL_CHECKPOINT = 10_000_000  # a run's checkpoint above this holds every weight (fine-tuning), not prompts (kB)
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,8 @@ def disk_budget(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = No
         root = _existing(path)
         g = groups.setdefault(root.stat().st_dev, {"path": path, "root": root, "need": 0, "what": [], "tmp": False, "out": False})
         g["need"] += need
-        g["what"].append(what)
+        if need:
+            g["what"].append(f"{what} {human_bytes(need)}")
         g["tmp"] |= tmp
         g["out"] |= not tmp
 
@@ -218,7 +219,6 @@ def disk_budget(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = No
 def disk_lines(fp: Footprint, places: list[Place]) -> list[str]:
     """The dry run's lines: the estimate in the output directory (its biggest parts), what
     stays once the trials are done, and the temp dir's, each with the free space."""
-    free = {p.path: p for p in places}
     out_place = next((p for p in places if p.out), None)
     shown = sorted((p for p in fp.parts if p.bytes), key=lambda p: -p.bytes)[:4]
     kept = sum(p.bytes for p in fp.parts if not p.transient)
@@ -250,27 +250,38 @@ def _exists(dotted: str) -> bool:
 
 
 def _fixes(ls: LoadedStudy, fp: Footprint, place: Place) -> list[str]:
+    """The settings that shrink what ``place`` needs, those that apply to this study; each
+    named only where the study schema has it."""
     s = ls.study
     fixes: list[str] = []
+
+    def fix(setting: str, text: str) -> None:
+        if _exists(setting.split(":")[0]):
+            fixes.append(text)
+
     if place.out:
-        ckpt = next((p for p in fp.parts if p.name == "checkpoints"), None)
-        big = [label for label, b in (ckpt.detail if ckpt else ()) if b > FULL_CHECKPOINT * len(s.final.seeds)]
+        big = [label for label, b in fp.largest if b > FULL_CHECKPOINT]  # every weight per run: fine-tuning
         limit = getattr(s.tracking, "max_checkpoint_mb", None)
-        if big and _exists("tracking.max_checkpoint_mb") and (limit is None or limit * 1e6 > FULL_CHECKPOINT):
-            fixes.append(f"tracking.max_checkpoint_mb: {FULL_CHECKPOINT // 1_000_000} (keeps the {', '.join(big)} checkpoints out of MLflow)")
-        fixes.append("fewer final.seeds (each keeps a checkpoint per cell)")
+        if big and (limit is None or limit * 1e6 > FULL_CHECKPOINT):
+            fix("tracking.max_checkpoint_mb", f"tracking.max_checkpoint_mb: {FULL_CHECKPOINT // 1_000_000} "
+                f"(keeps the {', '.join(big)} checkpoints out of MLflow)")
+        fix("final.seeds", "fewer final.seeds (each keeps a checkpoint per cell)")
         if big:
-            fixes.append(f"methods without full checkpoints (drop or restrict {', '.join(big)}: every weight per run)")
+            fix("methods", f"methods without full checkpoints (drop or restrict {', '.join(big)}: every weight per run)")
         if s.ray.keep_train_checkpoints:
-            fixes.append("ray.keep_train_checkpoints: false")
+            fix("ray.keep_train_checkpoints", "ray.keep_train_checkpoints: false")
         if s.ray.checkpoint_every_epoch:
-            fixes.append("ray.checkpoint_every_epoch: false")
+            fix("ray.checkpoint_every_epoch", "ray.checkpoint_every_epoch: false")
         if s.ray.max_failures > 0:
-            fixes.append("ray.max_failures: 0 (retries keep every epoch's training state)")
-        fixes.append("a lower budget.max_concurrent (fewer Ray copies at once)")
-        fixes.append("--output-dir (or output_dir) on a disk with more space")
+            fix("ray.max_failures", "ray.max_failures: 0 (retries keep every epoch's training state)")
+        fix("budget.max_concurrent", "a lower budget.max_concurrent (fewer Ray copies at once)")
+        if s.ray.storage_path and any(w.startswith("Ray checkpoint copies") for w in place.what):
+            fix("ray.storage_path", "ray.storage_path on a disk with more space")
+        fix("output_dir", "--output-dir (or output_dir) on a disk with more space")
     if place.tmp:
-        fixes.append("RAY_TMPDIR (or TMPDIR) on a disk with more space" + ("" if place.out else ", or a lower budget.max_concurrent"))
+        fixes.append("RAY_TMPDIR (or TMPDIR) on a disk with more space")
+        if not place.out:
+            fix("budget.max_concurrent", "a lower budget.max_concurrent")
     return fixes
 
 

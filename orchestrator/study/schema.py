@@ -192,6 +192,13 @@ class Tracking(Strict):
         description="log a final run's checkpoint to MLflow only if its trainable weights take at most this many MB "
         "(null: always). Prompt checkpoints are kilobytes; a fine-tuned MiniLM's ~90 MB a seed, most of a study's disk",
     )
+    outage_s: float = Field(
+        300.0,
+        gt=0,
+        description="how long the driver retries a write to MLflow or Optuna while its store is unreachable (bounded "
+        "exponential backoff; trials keep training meanwhile); past it the study stops cleanly, exit 3, and --resume "
+        "continues it",
+    )
 
     @field_validator("mlflow_uri")
     @classmethod

@@ -52,6 +52,8 @@ from ptcore.config import flat_settings
 from ptcore.tasks import get_task
 
 from orchestrator.common.labels import method_label, task_labels
+from orchestrator.common.retry import StoreRetry
+from orchestrator.common.stores import redact
 from orchestrator.ledger.outdir import OWNER, OWNER_DIR
 
 if TYPE_CHECKING:
@@ -219,19 +221,21 @@ def experiment_owner(uri: str, experiment: str) -> Optional[tuple[str, str]]:
 class Tracker:
     """Thin wrapper over :class:`mlflow.MlflowClient` for one study's experiment."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Optional[Path] = None, tags: Optional[dict[str, str]] = None):
+    def __init__(self, uri: str, experiment: str, artifact_root: Optional[Path] = None, tags: Optional[dict[str, str]] = None,
+                 outage_s: float = 300.0):
         """``artifact_root``: where a store without an artifact server of its own (sqlite,
         file, a PostgreSQL database) keeps the experiment's artifacts (MLflow's default
         would be ``./mlruns`` under the working directory). ``tags``: the experiment's, set
         when it is created and brought up to date when it is reused: those that mark it as one
         output directory's (:meth:`orchestrator.ledger.outdir.OutputDir.check_owner`), its kind and
-        description (:func:`experiment_tags`)."""
+        description (:func:`experiment_tags`). ``outage_s`` (``tracking.outage_s``): every call to the
+        store retries for that long while it is unreachable (:class:`orchestrator.common.retry.StoreRetry`)."""
         _quiet_mlflow()
         os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = StoreRetry("mlflow", redact(uri), outage_s).wrap(MlflowClient(tracking_uri=uri))
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = None

@@ -6,6 +6,7 @@ estimate; ``validate`` does not check the disk. Fast: tiny models, no Ray."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import types
@@ -167,6 +168,26 @@ def test_refusal_names_max_checkpoint_mb_for_full_checkpoints(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "tracking.max_checkpoint_mb: 10 (keeps the finetune checkpoints out of MLflow)" in err
     assert "drop or restrict finetune" in err and ", free 100.0 MB, at " in err
+    named = set(re.findall(r"\b([a-z_]+\.[a-z_]+)\b", err.split("to need less:")[1]))
+    assert {"tracking.max_checkpoint_mb", "final.seeds", "budget.max_concurrent"} <= named
+    assert all(P._exists(k) for k in named), named  # every setting the line names is in the study schema
+
+
+def test_a_temp_dir_that_does_not_fit_is_refused_on_its_own(tiny_bert, tmp_path, monkeypatch, capsys):
+    """The temp dir on another filesystem (here /dev/shm) is checked on its own: the line names
+    it, its free space and RAY_TMPDIR."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem for the temp dir")
+    monkeypatch.setenv("RAY_TMPDIR", str(shm))
+    real = shutil.disk_usage
+    monkeypatch.setattr(P.shutil, "disk_usage", lambda p: Usage(1, 1, 1_000) if str(p).startswith(str(shm)) else real(p))
+    _no_runner(monkeypatch)
+    path = write_study(tmp_path / "s.yaml", _study(tiny_bert, tmp_path / "out"))
+    assert main(["study", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "(temp " in err and f", free 1.0 kB, at {shm}; " in err
+    assert "RAY_TMPDIR (or TMPDIR) on a disk with more space" in err and "final.seeds" not in err
 
 
 def test_dry_run_prints_the_estimate(tiny_bert, tmp_path, capsys):
