@@ -14,7 +14,8 @@ process sends itself SIGKILL, exactly what ``kill -9 <pid>`` does. Nothing is ar
 both variables are set; then :func:`hit` costs one dictionary lookup.
 
 A point armed as ``NAME=enospc`` raises ``OSError(ENOSPC)`` there instead (once, the same
-way): the disk-full tests' way to fill a disk where no small filesystem can be mounted.
+way): the disk-full tests' way to fill a disk where no small filesystem can be mounted;
+``NAME=oom`` raises ``MemoryError``.
 
 Points (grep for ``failpoints.hit``):
 
@@ -75,6 +76,8 @@ def hit(name: str, path: str = "") -> None:
     os.close(fd)
     if action == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path or name)
+    if action == "oom":
+        raise MemoryError(f"failpoint {name}")
     os.kill(os.getpid(), signal.SIGKILL)
 
 

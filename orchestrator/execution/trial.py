@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from orchestrator.common import failpoints
-from orchestrator.common.faults import OutOfMemory, trial_out_of_memory
+from orchestrator.common.faults import OutOfMemory, classify, trial_out_of_memory
 from orchestrator.execution import ray_compat, worker
 from orchestrator.execution.worker import CHECKPOINT_PATH, KEEP, POSITION, lane_threads
 from ptcore.config import split_settings
@@ -270,6 +270,8 @@ def error_line(err: BaseException | str | None) -> str:
             chain.append(e)
             e = e.__cause__ or e.__context__
         text, fallback = "\n".join(str(x) for x in chain), f"{type(chain[-1]).__name__}: {chain[-1]}"
+        if isinstance(classify(err), OutOfMemory):  # MemoryError, CUDA or Ray's out-of-memory errors
+            return classify(err).line()[:500]
     candidates = [ln.strip() for ln in text.splitlines() if "Error: " in ln or "Exception: " in ln]
     preferred = [ln for ln in candidates if ln.startswith("ptcore.") or "PtcoreError" in ln or "ConfigError" in ln or "TrainingError" in ln or "DataError" in ln]
     line = (preferred or candidates or [fallback])[-1]

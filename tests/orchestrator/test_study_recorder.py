@@ -295,3 +295,41 @@ def test_threads_param_only_where_set():
     final runs' (which ran with the trial's threads)."""
     assert "threads" not in flatten_config({"lr": 0.01, "threads": None, "method_args": {}})
     assert flatten_config({"lr": 0.01, "threads": 1, "method_args": {}})["threads"] == "1"
+
+
+def test_a_trial_out_of_memory_reads_so_in_its_row(env):
+    """A trial the OOM killer ended (Ray's account of the dead worker names the reason) or that
+    raised MemoryError: its row's error is one line that says out of memory and what to do."""
+    rec = _search_recorder(env)
+    killed = ("ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.\n"
+              "Worker exit detail: Task was killed due to the node running low on memory (OOM); killed by SIGKILL")
+    trials = [FakeTrial("t_oom", {CELL_KEY: env["cell"].index, "lr": 0.01}, killed),
+              FakeTrial("t_mem", {CELL_KEY: env["cell"].index, "lr": 0.02}, MemoryError("cannot allocate 4.0 GiB"))]
+    for t in trials:
+        rec.on_trial_start(0, [], t)
+        rec.on_trial_result(0, [], t, _epoch(1, 0.5))
+        rec.on_trial_error(0, [], t)
+    rows = {r["trial_id"]: r for r in env["results"].rows}
+    for tid in ("t_oom", "t_mem"):
+        assert rows[tid]["status"] == "error" and rows[tid]["error"].startswith("out of memory: ")
+        assert "\n" not in rows[tid]["error"] and "batch_size" in rows[tid]["error"]
+    assert "OOM" in rows["t_oom"]["error"] and "MemoryError" in rows["t_mem"]["error"]
+
+
+def test_a_trial_that_fills_the_disk_stops_the_study_with_no_row(env):
+    """ENOSPC in a trial (its checkpoint could not be written): every later trial would fail the
+    same way, so the callback raises DiskFull (exit 3) after ending the trial's runs KILLED, and
+    writes no row: --resume runs it again once there is space."""
+    from orchestrator.common.faults import EXIT_RESUMABLE, DiskFull
+
+    rec = _search_recorder(env)
+    trial = FakeTrial("t_full", {CELL_KEY: env["cell"].index, "lr": 0.01},
+                      "Traceback (most recent call last):\nOSError: [Errno 28] No space left on device: '/data/out/ray/x/checkpoint_000001'")
+    rec.on_trial_start(0, [], trial)
+    rec.on_trial_result(0, [], trial, _epoch(1, 0.5))
+    with pytest.raises(DiskFull) as e:
+        rec.on_trial_error(0, [], trial)
+    assert e.value.exit_code == EXIT_RESUMABLE and "/data/out/ray/x/checkpoint_000001" in e.value.line()
+    assert "--resume" in e.value.line() and "\n" not in e.value.line()
+    assert env["results"].rows == []
+    assert [r.info.status for r in _runs(env)["t_full"]] == ["KILLED"]
