@@ -36,7 +36,7 @@ from orchestrator.execution.phases import Phases, local_trials, run_spec, traina
 from orchestrator.execution.trial import RunSpec
 from orchestrator.execution.progress import Progress
 from orchestrator.execution.raysession import RaySession, check_interrupt, restore_signals, signal_handlers, trap_signals, tune_env_defaults
-from orchestrator.common.faults import StoreUnavailable, classify, set_logs_dir
+from orchestrator.common.faults import DiskFull, StoreUnavailable, classify, set_logs_dir, short_reason
 from orchestrator.common.stores import is_sqlite, redact
 from orchestrator.study import LoadedStudy
 from orchestrator.ledger.summary import cell_summary
@@ -142,9 +142,10 @@ class StudyRunner:
             status = "KILLED"
             raise
         except BaseException as e:
-            # the tracking store stayed down past tracking.outage_s: closing its runs would wait
-            # the bound out again; --resume closes them (KILLED) once the store is back
-            close_runs = not isinstance(classify(e), StoreUnavailable)
+            # the tracking store stayed down past tracking.outage_s (closing its runs would wait the
+            # bound out again), or the disk is full (closing them writes): --resume closes them
+            # (KILLED) once the store is back or there is space
+            close_runs = not isinstance(classify(e), (StoreUnavailable, DiskFull))
             raise
         finally:
             restore_signals(old_handlers)
@@ -162,7 +163,7 @@ class StudyRunner:
         try:
             prune_train_runs(self.ls)
         except OSError as e:  # pragma: no cover - never hide the original error
-            log.warning("pruning Ray Train runs failed: %s", e)
+            log.warning("pruning Ray Train runs failed: %s", short_reason(e))
 
     def _close(self, status: str) -> None:
         try:
@@ -172,7 +173,7 @@ class StudyRunner:
                 self.tracker.log_metrics(self.study_run, {"cells_done": sum(1 for s in self.summary if s.get("done"))})
                 self.tracker.end(self.study_run, status)
         except Exception as e:  # pragma: no cover - never hide the original error
-            log.warning("closing MLflow runs failed: %s", e)
+            log.warning("closing MLflow runs failed: %s", short_reason(e))
 
     # ------------------------------------------------------------------ Tune plumbing (see orchestrator.execution.phases)
 

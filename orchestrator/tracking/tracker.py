@@ -196,8 +196,11 @@ def provenance_tags(git: Optional[dict], versions: Optional[dict]) -> dict[str, 
 
 
 def _quiet_mlflow() -> None:
-    for name in ("alembic", "mlflow", "mlflow.store.db.utils", "mlflow.tracking"):
+    for name in ("alembic", "mlflow", "mlflow.tracking"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # it logs every database error it re-raises with a whole traceback: the error reaches us, and
+    # the study's one line (and the traceback file) says it once (orchestrator.common.faults.fatal)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def local_artifacts(uri: str) -> bool:
