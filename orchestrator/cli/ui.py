@@ -16,6 +16,7 @@ from orchestrator.cli.subcommand import Subcommand
 from orchestrator.common.stores import is_postgres, postgres_problem, redact, split_password
 from orchestrator.execution.processes import check_port, run_process_tree
 from orchestrator.study import load_study
+from orchestrator.study.schema import OUTPUT_ROOT
 
 
 def add_ui_args(p: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def add_ui_args(p: argparse.ArgumentParser) -> None:
 def tracking_uri_for(target: Optional[str]) -> str:
     """The MLflow URI of a study given its file or output dir."""
     if target is None:
-        root = Path("studies_out")
+        root = Path(OUTPUT_ROOT)
         found = sorted({p.parent for pattern in ("*/mlflow.db", "*/study.yaml") for p in root.glob(pattern)}) if root.is_dir() else []
         if len(found) != 1:
             raise PtcoreError(

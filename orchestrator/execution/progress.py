@@ -64,7 +64,7 @@ class Progress:
         self.say(f"{self.cell_label} done {cell_id}: {summary}")
 
     def cell_skip(self, label: str, cell_id: str, why: str) -> None:
-        if label == "final":
+        if label == FINAL:
             self.done += 1
         self.say(f"{label} {cell_id}: {why}")
 

@@ -37,7 +37,7 @@ from orchestrator.common import failpoints
 from orchestrator.common.faults import disk_full_in_text
 from orchestrator.ledger import results as R
 from orchestrator.ledger.disk import prune_train_runs
-from orchestrator.ledger.results import ERROR, FINAL, SEARCH
+from orchestrator.ledger.results import ERROR, FINAL
 from orchestrator.execution.raysession import check_interrupt
 from orchestrator.tracking.tracker import (
     KIND, PHASE, RUN_INDEX, SEED, TRIAL, cell_tags, cell_title, compute_params, data_inputs, flatten_config, provenance_tags,

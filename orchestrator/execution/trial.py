@@ -36,6 +36,7 @@ from orchestrator.common import failpoints
 from orchestrator.common.faults import OutOfMemory, classify, trial_out_of_memory
 from orchestrator.execution import ray_compat, worker
 from orchestrator.execution.worker import CHECKPOINT_PATH, KEEP, POSITION, lane_threads
+from orchestrator.ledger.statuses import FINAL
 from ptcore.config import split_settings
 
 # Train V2 is the default in Ray 2.60; say so explicitly for older 2.5x installs.
@@ -200,7 +201,7 @@ def trial_fn(config: dict[str, Any], spec: RunSpec) -> None:
     for key, value in spec.train_env.items():  # Train V2 settings (see RaySession.train_env)
         os.environ.setdefault(key, value)
     trial_id = ray.tune.get_context().get_trial_id()
-    if spec.phase == "final":
+    if spec.phase == FINAL:
         job = spec.jobs[int(config["job"])]
         runs, prefix = job["runs"], job["run_prefix"]
     else:
@@ -217,7 +218,7 @@ def trial_fn(config: dict[str, Any], spec: RunSpec) -> None:
         loop_config.update(local=True)
         # only final runs' checkpoints have a reader (the Recorder logs them to MLflow)
         # (and a retried trial's: it continues from the last one; Tune retries it, see phases.tune_run_config)
-        persist = spec.phase == "final" or spec.checkpoint_every_epoch or retries > 0
+        persist = spec.phase == FINAL or spec.checkpoint_every_epoch or retries > 0
         sink = TuneReports(spec.storage_path, name, persist)
         if ray_compat.fast_path():
             with worker.local_channel(ray_compat.LocalTrainChannel()):

@@ -33,6 +33,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from orchestrator.common.files import tree_size
+
 if TYPE_CHECKING:
     from orchestrator.study import LoadedStudy
 
@@ -65,23 +67,6 @@ def prune_train_runs(ls: "LoadedStudy", trial_id: Optional[str] = None) -> int:
                 if not os.path.exists(entry.path):
                     freed += size
     return freed
-
-
-def tree_size(path: Path) -> int:
-    """Bytes of the files under ``path`` (or of the file), symlinks not followed."""
-    try:
-        if not path.is_dir() or path.is_symlink():
-            return path.lstat().st_size
-    except OSError:
-        return 0
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 # the parts an output dir holds, in the order a line lists them when sizes tie

@@ -32,6 +32,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Mapping, Optional, Sequence
 
+from orchestrator.ledger.statuses import ERROR
+
 
 def rungs(epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
     """The epochs at which halving decides: ``ceil(grace · η^k)`` strictly below ``epochs``."""
@@ -108,7 +110,7 @@ class Halving:
         self.add(trial, 0, None, tiebreak=tiebreak_of(row))
         for e, s in enumerate(curve, start=1):
             self.add(trial, e, s)
-        if row.get("status") == "error":
+        if row.get("status") == ERROR:
             self.fail(trial)
         return curve
 
@@ -145,7 +147,7 @@ def select(rows: Sequence[Mapping[str, Any]], epochs: int, grace_period: int, re
     stops = h.decide()
     best, best_key = None, None
     for i, c in curves.items():
-        if rows[i].get("status") == "error":
+        if rows[i].get("status") == ERROR:
             continue  # its curve counts in the halving, never as the selection
         upto = stops.get(i) or len(c)
         seen = [s for s in c[:upto] if s is not None]

@@ -44,9 +44,7 @@ NUMERIC = {
     "layers", "total_params", "run_index", "seed", "dev_primary", "val_primary", "test_primary", "best_epoch",
     "epochs_run", "trainable_params", "trainable_pct", "checkpoint_bytes", "wall_s", "train_s", "train_examples",
 }  # fmt: skip
-OK, PRUNED, ERROR = "ok", "pruned", "error"  # a row's status
-STATUSES = (OK, PRUNED, ERROR)
-SEARCH, FINAL = "search", "final"  # a row's phase
+from orchestrator.ledger.statuses import ERROR, FINAL, OK, PRUNED, SEARCH, STATUSES  # noqa: F401  (read from here too)
 
 
 def _num(v: Any) -> Any:

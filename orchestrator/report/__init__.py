@@ -47,11 +47,11 @@ from orchestrator.report.build import Report, build_report
 from orchestrator.report.contrasts import as_record
 from orchestrator.report.latex import render_fragments, render_latex
 from orchestrator.report.ledger import LEDGER_DIR, build_provenance, committed_ledger, provenance_record, read_provenance, versions_note, write_ledger
-from orchestrator.report.load import StudyResults, load_study
+from orchestrator.report.load import StudyResults, load_results
 from orchestrator.report.markdown import render_markdown
 from orchestrator.report.plots import plot_scale
 
-__all__ = ["Report", "StudyResults", "build_report", "load_study", "render_markdown", "render_latex", "write_report",
+__all__ = ["Report", "StudyResults", "build_report", "load_results", "render_markdown", "render_latex", "write_report",
            "write_files", "render", "render_fragments", "OUTPUTS",
            "REPORT_DIR", "LEDGER_DIR", "write_ledger", "committed_ledger", "regenerate"]
 
@@ -107,14 +107,14 @@ def write_report(
     if committed is not None:  # a committed report: render it again from its own ledger
         out = Path(out_dir) if out_dir is not None else Path(study)
         if with_ledger:  # elsewhere: take the ledger along (in place, it is already there)
-            write_ledger(load_study(committed), out / LEDGER_DIR, read_provenance(committed) or None)
+            write_ledger(load_results(committed), out / LEDGER_DIR, read_provenance(committed) or None)
         return regenerate(committed, out)
     path = Path(study)
     if path.is_dir() and not (path / "results.csv").is_file() and (path / "results.md").is_file():
         raise PtcoreError(f"{path}: a report without its ledger (no {LEDGER_DIR}/results.csv), so it cannot be rendered "
                           f"again from here; write it from its study output directory with `orchestrate report "
                           f"<output dir> --output {path} --with-ledger`")
-    data = load_study(study)
+    data = load_results(study)
     out = Path(out_dir) if out_dir is not None else data.output_dir / REPORT_DIR
     if with_ledger:
         return regenerate(write_ledger(data, out / LEDGER_DIR, provenance), out)
@@ -129,7 +129,7 @@ def regenerate(ledger: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     files alone, never from this environment (package versions from its ``provenance.json``)."""
     ledger = Path(ledger)
     prov = read_provenance(ledger)
-    data = load_study(ledger)
+    data = load_results(ledger)
     if prov.get("study"):
         data.name = str(prov["study"])
     rep = build_report(data, build_provenance(prov))

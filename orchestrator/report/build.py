@@ -21,9 +21,9 @@ from orchestrator.report import stats
 from orchestrator.report.contrasts import ContrastRow, ContrastSettings, settings_of, test_contrasts
 from orchestrator.report.regimes import RegimeTable, build_regimes
 from orchestrator.common.labels import BASELINE, backbone_short, has_label_set, human_count, method_key, method_label, readable_params, span, task_labels, task_spec
-from orchestrator.report.load import ERROR, OK, PRUNED, StudyResults
+from orchestrator.report.load import StudyResults
 from orchestrator.ledger.cells import study_finals
-from orchestrator.ledger.results import FINAL, SEARCH, best_search_row
+from orchestrator.ledger.results import ERROR, FINAL, OK, PRUNED, SEARCH, best_search_row
 
 SPLITS = ("train", "dev", "val", "test")
 # config keys that differ between trials without being hyperparameters

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from ptcore.errors import PtcoreError
 
-from orchestrator.ledger.results import ERROR, NUMERIC, OK, PRUNED, ResultsTable, is_metric_column
+from orchestrator.ledger.results import NUMERIC, ResultsTable, is_metric_column
+from orchestrator.study.schema import default_output_dir
 
 
 @dataclass
@@ -116,7 +117,7 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_study(study: str | os.PathLike) -> StudyResults:
+def load_results(study: str | os.PathLike) -> StudyResults:
     """A study file (yaml: ``name``, ``output_dir``) or a study output directory."""
     path = Path(study)
     config_path: Optional[Path] = None
@@ -132,7 +133,7 @@ def load_study(study: str | os.PathLike) -> StudyResults:
         name = config.get("name")
         if not name:
             raise PtcoreError(f"{path}: name: required key is missing; add it (`name: my-study`), or pass the study's output directory")
-        out = Path(config.get("output_dir") or f"studies_out/{name}")
+        out = Path(config.get("output_dir") or default_output_dir(name))
         if not out.is_absolute() and not out.is_dir() and (path.parent / out).is_dir():
             out = path.parent / out
     else:

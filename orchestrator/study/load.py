@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.study.plan import LoadedStudy
-from orchestrator.study.schema import StudyError
+from orchestrator.study.schema import StudyError, default_output_dir
 from orchestrator.study.validate import parse_study, study_error
 from orchestrator.study.yamlio import file_hash, read_yaml
 
@@ -29,7 +29,7 @@ def load_study(
         raw = read_yaml(p)
     study = parse_study(raw, p)
     cwd = cwd or Path.cwd()
-    out = Path(output_dir or study.output_dir or os.path.join("studies_out", study.name)).expanduser()
+    out = Path(output_dir or study.output_dir or default_output_dir(study.name)).expanduser()
     out = (out if out.is_absolute() else cwd / out).resolve()
     if study.data_dir:
         d = Path(study.data_dir).expanduser()

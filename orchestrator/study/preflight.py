@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from orchestrator.common.files import tree_size
 from orchestrator.common.labels import human_bytes
 from orchestrator.common.stores import is_postgres, postgres_problem, same_database
 from orchestrator.study.backbones import _offline, backbone_layers
@@ -169,18 +170,6 @@ def _existing(path: str) -> Path:
     return p
 
 
-def _held(path: str) -> int:
-    """Bytes already under ``path`` (symlinks not followed)."""
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def disk_budget(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = None, resume: bool = False,
                 cluster: bool = False) -> tuple[Footprint, list[Place]]:
     """The study's estimated footprint (:func:`orchestrator.study.footprint.estimate`) and, for
@@ -206,7 +195,7 @@ def disk_budget(ls: LoadedStudy, sizes: Optional[dict[str, dict[str, int]]] = No
         # room above this one), so: the full estimate less what the output directory already
         # holds (its finished runs' checkpoints, predictions and ledgers), never below zero
         key = _existing(str(ls.output_dir)).stat().st_dev
-        held = _held(str(ls.output_dir))
+        held = tree_size(ls.output_dir)  # bytes already there (symlinks not followed)
         groups[key]["need"] = max(0, groups[key]["need"] - held)
         groups[key]["what"].append(f"less {human_bytes(held)} already there")
     if fp.tmp:

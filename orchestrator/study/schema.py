@@ -3,6 +3,7 @@ keys a cell decides, and the error types every message of this package uses."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -19,6 +20,15 @@ FINAL_KEYS = {"seed"}  # search trials use train.seed (default 0); finals use fi
 
 SCALAR = (type(None), bool, int, float, str)
 SEED_MAX = 2**32 - 1  # numpy's seeds: 0 .. 2**32 - 1
+
+
+OUTPUT_ROOT = "studies_out"  # where a study writes when its file names no output_dir
+
+
+def default_output_dir(name: str) -> str:
+    """``studies_out/<name>``: a study's output directory when its file names none (relative to
+    the working directory; the loader and the report both read it from here)."""
+    return os.path.join(OUTPUT_ROOT, name)
 
 
 class StudyError(PtcoreError):
@@ -380,7 +390,7 @@ class Study(Strict):
     data_dir: Optional[str] = Field(None, description="relative to the study file; default $PTCORE_DATA_DIR")
     tracking: Tracking = Field(default_factory=Tracking)
     ray: RaySettings = Field(default_factory=RaySettings)
-    output_dir: Optional[str] = Field(None, description="default studies_out/<name>, relative to the working directory")
+    output_dir: Optional[str] = Field(None, description=f"default {OUTPUT_ROOT}/<name>, relative to the working directory")
     report: ReportSettings = Field(default_factory=ReportSettings, description="what the report tests (contrasts, margin)")
 
     @field_validator("name")

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import report
-from orchestrator.report import Report, build_report, load_study, render, write_files, write_report
+from orchestrator.report import Report, build_report, load_results, render, write_files, write_report
 from orchestrator.report.tables import tex_escape
 from ptcore.errors import PtcoreError
 
@@ -42,12 +42,12 @@ TEXT_FILES = ("results.md", "results.tex", "results_data.tex", "results_main.tex
 @pytest.fixture(scope="module")
 def built() -> dict[str, Report]:
     """Each fixture study loaded and computed once for the module (tests only read them)."""
-    return {study: build_report(load_study(HERE / study), PROVENANCE) for study in STUDIES}
+    return {study: build_report(load_results(HERE / study), PROVENANCE) for study in STUDIES}
 
 
 @pytest.fixture(scope="module")
 def rendered(built, tmp_path_factory) -> dict[str, Path]:
-    """Each fixture study's report files (write_report = load_study + build_report + write_files)."""
+    """Each fixture study's report files (write_report = load_results + build_report + write_files)."""
     root = tmp_path_factory.mktemp("reports")
     return {study: write_files(built[study], root / study) for study in STUDIES}
 
@@ -105,7 +105,7 @@ def test_figures_written(study, rendered):
 def test_output_is_deterministic(rendered):
     """The same ledger gives the same bytes, figures included. (The text goldens, written by
     another process, check the bootstrap and chance draws of with_predictions the same way.)"""
-    again = render(build_report(load_study(HERE / "single_seed"), PROVENANCE))
+    again = render(build_report(load_results(HERE / "single_seed"), PROVENANCE))
     assert set(again) >= {"results.md", "results.tex", "results_main.tex", "scale.png", "scale.pdf"}
     for name, blob in again.items():
         assert (rendered["single_seed"] / name).read_bytes() == blob, name
@@ -193,7 +193,7 @@ def test_contrasts_are_tests_over_seeds_with_holm(rendered, built):
     assert header == ["Backbone", "Task", "Contrast", "Δ", "95% CI", "Test", "p", "p (Holm)", "TOST ±2 p (Holm)", "Verdict"]
     assert len(rows) == 16 and "Holm-corrected over the 16 tested contrasts" in text
     rep = built["with_predictions"]
-    data = load_study(HERE / "with_predictions")
+    data = load_results(HERE / "with_predictions")
     for c in rep.contrasts:
         def scores(method):
             return [100 * r["val_primary"] for r in data.rows if r["phase"] == "final" and r["status"] == "ok"
@@ -225,7 +225,7 @@ def test_contrasts_follow_the_study_file(tmp_path):
     cfg = yaml.safe_load((dst / "study.yaml").read_text()) if (dst / "study.yaml").is_file() else {"name": "x"}
     cfg["report"] = {"contrasts": [["ptuning_v2", "finetune"]], "equivalence_margin": 10.0}
     (dst / "study.yaml").write_text(yaml.safe_dump(cfg))
-    rep = build_report(load_study(dst), PROVENANCE)
+    rep = build_report(load_results(dst), PROVENANCE)
     assert {(c.a, c.b) for c in rep.contrasts} == {("ptuning_v2", "finetune")}
     verdicts = {(c.task, c.backbone): c.verdict for c in rep.contrasts}
     assert verdicts[("glue/sst2", "MiniLM-L6-v2, first 6 layers, 22.7M params")] == "equivalent"
@@ -423,13 +423,13 @@ def test_study_file_and_default_out_dir(tmp_path, monkeypatch):
 
 
 def test_study_directory_name_falls_back_to_results():
-    assert load_study(HERE / "single_seed").name == "single_seed"  # no study.yaml: the rows' `study`
-    assert load_study(HERE / "scale_small").config["final"]["seeds"] == [0, 1, 2]
+    assert load_results(HERE / "single_seed").name == "single_seed"  # no study.yaml: the rows' `study`
+    assert load_results(HERE / "scale_small").config["final"]["seeds"] == [0, 1, 2]
 
 
 def test_ledger_is_read_through_results_table():
     """One reader: statuses, ids and numbers as orchestrator.ledger.results parses them."""
-    data = load_study(HERE / "with_predictions")
+    data = load_results(HERE / "with_predictions")
     statuses = {r["status"] for r in data.rows}
     from orchestrator.ledger.results import STATUSES
 

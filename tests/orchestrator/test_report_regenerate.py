@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import app as cli
-from orchestrator.report import LEDGER_DIR, OUTPUTS, load_study, regenerate, write_report
+from orchestrator.report import LEDGER_DIR, OUTPUTS, load_results, regenerate, write_report
 from orchestrator.report.ledger import recorded, write_ledger
 from ptcore.errors import PtcoreError
 
@@ -163,7 +163,7 @@ def test_ledger_holds_what_the_report_reads_and_nothing_else(written):
     src, out = written
     ledger = out / LEDGER_DIR
     files = sorted(str(p.relative_to(ledger)) for p in ledger.rglob("*") if p.is_file())
-    rels = sorted({r["predictions"] for r in load_study(src).rows if r["predictions"]})
+    rels = sorted({r["predictions"] for r in load_results(src).rows if r["predictions"]})
     assert len(rels) == 70
     assert files == sorted(["results.csv", "study.yaml", "provenance.json"] + [f"{r}.gz" for r in rels])
     assert (ledger / "results.csv").read_bytes() == (src / "results.csv").read_bytes()  # `predictions` values as they were
@@ -234,10 +234,10 @@ def test_generated_twice_in_separate_processes_is_byte_identical(written, tmp_pa
 def test_ledger_written_twice_is_byte_identical_and_loses_stale_files(written, tmp_path):
     src, out = written
     ledger = tmp_path / "ledger"
-    write_ledger(load_study(src), ledger)
+    write_ledger(load_results(src), ledger)
     (ledger / "predictions" / "old-run.json.gz").write_bytes(b"stale")
     (ledger / "notes.txt").write_text("stale")
-    write_ledger(load_study(src), ledger)
+    write_ledger(load_results(src), ledger)
     mine = {str(p.relative_to(ledger)): p.read_bytes() for p in ledger.rglob("*") if p.is_file()}
     theirs = {str(p.relative_to(out / LEDGER_DIR)): p.read_bytes() for p in (out / LEDGER_DIR).rglob("*") if p.is_file()}
     assert mine == theirs
@@ -257,7 +257,7 @@ def test_ledger_taken_elsewhere_from_a_committed_report(written, tmp_path):
 
 def test_loader_reads_gzip_predictions(written):
     _, out = written
-    data = load_study(out / LEDGER_DIR)
+    data = load_results(out / LEDGER_DIR)
     row = next(r for r in data.rows if r["predictions"])
     assert row["predictions"].endswith(".json")  # the ledger's value, as the runner wrote it
     plain = json.loads((FIXTURE / row["predictions"]).read_text())
@@ -267,7 +267,7 @@ def test_loader_reads_gzip_predictions(written):
 
 def test_unreadable_gzip_predictions_are_missing(tmp_path):
     shutil.copytree(FIXTURE, tmp_path / "s")
-    data = load_study(tmp_path / "s")
+    data = load_results(tmp_path / "s")
     row = next(r for r in data.rows if r["predictions"])
     path = tmp_path / "s" / row["predictions"]
     Path(f"{path}.gz").write_bytes(gzip.compress(b"{not json", mtime=0)[:-6])  # truncated
@@ -278,10 +278,10 @@ def test_unreadable_gzip_predictions_are_missing(tmp_path):
 def test_environment_versions_are_kept_and_marked_where_runs_recorded_none(tmp_path):
     """No run record (the plain fixture): the ledger keeps the versions of the environment that
     wrote it, marked so, and regeneration states those, not its own."""
-    ledger = write_ledger(load_study(FIXTURE), tmp_path / LEDGER_DIR)
+    ledger = write_ledger(load_results(FIXTURE), tmp_path / LEDGER_DIR)
     prov = json.loads((ledger / "provenance.json").read_text())
     assert prov["versions_from"] == "report environment" and prov["versions"]["python"]
-    assert recorded(load_study(FIXTURE))["versions"] == {}
+    assert recorded(load_results(FIXTURE))["versions"] == {}
 
 
 def test_a_report_without_its_ledger_says_how_to_write_one(tmp_path):

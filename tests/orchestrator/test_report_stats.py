@@ -14,7 +14,7 @@ import pytest
 from orchestrator.report import stats
 from orchestrator.report.build import _note_splits, build_report
 from orchestrator.common.labels import METHOD_ORDER, fmt_sig, hparam_name, method_style, readable_params
-from orchestrator.report.load import load_study
+from orchestrator.report.load import load_results
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "report" / "with_predictions"
 
@@ -169,7 +169,7 @@ def _small_ledger(tmp_path: Path, keep) -> Path:
 
 def test_report_references_and_noise_marks(tmp_path):
     study = _small_ledger(tmp_path, lambda r: r[(r.backbone == "MiniLM-L2") & (r.task == "superglue/cb")])
-    rep = build_report(load_study(study), {"versions": {}})
+    rep = build_report(load_results(study), {"versions": {}})
     assert rep.majority["superglue/cb"] == pytest.approx(100 * 23 / 56)
     assert rep.chance["superglue/cb"] == pytest.approx(100 / 3) and rep.chance_exact["superglue/cb"]
     cells = {r.method: r.cells["superglue/cb"] for r in rep.rows}
@@ -188,7 +188,7 @@ def test_span_and_regression_tasks_get_no_majority(tmp_path):
         r["task"] = "ner/wnut17"  # a tag task: no label set, whatever the ledger says
         return r
 
-    rep = build_report(load_study(_small_ledger(tmp_path, as_ner)), {"versions": {}})
+    rep = build_report(load_results(_small_ledger(tmp_path, as_ner)), {"versions": {}})
     assert rep.majority["ner/wnut17"] is None and rep.chance["ner/wnut17"] is None
     assert rep.reference_why["ner/wnut17"] == "not a label task"
 
@@ -200,7 +200,7 @@ def test_a_score_that_predictions_do_not_reproduce_is_reported(tmp_path):
         r.loc[i, "val_primary"] = "0.99"
         return r
 
-    rep = build_report(load_study(_small_ledger(tmp_path, tamper)), {"versions": {}})
+    rep = build_report(load_results(_small_ledger(tmp_path, tamper)), {"versions": {}})
     assert any("seed 0: its predictions give" in n and "the ledger says 99.00" in n for n in rep.stat_notes)
 
 
@@ -210,7 +210,7 @@ def test_no_predictions_means_nothing_is_marked(tmp_path):
         r["predictions"] = ""
         return r
 
-    rep = build_report(load_study(_small_ledger(tmp_path, strip)), {"versions": {}})
+    rep = build_report(load_results(_small_ledger(tmp_path, strip)), {"versions": {}})
     assert not rep.has_predictions
     assert rep.tested  # the contrasts test the ledger's per-seed scores: predictions are not needed
     assert not any(c.interval is not None or c.near_majority for r in rep.rows for c in r.cells.values())
@@ -274,7 +274,7 @@ def test_plot_has_no_panel_for_a_task_without_data(tmp_path):
         r.loc[(r.task == "superglue/cb") & (r.phase == "final"), "status"] = "error"
         return r
 
-    rep = build_report(load_study(_small_ledger(tmp_path, fail_cb)), {"versions": {}})
+    rep = build_report(load_results(_small_ledger(tmp_path, fail_cb)), {"versions": {}})
     assert [t for t, _ in panels(rep)] == ["glue/sst2"]  # no CB panel, no average of one task
     fig = make_figure(rep)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 1
@@ -288,7 +288,7 @@ def test_plot_y_axis_holds_the_error_bars(tmp_path):
         r["data_json"] = ""  # no label counts: no reference lines to widen the axis
         return r
 
-    rep = build_report(load_study(_small_ledger(tmp_path, sst2_without_references)), {"versions": {}})
+    rep = build_report(load_results(_small_ledger(tmp_path, sst2_without_references)), {"versions": {}})
     assert rep.majority["glue/sst2"] is None
     (ax,) = [a for a in make_figure(rep).axes if a.get_visible()]
     lo, hi = ax.get_ylim()
@@ -310,7 +310,7 @@ def test_predictions_a_metric_cannot_score_are_reported_not_raised(tmp_path):
         data = json.loads(path.read_text())
         data["val"]["groups"] = None
         path.write_text(json.dumps(data))
-    rep = build_report(load_study(study), {"versions": {}})
+    rep = build_report(load_results(study), {"versions": {}})
     assert any("could not be scored (ValueError" in n for n in rep.stat_notes)
     assert rep.majority["superglue/multirc"] is None
     assert not any(c.interval for r in rep.rows for c in r.cells.values())
@@ -332,6 +332,6 @@ def test_a_cell_wholly_below_the_majority_class_is_marked(tmp_path):
         data = json.loads((study / rel).read_text())
         data["val"]["predictions"] = [2] * len(data["val"]["references"])
         (study / rel).write_text(json.dumps(data))
-    rep = build_report(load_study(study), {"versions": {}})
+    rep = build_report(load_results(study), {"versions": {}})
     ft = next(r for r in rep.rows if r.method == "finetune").cells["superglue/cb"]
     assert ft.interval[1] < rep.majority["superglue/cb"] and ft.near_majority

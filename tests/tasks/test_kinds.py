@@ -130,14 +130,14 @@ def _cb_ledger(tmp_path: Path) -> Path:
 def test_the_reports_label_task_check_asks_the_kind(tmp_path, monkeypatch):
     from orchestrator.report.build import build_report
     from orchestrator.common.labels import has_label_set
-    from orchestrator.report.load import load_study
+    from orchestrator.report.load import load_results
 
     study = _cb_ledger(tmp_path)
-    rep = build_report(load_study(study), {"versions": {}})
+    rep = build_report(load_results(study), {"versions": {}})
     assert rep.majority["superglue/cb"] is not None and rep.chance["superglue/cb"] is not None
 
     monkeypatch.setattr(Classification, "has_label_set", False)  # CB's kind now says: no label set
     assert not has_label_set("classification")
-    rep = build_report(load_study(study), {"versions": {}})
+    rep = build_report(load_results(study), {"versions": {}})
     assert rep.majority["superglue/cb"] is None and rep.chance["superglue/cb"] is None
     assert rep.reference_why["superglue/cb"] == "not a label task"
