@@ -271,8 +271,9 @@ def error_line(err: BaseException | str | None) -> str:
             chain.append(e)
             e = e.__cause__ or e.__context__
         text, fallback = "\n".join(str(x) for x in chain), f"{type(chain[-1]).__name__}: {chain[-1]}"
-        if isinstance(classify(err), OutOfMemory):  # MemoryError, CUDA or Ray's out-of-memory errors
-            return classify(err).line()[:500]
+        fault = classify(err)
+        if isinstance(fault, OutOfMemory):  # MemoryError, CUDA or Ray's out-of-memory errors
+            return fault.line()[:500]
     candidates = [ln.strip() for ln in text.splitlines() if "Error: " in ln or "Exception: " in ln]
     preferred = [ln for ln in candidates if ln.startswith("ptcore.") or "PtcoreError" in ln or "ConfigError" in ln or "TrainingError" in ln or "DataError" in ln]
     line = (preferred or candidates or [fallback])[-1]
