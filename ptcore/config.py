@@ -15,8 +15,14 @@ from .errors import ConfigError
 from .methods import get_method, make_method_config, method_fields
 from .methods.config_base import MethodConfig
 from .tasks import get_task
+from .tasks.templates import with_overrides
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def run_spec(cfg: "RunConfig", task: str):
+    """The task's declaration as the run uses it: with the run's own template / label words."""
+    return with_overrides(get_task(task), cfg.template, cfg.verbalizer)
 
 
 class RunConfig(BaseModel):
@@ -81,7 +87,22 @@ class RunConfig(BaseModel):
         None, ge=1, description="deterministic subsample of dev only (evaluated every epoch for selection; val/test stay whole)"
     )
     max_length: Optional[int] = Field(None, ge=8, description="token limit (default: the task's)")
-    pooling: Literal["mean", "cls", "pooler"] = "mean"
+    pooling: Literal["mean", "cls", "pooler", "last"] = Field(
+        "mean", description="how a head reads the hidden states: mean of the input tokens, the first ([CLS]), the "
+        "backbone's pooler, or the last real token (a decoder LM's usual choice)"
+    )
+    format: Literal["auto", "head", "text"] = Field(
+        "auto", description="how tasks are trained: 'head' = a head on the hidden states (encoders; decoders by choice), "
+        "'text' = text to text, by the task's template and label words (rank classification) or by generation (QA); "
+        "'auto' = the backbone family's default (encoder: head; decoder LM and T5: text); see ptcore.tasks.text_kinds"
+    )
+    template: Optional[str] = Field(
+        None, description="format text: the task's input template instead of its declared one ({text_a}, {text_b}, "
+        "{choices[0]}, ...; see ptcore.tasks.templates); single-task runs only"
+    )
+    verbalizer: Optional[tuple[str, ...]] = Field(
+        None, description="format text: the label words instead of the task's declared ones, one per label in label order"
+    )
     head_dropout: float = Field(0.1, ge=0, lt=1)
     device: str = "auto"
     threads: Optional[int] = Field(
@@ -121,6 +142,10 @@ class RunConfig(BaseModel):
             raise ConfigError(f"task {self.task!r}: a task is listed twice; join distinct tasks with '+'")
         if self.train_size is not None and self.max_train_examples is not None:
             raise ConfigError("train_size and max_train_examples both set: keep train_size (stratified, seeded by data_seed)")
+        if (self.template is not None or self.verbalizer is not None) and len(names) > 1:
+            raise ConfigError("template / verbalizer override one task's text format: a multi-task run keeps each task's declared one")
+        if self.template is not None or self.verbalizer is not None:
+            run_spec(self, names[0])  # a bad override: one line now, not when the data loads
         if self.dev_size is not None and self.train_size is None:
             raise ConfigError("dev_size needs train_size (the few-shot dev is carved from train outside the train sample)")
         if self.init_from is not None and not all(
@@ -157,6 +182,7 @@ SYNONYMS = {
 HASH_ONLY_IF_SET = {
     "grad_accum_steps": 1, "precision": "auto", "train_size": None, "data_seed": 0, "dev_size": None,
     "mixing": "proportional", "mixing_temperature": 2.0, "init_from": None,
+    "format": "auto", "template": None, "verbalizer": None,
 }  # fmt: skip
 
 

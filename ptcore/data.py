@@ -54,19 +54,22 @@ def _jsonable(value):
     return repr(value)
 
 
-def _cache_key(spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict]) -> str:
+def _cache_key(spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict], tag: Optional[str] = None) -> str:
     """A stable hash of what the features depend on (the same in every process and run: JSON,
-    not pickle, whose bytes may differ between Python versions for equal data)."""
+    not pickle, whose bytes may differ between Python versions for equal data). ``tag``: what a
+    text kind's features also depend on (its format, template and label words)."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_FORMAT, spec.name, getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length, split]).encode())
+    head = [CACHE_FORMAT, spec.name, getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length, split]
+    h.update(json.dumps(head if tag is None else head + [tag]).encode())
     h.update(json.dumps(examples, sort_keys=True, default=_jsonable).encode())
     return h.hexdigest()[:20]
 
 
-def cache_path(cache_dir: str | os.PathLike, spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict]) -> Path:
+def cache_path(cache_dir: str | os.PathLike, spec: TaskSpec, tokenizer, max_length: int, split: str, examples: list[dict],
+               tag: Optional[str] = None) -> Path:
     """Where :func:`encode_split` keeps the features of a split."""
     stem = f"{spec.name.replace('/', '_')}-{split}"
-    return Path(cache_dir) / f"{stem}-{_cache_key(spec, tokenizer, max_length, split, examples)}{CACHE_SUFFIX}"
+    return Path(cache_dir) / f"{stem}-{_cache_key(spec, tokenizer, max_length, split, examples, tag)}{CACHE_SUFFIX}"
 
 
 def read_cache(path: Path) -> Optional[list[dict]]:
@@ -111,7 +114,7 @@ def encode_split(
     cache_dir = cache_dir or os.environ.get(CACHE_ENV)
     path = None
     if cache_dir:
-        path = cache_path(cache_dir, spec, tokenizer, max_length, split, examples)
+        path = cache_path(cache_dir, spec, tokenizer, max_length, split, examples, getattr(kind, "cache_tag", None))
         cached = read_cache(path)
         if cached is not None:
             return cached

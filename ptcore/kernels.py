@@ -39,6 +39,8 @@ import torch
 import torch.nn as nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from .families import family_name
+
 KERNELS = ("fast", "reference")
 Kernels = Literal["fast", "reference"]
 ATTENTION = "ptcore"  # the name of our attention in transformers' AttentionInterface
@@ -135,6 +137,10 @@ def install(model: nn.Module, kernels: Kernels, backbone: nn.Module) -> None:
     _swap_dropout(model, FastDropout if kernels == "fast" else nn.Dropout)
     config = backbone.config
     current = getattr(config, "_attn_implementation", None)
+    if family_name(config) != "encoder":
+        # T5's attention adds a position bias and decoder LMs group their key/value heads: both
+        # keep transformers' own attention (the dropout swap above still applies)
+        return
     if kernels == "fast" and current in ("sdpa", ATTENTION):
         _register()
         config._attn_implementation = ATTENTION

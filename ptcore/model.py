@@ -20,15 +20,18 @@ import torch
 import torch.nn as nn
 
 from .backbones import Backbone
-from .config import RunConfig, task_key, task_names
+from .config import RunConfig, run_spec, task_key, task_names
 from .errors import ConfigError
+from .families import family_of
 from .kernels import install as install_kernels
 from .methods import get_method
+from .methods.registration import method_family_problem
 from .methods.base import PromptEncoder
 from .tasks import get_task
-from .tasks.kinds import Kind, get_kind
+from .tasks.kinds import Kind
+from .tasks.text_kinds import TextKind, check_format, kind_for
 
-POOLINGS = ("mean", "cls", "pooler")
+POOLINGS = ("mean", "cls", "pooler", "last")
 
 
 class TaskModel(nn.Module):
@@ -56,6 +59,9 @@ class TaskModel(nn.Module):
             return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         if self.pooling == "cls":
             return hidden[:, 0]
+        if self.pooling == "last":  # the last real token, left or right padding alike
+            last = (mask * torch.arange(1, mask.shape[1] + 1, device=mask.device)).argmax(1)  # (N,)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.encoder.backbone.pooler(hidden)
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -119,17 +125,35 @@ def build_model(cfg: RunConfig, backbone: Backbone) -> TaskModel | MultiTaskMode
     seed_everything(cfg.seed)
     tasks = task_names(cfg.task)
     encoder = get_method(cfg.method).encoder_cls(backbone, cfg.method_args)
+    kinds = {t: run_kind(cfg, t, backbone) for t in tasks}  # the task's own kind (format head) or its text kind
+    if encoder.family.generative and not any(isinstance(k, TextKind) for k in kinds.values()):
+        # a head reads a decoder LM's hidden states: its LM head is unused (frozen, so no count calls it trained)
+        out, inp = backbone.model.get_output_embeddings(), backbone.model.get_input_embeddings()
+        if out is not None and out.weight is not inp.weight:
+            out.weight.requires_grad_(False)
     if len(tasks) == 1:
-        spec = get_task(cfg.task)
-        kind = get_kind(spec.kind)
+        spec = run_spec(cfg, cfg.task)
+        kind = kinds[cfg.task]
         model = TaskModel(encoder, kind.make_head(encoder.hidden_size, spec, cfg.head_dropout), kind, pooling=cfg.pooling)
         model.task_name = cfg.task
     else:
-        heads, kinds = {}, {}
-        for t in tasks:
-            spec = get_task(t)
-            kinds[t] = get_kind(spec.kind)
-            heads[t] = kinds[t].make_head(encoder.hidden_size, spec, cfg.head_dropout)
+        heads = {t: kinds[t].make_head(encoder.hidden_size, get_task(t), cfg.head_dropout) for t in tasks}
         model = MultiTaskModel(encoder, heads, kinds, cfg.pooling)
     install_kernels(model, cfg.kernels, backbone.model)
     return model
+
+
+def check_run(cfg: RunConfig, config) -> None:
+    """What the backbone's config alone tells against ``cfg``, before any weights load: the
+    method runs on its family, each task has the run's format there. One ConfigError line."""
+    family = family_of(config)
+    why = method_family_problem(cfg.method, family.name, config.model_type)
+    for task in task_names(cfg.task):
+        why = why or check_format(run_spec(cfg, task), cfg.format, family.name)
+    if why:
+        raise ConfigError(why)
+
+
+def run_kind(cfg: RunConfig, task: str, backbone: Backbone) -> Kind:
+    """The kind that trains ``task`` in this run: by the run's ``format`` on the backbone's family."""
+    return kind_for(run_spec(cfg, task), cfg.format, family_of(backbone.config), backbone.tokenizer)

@@ -56,14 +56,14 @@ from .data import encode_split, feature_length, make_loader, sort_by_length, sub
 from .distributed import Dist
 from .errors import ConfigError, TrainingError
 from .fileio import write_json_atomic
-from .model import MultiTaskModel, TaskModel, build_model
+from .model import MultiTaskModel, TaskModel, build_model, check_run, run_kind
 from .precision import Amp
 from .predictions import PREDICTIONS_DIR, write_predictions
 from .result import RunResult
 from .sampling import draw
 from .tasks import get_task, load_splits
 from .tasks.io import passage_ids, resolve_data_dir
-from .tasks.kinds import get_kind, kind_class
+from .tasks.kinds import kind_class
 from .trainstate import LoopState, load_train_state, save_train_state
 
 Model = TaskModel | MultiTaskModel  # build_model's: one task, or a head per task
@@ -181,7 +181,10 @@ def input_limit(cfg: RunConfig, backbone: Backbone, extra_tokens: int) -> tuple[
     has room: a shallow prompt of ``extra_tokens`` extends the sequence beyond it rather than
     cutting the input. Returns (limit, a data note where the prompt does not fit)."""
     spec = get_task(cfg.task)
-    table = backbone.config.max_position_embeddings - 2  # (RoBERTa's positions start at 2)
+    positions = getattr(backbone.config, "max_position_embeddings", None)
+    if positions is None:  # T5: relative positions, no table to fill
+        return cfg.max_length or spec.max_length, None
+    table = positions - 2  # (RoBERTa's positions start at 2)
     wanted = min(cfg.max_length or spec.max_length, table)
     if wanted + extra_tokens <= table:
         return wanted, None
@@ -194,7 +197,7 @@ def input_limit(cfg: RunConfig, backbone: Backbone, extra_tokens: int) -> tuple[
 
 def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str] = None) -> Prepared:
     spec = get_task(cfg.task)
-    kind = get_kind(spec.kind)
+    kind = run_kind(cfg, cfg.task, backbone)  # the task's own kind, or its text kind (format text)
     examples, notes = load_splits(spec, cfg.data_dir, max_train=cfg.max_train_examples)
     if cfg.train_size is not None:  # a stratified sample drawn with data_seed (+ the few-shot dev outside it)
         examples["train"], few_shot_dev, drawn = draw(examples["train"], cfg.train_size, cfg.data_seed, cfg.dev_size,
@@ -227,7 +230,8 @@ def data_key(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: O
     a shallow prompt that fits shares them with deep prompts and fine-tuning)."""
     return (cfg.task, cfg.data_dir, cfg.max_train_examples, cfg.max_eval_examples, cfg.max_dev_examples,
             cfg.train_size, cfg.data_seed if cfg.train_size is not None else None, cfg.dev_size,
-            input_limit(cfg, backbone, extra_tokens), backbone.source, len(backbone.tokenizer), cache_dir)
+            input_limit(cfg, backbone, extra_tokens), backbone.source, len(backbone.tokenizer), cache_dir,
+            getattr(run_kind(cfg, cfg.task, backbone), "cache_tag", None))
 
 
 def prepared(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_dir: Optional[str],
@@ -534,7 +538,10 @@ def _train(
 
     # ---- model: backbone (frozen unless fine-tuning) + method encoder + a head per task
     with timer("load_s"):
-        backbone = backbone or load_backbone(cfg.model, cfg.layers, trust_remote_code=cfg.trust_remote_code)
+        if backbone is not None:
+            check_run(cfg, backbone.config)
+        backbone = backbone or load_backbone(cfg.model, cfg.layers, trust_remote_code=cfg.trust_remote_code,
+                                             check=lambda config: check_run(cfg, config))
         model = build_model(cfg, backbone).to(device)
         init_note = load_init(model, cfg.init_from) if cfg.init_from else None  # e.g. multi-task prompts (MPT-2)
         trainable, total = model.param_counts()

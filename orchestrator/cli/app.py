@@ -16,7 +16,7 @@ from ptcore.errors import PtcoreError
 
 from orchestrator.common.faults import fatal
 
-from orchestrator.cli import bench, collect, env, ls, report, run, study, ui, validate
+from orchestrator.cli import bench, collect, env, export, ls, report, run, study, ui, validate
 from orchestrator.cli.env import ptcore_version
 from orchestrator.cli.subcommand import Subcommand
 
@@ -51,8 +51,8 @@ def subcommands() -> dict[str, Subcommand]:
     """Every subcommand, in the order ``--help`` lists them, each from its module."""
     return {
         "run": run.SUBCOMMAND, "study": study.SUBCOMMAND, "validate": validate.SUBCOMMAND, "ls": ls.SUBCOMMAND,
-        "ui": ui.SUBCOMMAND, "report": report.SUBCOMMAND, "collect": collect.SUBCOMMAND, "bench": bench.SUBCOMMAND,
-        "env": env.SUBCOMMAND,
+        "ui": ui.SUBCOMMAND, "report": report.SUBCOMMAND, "collect": collect.SUBCOMMAND, "export": export.SUBCOMMAND,
+        "bench": bench.SUBCOMMAND, "env": env.SUBCOMMAND,
     }  # fmt: skip
 
 

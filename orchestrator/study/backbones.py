@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Optional
 
 from ptcore.backbones import ALIASES, PACKAGED, family_problem, resolve
+from ptcore.families import family_name, family_of
 from ptcore.errors import ConfigError
 
 
@@ -71,4 +72,13 @@ def backbone_layers(model_id: str, model: str) -> tuple[Optional[int], Optional[
     why = family_problem(config)
     if why:
         raise ConfigError(f"{model_id!r} {why}")
-    return getattr(config, "num_hidden_layers", None), None
+    _FAMILY[model] = family_name(config)
+    return family_of(config).num_layers(config), None
+
+
+_FAMILY: dict[str, Optional[str]] = {}  # model (resolved id) -> its family, for the backbones backbone_layers read
+
+
+def backbone_family(model: str) -> Optional[str]:
+    """The family (ptcore.families) of a backbone :func:`backbone_layers` read, or None (not read here)."""
+    return _FAMILY.get(model)

@@ -10,7 +10,7 @@ from typing import Any, Optional, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.study.backbones import backbone_layers
+from orchestrator.study.backbones import backbone_family, backbone_layers
 from orchestrator.study.plan import LoadedStudy, _resolve_model, compose_run, final_seeds
 from orchestrator.study.schema import (
     CELL_KEYS,
@@ -24,11 +24,13 @@ from orchestrator.study.schema import (
     StudyError,
     _fmt_loc,
 )
-from ptcore.config import make_run_config, run_fields, split_settings
+from ptcore.config import make_run_config, run_fields, run_spec, split_settings
 from ptcore.errors import ConfigError
 from ptcore.methods import METHODS, method_fields
 from ptcore.methods.layers import resolve_layers
+from ptcore.methods.registration import method_family_problem
 from ptcore.tasks import TASKS
+from ptcore.tasks.text_kinds import check_format
 
 
 def _unwrap(annotation):
@@ -248,7 +250,26 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
         if "depth" in opts and not errors:
             labels = {b.display() for b in study.backbones if m.runs_on(b)}
             errors.extend(_depth_errors(where, m, [k for k in kept if k[1] in labels]))
+        if not errors:
+            errors.extend(_family_errors(where, m, study, base_dir, make_run_config(values)))
     return errors
+
+
+def _family_errors(where: str, m, study: Study, base_dir, cfg) -> list[tuple[str, str]]:
+    """The method, and each task in the run's format, on each backbone family it meets (read
+    from the backbones' configs; a hub id not read here is checked when its runs start)."""
+    for bb in study.backbones:
+        family = backbone_family(_resolve_model(bb.id, base_dir))
+        if family is None or not m.runs_on(bb):
+            continue
+        why = method_family_problem(m.name, family)
+        if why:
+            return [(f"{where}.name", f"on backbone {bb.display()}: {why}")]
+        for task in study.tasks:
+            why = check_format(run_spec(cfg, task.strip().lower()), cfg.format, family)
+            if why:
+                return [(f"{where}", f"on backbone {bb.display()}: {why}")]
+    return []
 
 
 def _regime_errors(study: Study, train_ok: set[str], tasks_registry) -> list[tuple[str, str]]:

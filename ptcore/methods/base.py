@@ -5,6 +5,13 @@ An encoder maps token ids to hidden states **aligned with the input tokens**:
 Whatever the method adds (soft prompt tokens, per-layer prefixes) is stripped before
 the task head sees the sequence, so prompts never receive labels and never shift label
 alignment or answer offsets: heads and tasks are shared by all methods.
+
+On the encoder family (BERT-likes) a method runs the backbone itself (:meth:`encode`). On
+the generative families (decoder LMs, T5; :mod:`ptcore.families`) it only owns its prompts
+and hands them out: :meth:`soft_prompt` (vectors in front of the input) and
+:meth:`prefix_kv` (per-layer keys/values for each attention site, :attr:`prefix_layers`);
+the family's runner (:attr:`runner`) places them and runs the model, for a head
+(:meth:`forward`), rank classification or generation.
 """
 
 from __future__ import annotations
@@ -15,20 +22,52 @@ import torch
 import torch.nn as nn
 
 from ..backbones import Backbone
+from ..families import Family, family_of
 from .config_base import MethodConfig  # noqa: F401  (re-exported: the configs live without torch)
 
 
 class PromptEncoder(nn.Module):
     """Base class: holds the backbone, freezes it unless the method trains it."""
 
+    # attention site -> the layer indices it prompts (generative families; see the module doc)
+    prefix_layers: dict[str, list[int]]
+
     def __init__(self, backbone: Backbone, config: MethodConfig):
         super().__init__()
         self.backbone = backbone.model
         self.config = config
         self.position_offset = backbone.position_offset
+        self.family: Family = family_of(self.backbone.config)
+        self.prefix_layers = {}
+        self._runner = None
         if not config.trains_backbone:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
+
+    # ---- the generative families (decoder LMs, T5)
+
+    @property
+    def runner(self):
+        """The family's runner around this encoder's backbone and prompts (built on first use,
+        after the method has made its prompts)."""
+        if self._runner is None:
+            self._runner = self.family.runner(self)
+        return self._runner
+
+    def soft_prompt(self, n: int):
+        """(N, l, H) vectors in front of the (encoder) input, or None."""
+        return None
+
+    def prefix_kv(self, n: int):
+        """{site: (keys, values)}, each (N, len(prefix_layers[site]), kv_heads, l, head_dim); optionally
+        "mask" (N, l), 1 = slot visible. None: no prefixes."""
+        return None
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """(N,T) -> (N,T,H): hidden states of the input tokens, prompts stripped."""
+        if self.family.generative:
+            return self.runner.hidden(input_ids, attention_mask)
+        return self.encode(input_ids, attention_mask, token_type_ids)
 
     # Input positions the method inserts into the token sequence (shallow prompts):
     # data encoding truncates inputs by this much so they still fit the position table.
@@ -38,7 +77,7 @@ class PromptEncoder(nn.Module):
 
     @property
     def hidden_size(self) -> int:
-        return self.backbone.config.hidden_size
+        return self.family.hidden_size(self.backbone.config)
 
     def on_train_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Called before every optimizer step; returns scalars to log (e.g. a temperature)."""
@@ -54,5 +93,6 @@ class PromptEncoder(nn.Module):
         """Positions 0..length-1 (plus RoBERTa's offset), never shifted by a prefix. (n, length)"""
         return (torch.arange(length, device=device) + self.position_offset).expand(n, length)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:  # pragma: no cover
+    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:  # pragma: no cover
+        """The encoder family's forward: the method runs the backbone itself. (N,T) -> (N,T,H)"""
         raise NotImplementedError

@@ -11,7 +11,9 @@ method's folder lists methods:
 * the report (``orchestrator/common/labels.py``) reads ``label``, ``color``, ``marker`` and
   ``order``; its method notes and the README's "Departures from the papers" read ``notes``;
 * the bench (``orchestrator/bench/flops.py``) reads ``flops``: the :class:`FlopPlan` of
-  the method's options.
+  the method's options;
+* ``ptcore.model.check_run`` and the study's validation read ``families``: the backbone
+  families (:mod:`ptcore.families`) it runs on.
 
 A method outside ptcore registers itself the same way (``from ptcore.methods import
 register_method``), once its package is imported.
@@ -62,6 +64,8 @@ class Method:
     # how this implementation departs from (or fills gaps in) the method's paper and reference
     # code: README "Departures from the papers" and every report's method notes print these
     notes: tuple[str, ...] = ()
+    # the backbone families (ptcore.families) it runs on
+    families: tuple[str, ...] = ("encoder", "decoder", "t5")
 
     @property
     def encoder_cls(self):
@@ -93,11 +97,13 @@ def register_method(
     order: float = math.inf,
     flops: Optional[FlopPlanFn] = None,
     notes: tuple[str, ...] = (),
+    families: tuple[str, ...] = ("encoder", "decoder", "t5"),
 ) -> Method:
     """Register a method (see :class:`Method` for each field); a name registered twice is an error."""
     if not (isinstance(config, type) and issubclass(config, MethodConfig)):
         raise TypeError(f"method {name!r}: config must be a MethodConfig subclass (got {config!r})")
-    method = Method(name, config, encoder, description, label or name, color, marker, float(order), flops, tuple(notes))
+    method = Method(name, config, encoder, description, label or name, color, marker, float(order), flops, tuple(notes),
+                    tuple(families))
     return METHODS.register(name, method)
 
 
@@ -109,6 +115,17 @@ def unregister_method(name: str) -> Method:
 def get_method(name: str) -> Method:
     """The registered method; an unknown name gets a did-you-mean error."""
     return METHODS.get(name)
+
+
+def method_family_problem(name: str, family: str, model_type: str = "") -> str | None:
+    """Why method ``name`` cannot run on a backbone of ``family``, in one line, or None."""
+    method = get_method(name)
+    if family in method.families:
+        return None
+    what = f"a {model_type!r} model of the {family} family" if model_type else f"a {family} backbone"
+    others = [m for m, meth in METHODS.items() if family in meth.families]
+    return (f"method {name!r} runs on the {', '.join(method.families)} famil{'y' if len(method.families) == 1 else 'ies'} only; "
+            f"this backbone is {what}: use {' or '.join(others)}")
 
 
 def display_order() -> tuple[str, ...]:

@@ -18,6 +18,11 @@ task kind (see :mod:`ptcore.tasks.kinds`):
 - ``token_classification``: ``tokens`` (list of str), ``tags`` (list of str).
 - ``extractive_qa``: ``id``, ``question``, ``context``, ``answers`` (``{"text": [...],
   "answer_start": [...]}``).
+
+A spec may also declare a *text-to-text* format (``template``, ``verbalizer`` or
+``target``, ``template_source``), so a T5 or decoder LM can be trained on the task by
+verbalizer (rank classification) or by generation; :mod:`ptcore.tasks.templates` renders
+examples with it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .kinds import kind_registry
+from .templates import check_text_to_text
 
 # Split names used everywhere in ptcore:
 #   train -> what the optimizer sees
@@ -96,6 +102,20 @@ class TaskSpec:
     # a note on the official files, added to the data notes of every run that reads the
     # task's train file (SST-2: phrases in train, whole sentences in val)
     data_note: str = ""
+    # text-to-text format (ptcore.tasks.templates renders it; None / () = not declared, and a
+    # text-to-text consumer refuses the task). template: the model input, a str.format
+    # template over the example dict ("cb hypothesis: {text_b} premise: {text_a}";
+    # placeholders are example keys, optionally indexed: {choices[0]}), checked against the
+    # examples when one is rendered
+    template: Optional[str] = None
+    # classification: the target text of each label, in label index order (one per label);
+    # multiple choice: the target of choice i (COPA: "choice1", "choice2")
+    verbalizer: tuple[str, ...] = ()
+    # generation: the training target, a rule of templates.TARGET_RULES ("answers": the first
+    # gold answer for training, every gold answer for scoring) or a template like `template`
+    target: Optional[str] = None
+    # where the template and label words come from, a short citation
+    template_source: str = ""
     # free-form extra options for hooks and kinds (e.g. NER tag scheme, QA doc stride);
     # io.load_splits reads carve_by / carve_unit / carve_fractions, and the multiple-choice
     # kind reads score_text (score the chosen entity string against gold answer strings)
@@ -107,6 +127,7 @@ class TaskSpec:
             raise ValueError(f"task {self.name}: {kinds.unknown_message(self.kind)}")
         if self.primary not in self.metrics:
             raise ValueError(f"task {self.name}: primary metric {self.primary!r} not in {self.metrics}")
+        check_text_to_text(self)  # ConfigError: with_overrides builds specs from a study's values
 
     @property
     def num_labels(self) -> int:

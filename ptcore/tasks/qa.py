@@ -13,6 +13,13 @@ tokens of overlap); answers are the best span over all windows of a question (n-
 ``n_best`` starts x ends, at most ``max_answer_length`` tokens). SQuAD 2.0 predicts "no
 answer" when the [CLS] null score beats the best span. Scores follow the official
 evaluation script (``squad_em`` / ``squad_f1``, as fractions).
+
+Text-to-text (:mod:`ptcore.tasks.templates`): the input is T5's ``preprocessors.squad``
+``"question: <q> context: <c>"`` and the target rule ``"answers"`` trains toward the
+first gold answer and scores a generated answer against all of them. T5 also pads
+punctuation with spaces in question, context and answers; we keep the text as it is.
+SQuAD 2.0 (no T5 task) trains its unanswerable questions toward ``""``, the no-answer
+prediction of the official script.
 """
 
 from __future__ import annotations
@@ -77,6 +84,12 @@ def _squad(name: str, version: str, hub: str, description: str, **options: Any) 
         max_length=384,
         description=description,
         options={**QA_OPTIONS, **options},
+        template="question: {question} context: {context}",
+        target="answers",
+        template_source=(
+            "T5 preprocessors.squad (t5/data/preprocessors.py), without its punctuation padding"
+            + ("; unanswerable questions target ''" if version == "2.0" else "")
+        ),
     )
 
 

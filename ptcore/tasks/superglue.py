@@ -16,6 +16,14 @@ paragraph) and ReCoRD (all queries about one news article). The same tasks decla
 ``passage`` (BoolQ: the passage text; MultiRC, ReCoRD: the ``passage`` id their hooks set),
 so a ``train_size`` sample and its few-shot dev keep whole passages too (:mod:`ptcore.sampling`)
 and predictions name each item's passage (``cluster``).
+
+Text-to-text formats (``template`` / ``verbalizer``, :mod:`ptcore.tasks.templates`) follow
+T5's ``preprocessors.glue`` (google-research/text-to-text-transfer-transformer,
+``t5/data/preprocessors.py``; feature order from ``t5/data/glue_utils.py``): the task name,
+then ``key: value`` for each input feature in sorted order (MultiRC, WiC: a fixed order),
+with the tfds label names as targets. Where our examples merge fields (COPA, WiC, MultiRC)
+the template comes as close as the example allows and ``template_source`` says how it
+differs. ReCoRD has none: its targets are per-example entities, not label words.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ HUB = "aps/super_glue"
 NLI3 = ("entailment", "contradiction", "neutral")  # CB, in the hub's ClassLabel order
 NLI2 = ("entailment", "not_entailment")
 BOOL = (False, True)  # jsonl stores JSON booleans; the hub stores 0/1 (== False/True)
+BOOL_WORDS = ("False", "True")  # T5's targets of the tfds False/True label classes
+T5_GLUE = "T5 preprocessors.glue (t5/data/preprocessors.py): sorted feature keys, tfds label names"
 
 
 def _local(task_dir: str) -> LocalSource:
@@ -275,6 +285,9 @@ SPECS: tuple[TaskSpec, ...] = (
         ),
         passage="text_a",  # no passage id in the data: the passage text is one
         options={"carve_by": "text_a", "carve_unit": "passage"},
+        template="boolq passage: {text_a} question: {text_b}",
+        verbalizer=BOOL_WORDS,
+        template_source=T5_GLUE,
     ),
     TaskSpec(
         name="superglue/cb",
@@ -286,6 +299,9 @@ SPECS: tuple[TaskSpec, ...] = (
         metrics=("accuracy", "macro_f1"),
         primary="accuracy",
         description="CommitmentBank: 3-way entailment of an embedded clause (accuracy, macro F1).",
+        template="cb hypothesis: {text_b} premise: {text_a}",
+        verbalizer=NLI3,
+        template_source=T5_GLUE,
     ),
     TaskSpec(
         name="superglue/copa",
@@ -295,6 +311,13 @@ SPECS: tuple[TaskSpec, ...] = (
         label_field=None,
         hook=copa_example,
         description="COPA: pick the more plausible cause/effect of a premise out of two (accuracy).",
+        # both choices in the input, the target names the right one (as T5)
+        template="copa choice1: {choices[0]} choice2: {choices[1]} premise: {text_a}",
+        verbalizer=("choice1", "choice2"),
+        template_source=(
+            f"{T5_GLUE}; T5 ends with 'question: cause|effect', ours has no question key: our premise "
+            f"already ends in the question phrase ('What was the cause?' / 'What happened as a result?')"
+        ),
     ),
     TaskSpec(
         name="superglue/rte",
@@ -304,6 +327,9 @@ SPECS: tuple[TaskSpec, ...] = (
         text_fields=("premise", "hypothesis"),
         labels=NLI2,
         description="RTE: 2-way textual entailment (accuracy).",
+        template="rte hypothesis: {text_b} premise: {text_a}",
+        verbalizer=NLI2,
+        template_source=T5_GLUE,
     ),
     TaskSpec(
         name="superglue/wic",
@@ -313,6 +339,12 @@ SPECS: tuple[TaskSpec, ...] = (
         labels=BOOL,
         hook=wic_example,
         description="WiC: is the target word used with the same sense in both sentences (accuracy).",
+        template="wic sentence1: {text_a} sentence2: {text_b}",
+        verbalizer=BOOL_WORDS,
+        template_source=(
+            f"{T5_GLUE}, order sentence1, sentence2, word (t5/data/glue_utils.py); our text_a leads sentence1 "
+            f"with 'word: ' (wic_example), so the word opens sentence1 instead of a trailing 'word:' key"
+        ),
     ),
     TaskSpec(
         name="superglue/wsc",
@@ -322,6 +354,12 @@ SPECS: tuple[TaskSpec, ...] = (
         labels=BOOL,
         hook=wsc_example,
         description="WSC: does the #pronoun# refer to the *noun* (marked in the text) (accuracy).",
+        template="wsc text: {text_a}",
+        verbalizer=BOOL_WORDS,
+        template_source=(
+            "T5 preprocessors.wsc ('wsc text: ...', False/True); T5 marks ' * noun * ' and ' # pronoun # ' with "
+            "spaces, ours *noun* and #pronoun# (wsc_example); T5's own SuperGLUE mixture trains wsc_simple instead"
+        ),
     ),
     TaskSpec(
         name="superglue/multirc",
@@ -339,6 +377,12 @@ SPECS: tuple[TaskSpec, ...] = (
         ),
         passage="passage",  # the paragraph idx (multirc_examples)
         options={"carve_by": "text_a", "carve_unit": "paragraph"},
+        template="multirc question: {text_b} paragraph: {text_a}",
+        verbalizer=BOOL_WORDS,
+        template_source=(
+            f"{T5_GLUE}, order question, answer, paragraph (t5/data/glue_utils.py); our text_b is the question and "
+            f"the answer joined by a space (multirc_examples), so there is no separate 'answer:' key"
+        ),
     ),
     TaskSpec(
         name="superglue/record",

@@ -77,6 +77,9 @@ FIELD_TESTS: dict[str, str] = {
     "device": "test_device_is_where_the_run_runs",
     "threads": "tests/core/test_train.py::test_threads_setting_applied_and_compute_recorded",
     "kernels": "test_kernels_pick_dropout_and_attention",
+    "format": "tests/families/test_text_kinds.py::test_format_picks_the_kind_a_task_trains_with",
+    "template": "tests/families/test_text_kinds.py::test_a_template_override_is_what_the_model_reads",
+    "verbalizer": "tests/families/test_text_kinds.py::test_a_verbalizer_override_is_what_the_model_scores",
 }
 
 
@@ -529,17 +532,19 @@ def test_max_length_is_the_token_limit(run, data, bb, max_length):
 # ====================================================================== the model's details
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "pooler", "last"])
 def test_pooling_is_what_the_head_reads(run, data, bb, pooling):
-    """The head's input is the masked mean of the input tokens' states, the first state, or
-    the backbone's pooler on it."""
+    """The head's input is the masked mean of the input tokens' states, the first state, the
+    backbone's pooler on it, or the last real token's state."""
     _, w = run(config(data, pooling=pooling, max_train_examples=4), bb.copy())
     assert w.pooled
     pooler = w.model.encoder.backbone.pooler
     for hidden, mask, head_in in w.pooled:
         m = mask.unsqueeze(-1).to(hidden.dtype)
+        last = mask.sum(1) - 1  # right padding: the last real token
         want = {"mean": lambda: (hidden * m).sum(1) / m.sum(1), "cls": lambda: hidden[:, 0],
-                "pooler": lambda: pooler.activation(pooler.dense(hidden[:, 0]))}[pooling]()
+                "pooler": lambda: pooler.activation(pooler.dense(hidden[:, 0])),
+                "last": lambda: hidden[torch.arange(hidden.shape[0]), last]}[pooling]()
         torch.testing.assert_close(head_in, want, rtol=1e-5, atol=1e-6)
 
 

@@ -149,6 +149,7 @@ def config_dir(**config) -> Setup:
 
 
 TINY_BERT = dict(model_type="bert", num_hidden_layers=3, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=99)
+TINY_T5 = dict(model_type="t5", num_layers=2, d_model=32, d_kv=8, num_heads=4, d_ff=64, vocab_size=99)
 
 
 def no_data_dir(env: Optional[str]) -> Setup:
@@ -245,7 +246,12 @@ STUDY_CASES = [
     Case("backbone-dir-no-config", at("backbones.0", id="./model"), "backbones.0.id: {tmp}/model holds no readable model config", "config.json",
          setup=config_dir()),
     Case("backbone-unsupported", at("backbones.0", id="./model"), "backbones.0.id: './model' is a 'distilbert' model",
-         "supported encoder families: bert", setup=config_dir(model_type="distilbert")),
+         "supported families: decoder: gpt2, llama", setup=config_dir(model_type="distilbert")),
+    Case("method-not-on-family", both(at("methods.0", name="dynamic", fixed={}, search={}), at("backbones.0", id="./model")),
+         "methods.0.name: on backbone", "method 'dynamic' runs on the encoder family only; this backbone is a t5 backbone: use finetune",
+         setup=config_dir(**TINY_T5)),
+    Case("format-not-on-family", both(at("train", format="head"), at("backbones.0", id="./model")), "methods.0: on backbone",
+         "format 'head' does not run on the t5 family (it runs: text); set format: text", setup=config_dir(**TINY_T5)),
     # ---- data: missing directory or file, malformed rows (orchestrator.study.check_data)
     Case("data-dir-missing", at("", data_dir="{tmp}/nodata"), "data_dir: {tmp}/nodata does not exist", "point data_dir at the directory"),
     Case("data-dir-a-file", both(at("", data_dir="{tmp}/afile")), "data_dir: {tmp}/afile is not a directory", "point data_dir at", setup=a_file),

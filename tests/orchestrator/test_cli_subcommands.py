@@ -10,9 +10,10 @@ from orchestrator.cli import app as cli
 
 def test_every_subcommand_in_one_table():
     table = cli.subcommands()
-    assert list(table) == ["run", "study", "validate", "ls", "ui", "report", "collect", "bench", "env"]
+    assert list(table) == ["run", "study", "validate", "ls", "ui", "report", "collect", "export", "bench", "env"]
     parser = cli.build_parser()
-    needs = {"ls": ["tasks"], "study": ["x.yaml"], "validate": ["x.yaml"], "ui": ["x.yaml"], "report": ["x"], "collect": ["x"]}
+    needs = {"ls": ["tasks"], "study": ["x.yaml"], "validate": ["x.yaml"], "ui": ["x.yaml"], "report": ["x"], "collect": ["x"],
+             "export": ["x", "--output", "y"]}
     for name, cmd in table.items():
         assert parser.parse_args([name, *needs.get(name, [])]).command == name  # each parses its own arguments
         assert callable(cmd.handle) and cmd.help

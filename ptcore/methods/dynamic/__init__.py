@@ -48,6 +48,7 @@ register_method(
     order=40,
     flops=flop_plan,
     notes=NOTES,
+    families=("encoder",),  # its position choice and instance features read an encoder's states (T5 and decoders: not yet)
 )
 
 

@@ -9,6 +9,7 @@ import torch.nn as nn
 from ...backbones import Backbone
 from ...errors import ConfigError
 from ..base import PromptEncoder
+from ..registration import method_family_problem
 from ..common import gather_tokens, insert_prompt, make_deep_prefix, resolve_layers
 from ..prompt_tuning.model import init_prompt
 from ..ptuning_v2.model import PrefixEncoder, split_kv
@@ -42,6 +43,8 @@ class DynamicEncoder(PromptEncoder):
     def __init__(self, backbone: Backbone, config: DynamicConfig):
         super().__init__(backbone, config)
         cfg = self.backbone.config
+        if self.family.generative:  # check_run refuses it before the weights load; a direct build gets the same line
+            raise ConfigError(method_family_problem("dynamic", self.family.name, cfg.model_type))
         h, l = cfg.hidden_size, config.prompt_length
         self.tau = float(config.tau0)
         if config.base == "shallow":
@@ -95,7 +98,7 @@ class DynamicEncoder(PromptEncoder):
             out["length_mean"] = last.length.float().mean().item()
         return out
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         token_type_ids = self.token_types(token_type_ids, input_ids)  # zeros for RoBERTa / when absent
         if self.config.base == "deep":
             return self._forward_deep(input_ids, attention_mask, token_type_ids)

@@ -6,7 +6,7 @@ from ..base import PromptEncoder
 class FinetuneEncoder(PromptEncoder):
     """The plain backbone, all weights trainable."""
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         n, t = input_ids.shape
         out = self.backbone(
             input_ids=input_ids,

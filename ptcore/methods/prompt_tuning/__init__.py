@@ -7,7 +7,7 @@ __all__ = ['PromptTuningConfig', 'PromptTuningEncoder']
 
 NOTES = (
     "The prompt extends the input (the input is never cut to make room) wherever the position table has room.",
-    "An encoder with a task head, not T5 text-to-text as in Lester et al.; init from random vocabulary embeddings.",
+    "On an encoder, a task head reads the prompted states; on T5 and decoder LMs (format text) the prompt sits in front of the (encoder) input and the model writes the label words, as in Lester et al.; init from random vocabulary embeddings.",
 )
 
 

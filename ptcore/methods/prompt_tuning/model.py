@@ -32,7 +32,11 @@ class PromptTuningEncoder(PromptEncoder):
     def extra_tokens(self) -> int:
         return self.config.prompt_length
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def soft_prompt(self, n: int) -> torch.Tensor:
+        """Generative families: the prompt in front of every row (T5: of the encoder input). (N,l,H)"""
+        return self.prompt.unsqueeze(0).expand(n, -1, -1)
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         n, t = input_ids.shape
         token_type_ids = self.token_types(token_type_ids, input_ids)
         words = self.backbone.get_input_embeddings()(input_ids)  # (N,T,H)

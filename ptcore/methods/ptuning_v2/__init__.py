@@ -9,6 +9,7 @@ __all__ = ['PTuningV2Config', 'PTuningV2Encoder', 'PrefixEncoder', 'prefix_flop_
 NOTES = (
     "As the reference: prefix dropout drawn per instance; prefixes (or, reparameterized, the MLP's input tokens) start at N(0, 1); the MLP is Linear-Tanh-Linear.",
     "Positions of the input run 0..T-1, not shifted by the prefix length as in the reference code and PEFT.",
+    "On T5, prefixes enter the encoder's self-attention, the decoder's self-attention and the cross-attention (PEFT's prefix tuning reaches the decoder only); each site has its own prefixes, `depth` counts the layers of each stack.",
     "Head: a linear layer on mean-pooled states by default (the reference reads BERT's pooler); `pooling: pooler` gives the reference's choice.",
 )
 

@@ -21,12 +21,15 @@ class PrefixEncoder(nn.Module):
     mean cosine is ~0.95.)
     """
 
-    def __init__(self, config: PTuningV2Config, n_layers: int, hidden: int, num_sets: int = 1):
+    def __init__(self, config: PTuningV2Config, n_layers: int, hidden: int, num_sets: int = 1, token_dim: int | None = None):
         super().__init__()
+        # hidden: one layer's key (or value) width, kv_heads x head_dim (the model width, but for
+        # grouped-query attention and T5's d_kv); token_dim: the MLP's input width (default: hidden)
         l, out = config.prompt_length, n_layers * 2 * hidden
         self.reparameterize = config.reparameterize
         if config.reparameterize:
-            self.tokens = nn.Parameter(torch.randn(num_sets, l, hidden) * config.init_std)
+            self.tokens = nn.Parameter(torch.randn(num_sets, l, token_dim or hidden) * config.init_std)
+            hidden = token_dim or hidden
             self.mlp = nn.Sequential(nn.Linear(hidden, config.prefix_hidden_size), nn.Tanh(), nn.Linear(config.prefix_hidden_size, out))
         else:
             self.prefix = nn.Parameter(torch.randn(num_sets, l, out) * config.init_std)
@@ -52,12 +55,30 @@ class PTuningV2Encoder(PromptEncoder):
     def __init__(self, backbone: Backbone, config: PTuningV2Config):
         super().__init__(backbone, config)
         cfg = self.backbone.config
+        self.dropout = nn.Dropout(config.prefix_dropout)
+        if self.family.generative:
+            # every attention site of the family (T5: encoder, decoder, cross), `depth` layers of each
+            self.prefix_layers = {site: resolve_layers(config.depth, n) for site, n in self.family.prefix_sites(cfg).items()}
+            self.kv_heads, head_dim = self.family.kv_dims(cfg)
+            total = sum(len(v) for v in self.prefix_layers.values())
+            self.prefix_encoder = PrefixEncoder(config, total, self.kv_heads * head_dim, token_dim=self.hidden_size)
+            return
         self.layers = resolve_layers(config.depth, cfg.num_hidden_layers)
         self.prefix_encoder = PrefixEncoder(config, len(self.layers), cfg.hidden_size)
-        self.dropout = nn.Dropout(config.prefix_dropout)
         self.deep = make_deep_prefix(self.backbone, self.layers)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+    def prefix_kv(self, n: int):
+        """Generative families: {site: (keys, values)}, each (N, layers of the site, kv_heads, l, head_dim)."""
+        flat = self.dropout(self.prefix_encoder().expand(n, -1, -1))  # (N, l, all layers*2*kv*d), one mask per instance
+        total = sum(len(v) for v in self.prefix_layers.values())
+        keys, values = split_kv(flat, total, self.kv_heads)  # (N, total, kv, l, d) x2
+        out, start = {}, 0
+        for site, layers in self.prefix_layers.items():
+            out[site] = (keys[:, start:start + len(layers)], values[:, start:start + len(layers)])
+            start += len(layers)
+        return out
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
         n, t = input_ids.shape
         # dropout after the expand: one mask per instance, as the reference (which expands the
         # prefix tokens to the batch before its encoder and dropout)

@@ -1,0 +1,68 @@
+"""The decoder family: causal LMs (GPT-2, Llama, Mistral, Qwen2/3, Gemma) that take a KV ``Cache``.
+
+Prompts enter as the encoder family's do:
+
+* a soft prompt (prompt tuning) is ``l`` input embeddings in front of the whole row, before
+  its left padding: ``[P, pad.., x]``;
+* per-layer prefixes (P-Tuning v2) are keys/values that every prompted self-attention
+  prepends through the model's cache argument (:class:`~ptcore.methods.common.PrefixCache`);
+  the attention mask has the prefix columns first, visible to every query.
+
+Positions are counted over the real tokens only, ``cumsum(mask) - 1``: a row scores the same
+alone or beside longer, left-padded rows. A soft prompt's vectors are tokens of the row, so
+the input after them starts at position ``l`` (as if typed); prefixes shift nothing (the
+input starts at 0, as on encoders; PEFT and the reference code shift it by ``l``).
+
+The runner builds the 4-D attention mask itself (transformers takes a prepared 4-D mask as
+it is): causal, padding and prefix columns in one additive mask. Un-prompted layers of a
+partial ``depth`` get the same mask without the prefix columns (a forward pre-hook), so they
+compute exactly what the plain model computes.
+"""
+
+from __future__ import annotations
+
+from .base import Family
+from .registry import register_family
+
+
+@register_family
+class DecoderFamily(Family):
+    name = "decoder"
+    model_types = ("gpt2", "llama", "mistral", "qwen2", "qwen3", "gemma")
+    auto_class = "AutoModelForCausalLM"
+    formats = ("text", "head")
+    default_format = "text"
+    generative = True
+
+    def prefix_sites(self, config) -> dict[str, int]:
+        return {"self": self.num_layers(config)}
+
+    def num_layers(self, config) -> int:
+        return config.num_hidden_layers if hasattr(config, "num_hidden_layers") else config.n_layer
+
+    def hidden_size(self, config) -> int:
+        return config.hidden_size if hasattr(config, "hidden_size") else config.n_embd
+
+    def kv_dims(self, config) -> tuple[int, int]:
+        if config.model_type == "gpt2":
+            return config.n_head, config.n_embd // config.n_head
+        return super().kv_dims(config)
+
+    def runner(self, encoder):
+        from .decoder_run import DecoderRunner  # deferred: the runner needs torch, the family's facts do not
+
+        return DecoderRunner(encoder)
+
+    def truncate_layers(self, model, layers: int) -> None:
+        import torch.nn as nn  # deferred: the family's facts load without torch
+
+        from .decoder_run import decoder_blocks  # deferred: the runner module needs torch
+
+        holder, attr = decoder_blocks(model)
+        setattr(holder, attr, nn.ModuleList(list(getattr(holder, attr))[:layers]))
+        if model.config.model_type == "gpt2":
+            model.config.n_layer = layers
+        else:
+            model.config.num_hidden_layers = layers
+            if getattr(model.config, "layer_types", None):
+                model.config.layer_types = model.config.layer_types[:layers]
