@@ -8,6 +8,9 @@
 #      an NCCL process group); fractional GPUs: gpus_per_worker 0.25, 4 trials at once on one
 #      GPU (nvidia-smi is sampled while it runs)
 #   3. orchestrate bench --quick on the GPU (steps, MFU, memory)
+#   4. generative backbones on the GPU (issue 26): a tiny random Llama (CB by label words, then
+#      SQuAD by generation through the KV cache) and a tiny random T5 (CB, SQuAD), each in bf16,
+#      P-Tuning v2; and the generative bench rows (orchestrate bench --generative --quick)
 set -euo pipefail
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PTCORE_DATA_DIR=${PTCORE_DATA_DIR:-$PWD/../shared/data}
@@ -50,3 +53,22 @@ tail -5 "$OUT/frac_study.log"
 # 3. the bench on the GPU
 orchestrate bench --quick --device cuda --no-orchestration --output "$OUT/bench_gpu.json" > "$OUT/bench_gpu.txt" 2>&1 || true
 tail -30 "$OUT/bench_gpu.txt"
+
+# 4. generative backbones: tiny random checkpoints written here (no download), bf16 on the GPU
+for fam in llama t5; do
+  python -m ptcore.tiny "$OUT/tiny-$fam" --family $fam --hidden 256 --layers 4 --vocab-size 4096 --overwrite
+  for task in superglue/cb qa/squad; do
+    name=gen_${fam}_${task//\//_}
+    orchestrate run --model "$OUT/tiny-$fam" --task $task --method ptuning_v2 --epochs 1 --set device=cuda \
+      --set max_train_examples=512 --set max_eval_examples=128 --no-progress --output "$OUT/$name" > "$OUT/$name.json" || true
+    python - "$OUT/$name/result.json" "$fam" "$task" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+ok = r["precision"] == "bf16" and r["device"].startswith("cuda")
+print("generative", sys.argv[2], sys.argv[3], "ok" if ok else "NOT bf16/cuda:", r["precision"], r["device"],
+      "val", r["val"], "train_s", round(r["train_s"], 1))
+PY
+  done
+done
+orchestrate bench --generative --quick --device cuda --output "$OUT/bench_generative_gpu.json" > "$OUT/bench_generative_gpu.txt" 2>&1 || true
+tail -20 "$OUT/bench_generative_gpu.txt"

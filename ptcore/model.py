@@ -148,6 +148,7 @@ def check_run(cfg: RunConfig, config) -> None:
     method runs on its family, each task has the run's format there. One ConfigError line."""
     family = family_of(config)
     why = method_family_problem(cfg.method, family.name, config.model_type)
+    why = why or cfg.method_args.family_problem(family.name, config.model_type)
     for task in task_names(cfg.task):
         why = why or check_format(run_spec(cfg, task), cfg.format, family.name)
     if why:

@@ -172,31 +172,39 @@ def tiny_tokenizer(vocab_size: int = 512, family: str = "gpt2") -> "transformers
                                    padding_side="left", model_input_names=["input_ids", "attention_mask"])  # fmt: skip
 
 
-def tiny_config(family: str, *, vocab_size: int = 512, hidden: int = 32, layers: int = 2, heads: int = 4):
-    """The ``transformers`` config of a tiny ``family`` model (ids match :func:`tiny_tokenizer`)."""
+def tiny_config(family: str, *, vocab_size: int = 512, hidden: int = 32, layers: int = 2, heads: int = 4,
+                intermediate: Optional[int] = None, kv_heads: Optional[int] = None):  # fmt: skip
+    """The ``transformers`` config of a tiny ``family`` model (ids match :func:`tiny_tokenizer`).
+    ``intermediate``: the FFN width (default ``2·hidden``; GPT-2 ``4·hidden``); ``kv_heads``: the
+    key/value heads of Llama and Qwen2 (default ``heads // 2``). The bench builds its small
+    random generative backbones here too (``orchestrator/bench/generative.py``)."""
     _check_family(family)
     if hidden % heads:
         raise ValueError(f"hidden={hidden} must be a multiple of heads={heads}")
+    if kv_heads is not None and (kv_heads < 1 or heads % kv_heads):
+        raise ValueError(f"kv_heads={kv_heads} must divide heads={heads}")
     import transformers
+
+    ffn = intermediate or 2 * hidden
 
     if family == "t5":  # v1.1 / LM-adapt: gated GELU, no output rescaling (tie_word_embeddings=False); <pad> starts the decoder
         return transformers.T5Config(
-            vocab_size=vocab_size, d_model=hidden, d_kv=hidden // heads, d_ff=2 * hidden, num_layers=layers,
+            vocab_size=vocab_size, d_model=hidden, d_kv=hidden // heads, d_ff=ffn, num_layers=layers,
             num_decoder_layers=layers, num_heads=heads, relative_attention_num_buckets=8, relative_attention_max_distance=16,
             decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
         )  # fmt: skip
     if family == "gpt2":
         return transformers.GPT2Config(vocab_size=vocab_size, n_positions=MAX_POSITIONS, n_embd=hidden, n_layer=layers, n_head=heads,
-                                       bos_token_id=0, eos_token_id=0, pad_token_id=1)  # fmt: skip
+                                       n_inner=intermediate, bos_token_id=0, eos_token_id=0, pad_token_id=1)  # fmt: skip
     if family in ("llama", "qwen2"):  # grouped-query attention, like the real ones
         cls = transformers.LlamaConfig if family == "llama" else transformers.Qwen2Config
         return cls(
-            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=MAX_POSITIONS,
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=kv_heads or max(1, heads // 2), max_position_embeddings=MAX_POSITIONS,
             bos_token_id=0, eos_token_id=0, pad_token_id=1, tie_word_embeddings=False,
         )  # fmt: skip
     return transformers.BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                                   intermediate_size=2 * hidden, max_position_embeddings=MAX_POSITIONS, pad_token_id=0)  # fmt: skip
+                                   intermediate_size=ffn, max_position_embeddings=MAX_POSITIONS, pad_token_id=0)  # fmt: skip
 
 
 def tiny_model(family: str, *, seed: int = 0, **config_kw):

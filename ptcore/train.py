@@ -64,6 +64,7 @@ from .sampling import draw
 from .tasks import get_task, load_splits
 from .tasks.io import passage_ids, resolve_data_dir
 from .tasks.kinds import kind_class
+from .tasks.text_kinds import TextKind
 from .trainstate import LoopState, load_train_state, save_train_state
 
 Model = TaskModel | MultiTaskModel  # build_model's: one task, or a head per task
@@ -215,6 +216,8 @@ def prepare_data(cfg: RunConfig, backbone: Backbone, extra_tokens: int, cache_di
     limit, note = input_limit(cfg, backbone, extra_tokens)
     if note:
         notes.append(note)
+    if isinstance(kind, TextKind):
+        notes.append(kind.note())
     features = {
         s: encode_split(kind, spec, exs, backbone.tokenizer, limit, s, cache_dir) for s, exs in examples.items()
     }

@@ -13,12 +13,15 @@ one training step as ptcore's loop takes it. Modules, one job each:
 * ``large.py``         peak memory at BERT-base size: P-Tuning v2 vs fine-tuning
 * ``orchestration.py`` per-trial fixed cost of a Ray study, from two study sizes
 * ``report.py``        provenance and the printed tables
+* ``generative.py``    ``--generative``: decoder LMs and T5, ptcore's methods beside PEFT's (-> generative.json)
+* ``genflops.py``      useful FLOPs of a generative step (the convention is there)
 
 Nothing here is imported by ``orchestrate --help``; heavy imports happen inside the functions:
 the package imports without torch (``orchestrate bench --cli`` imports it, and so does every
 process the bench starts). ``memory.py`` (and ``large.py``, which uses it) is imported when
 it is used: it runs as ``python -m orchestrator.bench.memory``, and a module the package
-imported first would run twice there (runpy warns).
+imported first would run twice there (runpy warns). The same holds for ``generative.py`` (its
+memory rows run as ``python -m orchestrator.bench.generative``): the package never imports it.
 """
 
 from __future__ import annotations

@@ -133,15 +133,27 @@ def model_bytes(model) -> int:
 
 def measure_job(job: dict[str, Any], backbone, workload, device: str = "cpu", steps: int = 2) -> dict[str, Any]:
     """Peak memory of ``steps`` training steps of one job (see the module docstring)."""
-    import torch
-
-    cuda = str(device).startswith("cuda")
     try:
         c = build_contender(job, backbone, workload, device, check=False)
     except Unsupported as e:
         return {"unsupported": str(e)}
     except Exception as e:
         return {"error": one_line(e)}
+    try:
+        return measure_steps(c, device, steps, peer=job.get("family") == "peft")
+    finally:
+        del c
+        trim(collect=False)  # reference counting frees the model; the next job's trim() collects cycles
+
+
+def measure_steps(c, device: str = "cpu", steps: int = 2, peer: bool = False) -> dict[str, Any]:
+    """Peak memory of ``steps`` training steps of a built contender ``c`` (its ``model`` and
+    ``step``): the measurement window of the module docstring. A step that raises is
+    ``{"unsupported": why}`` for a ``peer`` (PEFT), else ``{"error": why}``. The caller
+    drops its own reference to ``c`` afterwards."""
+    import torch
+
+    cuda = str(device).startswith("cuda")
     weights = model_bytes(c.model)
     trim()  # the previous job's leftovers and this build's temporaries: gone before the window opens
     if cuda:
@@ -171,10 +183,7 @@ def measure_job(job: dict[str, Any], backbone, workload, device: str = "cpu", st
             }
     except Exception as e:
         err = one_line(e)
-        return {"unsupported": err} if job.get("family") == "peft" else {"error": err}
-    finally:
-        del c
-        trim(collect=False)  # reference counting frees the model; the next job's trim() collects cycles
+        return {"unsupported": err} if peer else {"error": err}
     out["steps"] = steps
     out["last_step_ms"] = times[-1] * 1e3
     return out
@@ -233,22 +242,30 @@ def measure_memory(
         "backbone": backbone_spec, "jobs": jobs, "workload": workload.to_dict(),
         "device": device, "steps": steps, "threads": threads,
     }  # fmt: skip
+    out = run_module("orchestrator.bench.memory", request, timeout_s)
+    if "error" in out:
+        return {f"{j['family']}/{j['name']}": {"error": out["error"]} for j in jobs}
+    return out["result"]
+
+
+def run_module(module: str, request: dict[str, Any], timeout_s: float = 1800) -> dict[str, Any]:
+    """``python -m module`` in a fresh process, ``request`` as JSON on its stdin; its last JSON
+    line on stdout. -> {"result": that} | {"error": one line}"""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "orchestrator.bench.memory"],
-            input=json.dumps(request), capture_output=True, text=True, timeout=timeout_s, env=env,
+            [sys.executable, "-m", module], input=json.dumps(request), capture_output=True, text=True, timeout=timeout_s, env=env,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        return {f"{j['family']}/{j['name']}": {"error": f"memory subprocess timed out after {timeout_s:.0f} s"} for j in jobs}
+        return {"error": f"memory subprocess timed out after {timeout_s:.0f} s"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
-        return {f"{j['family']}/{j['name']}": {"error": f"memory subprocess failed (exit {proc.returncode}): {tail}"} for j in jobs}
-    return json.loads(lines[-1])
+        return {"error": f"memory subprocess failed (exit {proc.returncode}): {tail}"}
+    return {"result": json.loads(lines[-1])}
 
 
 def _main() -> None:

@@ -6,8 +6,8 @@ rotated each round), so load drift on a shared machine hits every method alike. 
 timed from before the forward to after ``loss.item()`` (CUDA: synchronized), i.e. forward +
 loss + backward + clipping + AdamW + scheduler, as in ptcore's loop.
 
-Reported per contender: ``step_ms`` (median over rounds), ``step_ms_min``, ``tokens_per_s``
-(real input tokens per median step), ``mfu`` (useful FLOPs per step / median step time / the
+Reported per contender: ``step_ms`` (median over rounds), ``step_ms_min``, ``step_ms_max``,
+``tokens_per_s`` (real input tokens per median step), ``mfu`` (useful FLOPs per step / median step time / the
 measured matmul peak; see ``flops.py``) and ``ratio_to_finetune``: the median over rounds of
 ``t_method / t_finetune`` within the same round (paired, so drift cancels); a contender on
 the reference kernels (``kernels="reference"``) is paired with fine-tuning on them.
@@ -89,6 +89,7 @@ def summarize(
         row: dict[str, Any] = {
             "step_ms": med * 1e3,
             "step_ms_min": min(ts) * 1e3,
+            "step_ms_max": max(ts) * 1e3,
             "step_ms_all": [round(t * 1e3, 2) for t in ts],
             "tokens_per_s": c.tokens / med,
             "tokens_per_step": c.tokens,

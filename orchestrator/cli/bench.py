@@ -20,6 +20,8 @@ EPILOG = textwrap.dedent(
       orchestrate bench --quick                          # ~5 min on 2 CPU cores
       PTCORE_DATA_DIR=../shared/data orchestrate bench   # the full bench -> reports/bench/bench.json
       orchestrate bench --no-orchestration --batch 32 --length 256 --output /tmp/b.json
+      orchestrate bench --generative                     # decoder LMs and T5 vs PEFT -> reports/bench/generative.json
+      orchestrate bench --generative --gen-models llama-small --gen-size hidden=512 --gen-size layers=8
 
     Run it on an otherwise idle machine: timings, MFU and the orchestration CPU figures
     all assume nothing else competes for the cores.
@@ -49,6 +51,20 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                    help="only the light commands' wall time (--help, ls, validate) in fresh processes (-> reports/bench/cli.json)")
     p.add_argument("--ddp", action="store_true",
                    help="only the data-parallel step: 1 vs 2 gloo workers, fine-tuning and P-Tuning v2 (-> reports/bench/ddp.json)")
+    g = p.add_argument_group("generative rows (--generative)")
+    g.add_argument("--generative", action="store_true",
+                   help="only the generative families: finetune, lora, prompt_tuning, ptuning_v2 on small random GPT-2, Llama and T5, "
+                        "each beside its PEFT peer (-> reports/bench/generative.json); --quick: smaller batch, fewer rounds")
+    g.add_argument("--gen-models", default=None, metavar="NAME[,NAME]",
+                   help="backbones (default: gpt2-small,llama-small,t5-small-rand)")
+    g.add_argument("--gen-size", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a size of every backbone: hidden, layers, heads, kv_heads, intermediate, vocab (repeatable)")
+    g.add_argument("--gen-batch", type=int, default=None, help="rows per step (default 8; --quick 4)")
+    g.add_argument("--gen-source", type=int, default=None, help="source tokens per row, the longest (default 96; --quick 48)")
+    g.add_argument("--gen-target", type=int, default=None, help="target tokens per row (default 8)")
+    g.add_argument("--gen-padding", choices=["none", "mixed"], default="mixed",
+                   help="mixed (default): source lengths uniform in [source/2, source]; none: every source full")
+    g.add_argument("--no-memory", action="store_true", help="skip the peak memory (one fresh process per row)")
 
 
 def handle_bench(args: argparse.Namespace) -> int:
@@ -77,6 +93,8 @@ def handle_bench(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2) if args.json else ddp_table(res))
         print(f"wrote {output}", file=sys.stderr)
         return 0
+    if args.generative:
+        return _generative(args)
     output = args.output or DEFAULT_OUTPUT
     result = run_bench(
         args.quick, batch=args.batch, length=args.length, padding=args.padding, repeats=args.repeats, warmup=args.warmup,
@@ -87,6 +105,36 @@ def handle_bench(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(json.dumps(result, indent=2) if args.json else tables(result))
     print(f"wrote {output}", file=sys.stderr)
+    return 0
+
+
+def parse_sizes(items: list[str]) -> dict[str, int]:
+    """``["hidden=512", "layers=8"]`` -> {"hidden": 512, "layers": 8}; one line on a bad item."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise SystemExit(f"orchestrate bench: --gen-size {item!r}: use KEY=INTEGER, e.g. --gen-size hidden=512")
+        out[key.strip()] = int(value)
+    return out
+
+
+def _generative(args: argparse.Namespace) -> int:
+    from orchestrator.bench.generative import DEFAULT_OUTPUT, generative_table, run_generative  # deferred for startup time: bench modules load only when it runs
+
+    try:
+        result = run_generative(
+            args.quick, models=[m.strip() for m in args.gen_models.split(",") if m.strip()] if args.gen_models else None,
+            sizes=parse_sizes(args.gen_size), batch=args.gen_batch, source=args.gen_source, target=args.gen_target,
+            padding=args.gen_padding, prompt_length=args.prompt_length, repeats=args.repeats, warmup=args.warmup, device=args.device,
+            threads=args.threads, peft=not args.no_peft, memory=not args.no_memory, output=args.output or DEFAULT_OUTPUT,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )  # fmt: skip
+    except ValueError as e:  # an unknown model or size, a bad length
+        print(f"orchestrate bench --generative: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else generative_table(result))
+    print(f"wrote {args.output or DEFAULT_OUTPUT}", file=sys.stderr)
     return 0
 
 

@@ -262,7 +262,7 @@ def _family_errors(where: str, m, study: Study, base_dir, cfg) -> list[tuple[str
         family = backbone_family(_resolve_model(bb.id, base_dir))
         if family is None or not m.runs_on(bb):
             continue
-        why = method_family_problem(m.name, family)
+        why = method_family_problem(m.name, family) or cfg.method_args.family_problem(family, bb.display())
         if why:
             return [(f"{where}.name", f"on backbone {bb.display()}: {why}")]
         for task in study.tasks:

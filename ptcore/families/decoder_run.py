@@ -97,6 +97,7 @@ class DecoderRunner(Runner):
         """Embeddings with the soft prompt in front, its mask, and the prefixes. -> (embeds (N,S,H),
         mask (N,S), soft length s, prefixes {layer: (k, v)}, prefix length l, prefix mask (N,l) or None)"""
         n = input_ids.shape[0]
+        self.encoder.prepare(input_ids, attention_mask)  # a method whose prompts depend on the input chooses them
         embeds = self.lm.get_input_embeddings()(input_ids)  # (N,T,H)
         mask = attention_mask
         soft = self.encoder.soft_prompt(n)  # (N,s,H) or None
@@ -104,7 +105,8 @@ class DecoderRunner(Runner):
         if soft is not None:
             s = soft.shape[1]
             embeds = torch.cat([soft.to(embeds.dtype), embeds], dim=1)  # (N,s+T,H)
-            mask = torch.cat([mask.new_ones(n, s), mask], dim=1)
+            smask = self.encoder.soft_prompt_mask(n)  # (N,s) or None: unused slots neither seen nor counted
+            mask = torch.cat([mask.new_ones(n, s) if smask is None else smask.to(mask.dtype), mask], dim=1)
         prefixes, l, pmask = {}, 0, None
         kv = self.encoder.prefix_kv(n)  # {"self": (keys, values)}: (N, layers, kv_heads, l, d) each
         if kv and "self" in kv:

@@ -24,6 +24,7 @@ cache of their own).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -75,6 +76,32 @@ def _extend(mask: Optional[torch.Tensor], prefix: int, q: int, k: int, causal: b
     return torch.cat([front, mask.expand(n, *mask.shape[1:])], dim=-1)
 
 
+def shift_right(labels: torch.Tensor, start: int, pad: int) -> torch.Tensor:
+    """Teacher forcing's decoder input: the start token, then the targets but their last; -100 -> pad. (M,Tl)"""
+    out = labels.new_full(labels.shape, start)
+    out[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] < 0, pad)
+    return out
+
+
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5's relative position buckets (Raffel et al., 2020; the formula of transformers'
+    ``T5Attention``, whose helper is private): exact buckets for small distances, logarithmic
+    ones up to ``max_distance``, the sign its own half when bidirectional."""
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        relative_position = relative_position.abs()
+    else:
+        relative_position = -torch.clamp(relative_position, max=0)
+    max_exact = num_buckets // 2
+    large = max_exact + (
+        torch.log(relative_position.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).long()
+    large = large.clamp(max=num_buckets - 1)
+    return buckets + torch.where(relative_position < max_exact, relative_position, large)
+
+
 class T5Runner(Runner):
     """Runs a T5ForConditionalGeneration with the method's soft prompt and/or prefixes."""
 
@@ -102,6 +129,26 @@ class T5Runner(Runner):
             st.bias[key] = self._rel[site].compute_bias(q, k, device=like.device, past_seen_tokens=past)
         return st.bias[key]
 
+    def _masked_bias(self, site: str, q: int, pmask: torch.Tensor) -> torch.Tensor:
+        """The bias of a prefix some of whose slots are masked out (dynamic prompting's length):
+        the visible slots sit right before the first token, as a prefix of that length would
+        (slot j at -(visible slots from j on)). -> (N, heads, q, l + q)"""
+        key = (site, q, "masked", id(pmask))
+        st = self._state
+        if key not in st.bias:
+            rel_mod = self._rel[site]
+            n = pmask.shape[0]
+            dev = pmask.device
+            front = -pmask.long().flip(1).cumsum(1).flip(1)  # (N,l) key positions of the prefix slots
+            keys = torch.cat([front, torch.arange(q, device=dev).expand(n, q)], dim=1)  # (N, l+q)
+            rel = keys[:, None, :] - torch.arange(q, device=dev)[None, :, None]  # (N, q, l+q)
+            bucket = relative_position_bucket(
+                rel, bidirectional=not rel_mod.is_decoder, num_buckets=rel_mod.relative_attention_num_buckets,
+                max_distance=rel_mod.relative_attention_max_distance,
+            )
+            st.bias[key] = rel_mod.relative_attention_bias(bucket).permute(0, 3, 1, 2)  # (N, heads, q, l+q)
+        return st.bias[key]
+
     def _hook(self, site: str, layer: int):
         def hook(module, args, kwargs):
             st = self._state
@@ -120,7 +167,11 @@ class T5Runner(Runner):
                 kwargs["position_bias"] = None  # no relative bias in cross-attention: zeros of the new width
                 return args, kwargs
             # self-attention: the bias for this layer's key row, from the stack's bucket table
-            kwargs["position_bias"] = self._bias(site, q, l + q, l, hidden)
+            pmask = st.mask.get(site)
+            if kv is not None and pmask is not None:
+                kwargs["position_bias"] = self._masked_bias(site, q, pmask)
+            else:
+                kwargs["position_bias"] = self._bias(site, q, l + q, l, hidden)
             if kv is not None:
                 kwargs["cache"] = _LayerPrefix(*kv)
                 kwargs["mask"] = _extend(kwargs.get("mask"), l, q, q, site == "decoder", st.mask.get(site), hidden)
@@ -156,7 +207,8 @@ class T5Runner(Runner):
         soft = self.encoder.soft_prompt(n)
         if soft is not None:
             embeds = torch.cat([soft.to(embeds.dtype), embeds], dim=1)
-            mask = torch.cat([mask.new_ones(n, soft.shape[1]), mask], dim=1)
+            smask = self.encoder.soft_prompt_mask(n)  # (N,s) or None
+            mask = torch.cat([mask.new_ones(n, soft.shape[1]) if smask is None else smask.to(mask.dtype), mask], dim=1)
         out = self.lm.encoder(inputs_embeds=embeds, attention_mask=mask)
         return out.last_hidden_state, mask
 
@@ -177,10 +229,11 @@ class T5Runner(Runner):
         """``input_ids`` (N,T) sources; ``labels`` (M,Tl) targets (-100 padding); ``rows`` (M,)
         the source of each target. -> (M,Tl) log p of each target token, 0 on padding."""
         labels, rows = batch["labels"], batch["rows"]
+        self.encoder.prepare(batch["input_ids"], batch["attention_mask"])  # input-dependent prompts choose here
         self._state = self._prefixes(batch["input_ids"].shape[0], rows)
         try:
             states, mask = self._encode(batch["input_ids"], batch["attention_mask"])  # (N,S,H)
-            dec_in = self.lm._shift_right(labels.masked_fill(labels < 0, self.lm.config.pad_token_id))  # (M,Tl)
+            dec_in = shift_right(labels, self.lm.config.decoder_start_token_id, self.lm.config.pad_token_id)  # (M,Tl)
             logits = self._decode(states[rows], mask[rows], dec_in)
         finally:
             self._state = None
@@ -192,6 +245,7 @@ class T5Runner(Runner):
     def generate(self, input_ids, attention_mask, max_new_tokens: int) -> list[list[int]]:
         cfg = self.lm.config
         n = input_ids.shape[0]
+        self.encoder.prepare(input_ids, attention_mask)
         self._state = self._prefixes(n, None)
         try:
             states, mask = self._encode(input_ids, attention_mask)

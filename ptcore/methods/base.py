@@ -54,8 +54,16 @@ class PromptEncoder(nn.Module):
             self._runner = self.family.runner(self)
         return self._runner
 
+    def prepare(self, input_ids, attention_mask) -> None:
+        """Called by the runner once per forward (generation: once), before the prompts are asked
+        for: a method whose prompts depend on the input (dynamic prompting) chooses them here."""
+
     def soft_prompt(self, n: int):
         """(N, l, H) vectors in front of the (encoder) input, or None."""
+        return None
+
+    def soft_prompt_mask(self, n: int):
+        """(N, l) 1 = the soft prompt's slot is used; None: every slot."""
         return None
 
     def prefix_kv(self, n: int):

@@ -17,3 +17,8 @@ class MethodConfig(BaseModel):
     default_lr: ClassVar[float] = 1e-2
     # True: the backbone's own weights are trained (fine-tuning)
     trains_backbone: ClassVar[bool] = False
+
+    def family_problem(self, family: str, model_type: str) -> str | None:
+        """Why these options cannot run on a backbone of ``family`` (ptcore.families), in one
+        line, or None. Read before any weights load (``ptcore.model.check_run``)."""
+        return None

@@ -76,6 +76,13 @@ class TextKind(Kind):
         """What the cached features depend on beyond the task and tokenizer (see ptcore.data)."""
         return f"{self.name}:{'seq2seq' if self.seq2seq else 'decoder'}:{self.spec.template}:{self.spec.verbalizer}:{self.spec.target}"
 
+    def note(self) -> str:
+        """One line for the run's data notes (and so the report): how the task was read as text."""
+        spec = self.spec
+        how = (f"rank classification over the label words {' / '.join(spec.verbalizer)}" if isinstance(self, RankClassification)
+               else f"greedy generation (up to {self.max_new_tokens} tokens) scored against every gold answer")
+        return f"text to text: {how}; input template {spec.template!r} ({spec.template_source or 'declared'})"
+
     def source_ids(self, example: dict, max_length: int) -> list[int]:
         """The rendered input, tokenized (T5: ends with its end token; Llama: starts with BOS), cut to ``max_length``."""
         return self.tokenizer(render_input(self.spec, example), truncation=True, max_length=max_length)["input_ids"]

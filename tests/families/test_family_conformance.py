@@ -27,7 +27,11 @@ from ptcore.data import sort_by_length
 from ptcore.train import evaluate, prepare_data, train
 
 FAMILIES = ("gpt2", "llama", "qwen2", "t5")
-METHODS = ("finetune", "prompt_tuning", "ptuning_v2", "lora")
+METHODS = ("finetune", "prompt_tuning", "ptuning_v2", "lora", "dynamic_deep", "dynamic_shallow")
+DYNAMIC = {  # what dynamic prompting runs on these families: length and pool choices (no position choice yet)
+    "dynamic_deep": {"base": "deep", "position": "none", "length": "instance", "pool_size": 2, "prompt_length": 4},
+    "dynamic_shallow": {"base": "shallow", "position": "none", "length": "task", "pool_size": 2, "prompt_length": 4},
+}
 # (task, format): rank classification, multiple choice by label words, generation, a head on a decoder
 FORMATS = (("superglue/cb", "text"), ("superglue/copa", "text"), ("qa/squad", "text"), ("superglue/rte", "head"))
 
@@ -39,9 +43,9 @@ def models(tmp_path_factory):
 
 
 def cfg_for(models, family, method, task, fmt, fixtures_dir, **extra):
-    options = {"prompt_length": 3} if method in ("prompt_tuning", "ptuning_v2") else {}
-    return RunConfig(task=task, method=method, model=models[family], format=fmt, method_args=options, data_dir=str(fixtures_dir),
-                     max_length=64, seed=0, **extra)
+    options = {"prompt_length": 3} if method in ("prompt_tuning", "ptuning_v2") else DYNAMIC.get(method, {})
+    return RunConfig(task=task, method=method.split("_")[0] if method in DYNAMIC else method, model=models[family], format=fmt,
+                     method_args=options, data_dir=str(fixtures_dir), max_length=64, seed=0, **extra)
 
 
 def a_batch(cfg, backbone, kind, split="train", n=4):

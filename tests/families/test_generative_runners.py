@@ -208,3 +208,42 @@ def test_t5_soft_prompt_is_read_in_front_of_the_encoder_input():
     lab = batch["labels"]
     ref = logits.log_softmax(-1).gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (lab >= 0)
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------- dynamic prompting's length choice
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "t5"])
+def test_dynamic_length_choice_masks_exactly_the_slots_past_it(family):
+    """Deep dynamic prompting with a task-level length choice of 2 (of 4 slots), evaluated: the
+    same model as P-Tuning v2 with only those 2 prefix slots, at every site of the family."""
+    dyn = encoder(family, "dynamic", base="deep", position="none", length="task", prompt_length=4, prefix_dropout=0.0)
+    with torch.no_grad():
+        dyn.length_selector.logits.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0]))  # candidates 1, 2, 3, 4: pick 2
+    pt = encoder(family, "ptuning_v2", prompt_length=2)
+    with torch.no_grad():
+        pt.prefix_encoder.prefix.copy_(dyn.prefix_encoder.prefix[:, :2])
+    if family == "t5":
+        batch = t5_batch([[9, 10, 1], [11, 1]], [0, 1])
+        torch.testing.assert_close(dyn.runner.target_logprobs(batch), pt.runner.target_logprobs(batch), atol=ATOL, rtol=0)
+    else:
+        ids, mask = left_padded(ROWS)
+        torch.testing.assert_close(dyn.runner.logits(ids, mask)[mask.bool()], pt.runner.logits(ids, mask)[mask.bool()], atol=ATOL, rtol=0)
+        assert dyn.runner.generate(ids, mask, 4) == pt.runner.generate(ids, mask, 4)
+
+
+def test_t5_buckets_and_shift_equal_transformers_own():
+    """ptcore's copies of two private T5 helpers (the bucket formula, the teacher-forcing shift)."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    from ptcore.families.t5_run import relative_position_bucket, shift_right
+
+    rel = torch.arange(-300, 300).view(1, -1)
+    for bidirectional in (True, False):
+        for buckets, distance in ((32, 128), (8, 16)):
+            ours = relative_position_bucket(rel, bidirectional, buckets, distance)
+            theirs = T5Attention._relative_position_bucket(rel, bidirectional=bidirectional, num_buckets=buckets, max_distance=distance)
+            assert torch.equal(ours, theirs)
+    lm = tiny_model("t5")
+    labels = torch.tensor([[9, 10, 1], [11, 1, -100]])
+    assert torch.equal(shift_right(labels, 0, 0), lm._shift_right(labels))

@@ -15,7 +15,8 @@ from orchestrator.cli.app import main
 from orchestrator.study import StudyError, load_study, parse_study
 from ptcore.methods import METHODS
 
-SHIPPED = [REPO / "studies" / "scale_sweep.yaml", REPO / "studies" / "scale_sweep_cluster.yaml"]
+SHIPPED = [REPO / "studies" / "scale_sweep.yaml", REPO / "studies" / "scale_sweep_cluster.yaml",
+           REPO / "studies" / "scale_sweep_cluster_generative.yaml"]
 
 BASE = {
     "name": "mini",
@@ -257,3 +258,20 @@ def test_a_method_can_be_limited_to_some_backbones(tmp_path):
     raw["methods"][1]["backbones"] = ["c"]
     with pytest.raises(StudyError, match=r"methods\.1\.backbones\.0: no backbone 'c' in this study; .*use a label or id of backbones: a, b"):
         load_study(raw=raw, cwd=tmp_path)
+
+
+def test_generative_smoke_study_validates_on_the_tiny_checkpoints_it_names(capsys, monkeypatch, tmp_path):
+    """studies/generative_smoke.yaml names tiny checkpoints by relative path; written where its
+    header says (python -m ptcore.tiny), the study validates and dry-runs: 2 backbones x 4 methods."""
+    from ptcore.tiny import write_tiny_model
+
+    (tmp_path / "studies").mkdir()
+    study = tmp_path / "studies" / "generative_smoke.yaml"
+    study.write_text((REPO / "studies" / "generative_smoke.yaml").read_text())
+    for family in ("t5", "llama"):
+        write_tiny_model(tmp_path / "studies_out" / "tiny" / family, family)
+    monkeypatch.setenv("PTCORE_DATA_DIR", str(FIXTURE_DATA))
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(study)]) == 0
+    assert "8 cells" in capsys.readouterr().out
+    assert main(["study", str(study), "--dry-run"]) == 0

@@ -10,7 +10,8 @@ __all__ = ["DynamicConfig", "DynamicEncoder", "NOTES"]
 # Departures from the paper (Yang et al., 2023), and choices where it leaves room. The paper
 # prompts T5 (text-to-text) and vision transformers; this is its encoder transfer.
 NOTES = (
-    "Backbone: BERT-style encoders with a task head (the paper prompts T5 text-to-text and ViTs).",
+    "Backbone: encoders with a task head, and T5 and decoder LMs text to text with length and pool choices only; "
+    "the position choice (the paper's headline, on T5) runs on absolute-position encoders only (the paper prompts T5 text-to-text and ViTs).",
     "Default: instance-level position for a shallow prompt (the paper's headline); length and pool are opt-in; "
     "a config with nothing dynamic is refused.",
     "Instance features: mean-pooled last hidden states of the frozen backbone on the unprompted input "
@@ -20,7 +21,7 @@ NOTES = (
     "the pool is a plain per-instance softmax mixture (no Gumbel noise).",
     "Temperature: annealed per step from tau0 to tau_min (exponential by default; linear and cosine available).",
     "Evaluation: deterministic argmax of the selector logits, no Gumbel noise.",
-    "Length: candidates l/4, l/2, 3l/4, l by default; unused slots are masked in attention, not removed.",
+    "Length: candidates l/4, l/2, 3l/4, l by default; unused slots are masked in attention, not removed (on T5 the kept slots take the relative positions of a prompt of the chosen length).",
     "Deep variant (base: deep, dynamic length/pool over P-Tuning v2 prefixes) is this tool's extension, not in the paper; "
     "it has no position choice.",
 )
@@ -48,7 +49,6 @@ register_method(
     order=40,
     flops=flop_plan,
     notes=NOTES,
-    families=("encoder",),  # its position choice and instance features read an encoder's states (T5 and decoders: not yet)
 )
 
 

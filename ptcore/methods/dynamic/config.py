@@ -96,6 +96,14 @@ class DynamicConfig(MethodConfig):
             )
         return self
 
+    def family_problem(self, family: str, model_type: str) -> str | None:
+        if family != "encoder" and self.position != "none":
+            return (
+                f"method 'dynamic': position={self.position!r} on the {family} family ({model_type}): its choice needs an "
+                f"estimator for relative or rotary positions, not built yet; set position: none (length and pool choices run)"
+            )
+        return None
+
     def candidate_lengths(self) -> list[int]:
         """The effective length candidates, ascending and distinct."""
         l = self.prompt_length

@@ -9,7 +9,6 @@ import torch.nn as nn
 from ...backbones import Backbone
 from ...errors import ConfigError
 from ..base import PromptEncoder
-from ..registration import method_family_problem
 from ..common import gather_tokens, insert_prompt, make_deep_prefix, resolve_layers
 from ..prompt_tuning.model import init_prompt
 from ..ptuning_v2.model import PrefixEncoder, split_kv
@@ -43,13 +42,21 @@ class DynamicEncoder(PromptEncoder):
     def __init__(self, backbone: Backbone, config: DynamicConfig):
         super().__init__(backbone, config)
         cfg = self.backbone.config
-        if self.family.generative:  # check_run refuses it before the weights load; a direct build gets the same line
-            raise ConfigError(method_family_problem("dynamic", self.family.name, cfg.model_type))
-        h, l = cfg.hidden_size, config.prompt_length
+        h, l = self.hidden_size, config.prompt_length
         self.tau = float(config.tau0)
+        self._choices: Optional[Choices] = None  # generative families: this forward's choices (prepare)
+        why = config.family_problem(self.family.name, cfg.model_type)  # check_run says it before the weights load
+        if why:
+            raise ConfigError(why)
         if config.base == "shallow":
             sets = [init_prompt(self.backbone, l, config.init) for _ in range(config.pool_size)]
             self.pool = nn.Parameter(torch.stack(sets))  # (k,l,H)
+        elif self.family.generative:  # every attention site of the family, as P-Tuning v2 (ptuning_v2/model.py)
+            self.prefix_layers = {site: resolve_layers(config.depth, n) for site, n in self.family.prefix_sites(cfg).items()}
+            self.kv_heads, head_dim = self.family.kv_dims(cfg)
+            total = sum(len(v) for v in self.prefix_layers.values())
+            self.prefix_encoder = PrefixEncoder(config, total, self.kv_heads * head_dim, num_sets=config.pool_size, token_dim=h)
+            self.dropout = nn.Dropout(config.prefix_dropout)
         else:
             self.layers = resolve_layers(config.depth, cfg.num_hidden_layers)
             self.prefix_encoder = PrefixEncoder(config, len(self.layers), h, num_sets=config.pool_size)
@@ -107,12 +114,61 @@ class DynamicEncoder(PromptEncoder):
         out = self.backbone(inputs_embeds=embeds, attention_mask=mask, token_type_ids=types, position_ids=self.position_ids(n, s, input_ids.device))
         return gather_tokens(out.last_hidden_state, index)  # (N,T,H)
 
+    # ------------------------------------------------------------------ generative families
+
+    def prepare(self, input_ids, attention_mask) -> None:
+        """Called by the family's runner before it asks for prompts: this forward's choices
+        (instance level: from the unprompted input's mean-pooled states)."""
+        n = input_ids.shape[0]
+        pooled = self.pooled_input(input_ids, attention_mask, None) if self.needs_pooled else None
+        self._choices = self.choose(pooled, n)
+        if self.training:
+            self.last_choices = _detached(self._choices)
+
+    def soft_prompt(self, n: int):
+        if self.config.base != "shallow":
+            return None
+        ch = self._choices
+        prompt = self._mix(self.pool, ch, n)  # (N,l,H)
+        return mask_tap(prompt, ch.soft_mask) if ch.soft_mask is not None else prompt
+
+    def soft_prompt_mask(self, n: int):
+        """(N,l) 1 = the slot is within the chosen length; None: every slot."""
+        return self._choices.prompt_mask if self.config.base == "shallow" else None
+
+    def prefix_kv(self, n: int):
+        if self.config.base != "deep":
+            return None
+        ch = self._choices
+        flat = self.dropout(self._mix(self.prefix_encoder(), ch, n))  # (N,l,all layers*2*kv*d)
+        if ch.soft_mask is not None:
+            flat = mask_tap(flat, ch.soft_mask)
+        total = sum(len(v) for v in self.prefix_layers.values())
+        keys, values = split_kv(flat, total, self.kv_heads)
+        out, start = {}, 0
+        for site, layers in self.prefix_layers.items():
+            out[site] = (keys[:, start:start + len(layers)], values[:, start:start + len(layers)])
+            start += len(layers)
+        if ch.prompt_mask is not None:
+            out["mask"] = ch.prompt_mask  # (N,l): slots past the chosen length are masked at every site
+        return out
+
     # ------------------------------------------------------------------ pieces
 
     def pooled_input(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
-        """Mean-pooled backbone output on the unprompted input (N,H); no grad when frozen."""
+        """Mean-pooled backbone output on the unprompted input (N,H); no grad when frozen.
+        A decoder LM: its base model's last states (real-token positions); T5: its encoder's."""
         n, t = input_ids.shape
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.backbone.parameters())
+        if self.family.generative:
+            with torch.set_grad_enabled(grad):
+                if self.family.seq2seq:
+                    h = self.backbone.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                else:
+                    pos = (attention_mask.cumsum(1) - 1).clamp(min=0)
+                    h = self.backbone.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).last_hidden_state
+                m = attention_mask.unsqueeze(-1).to(h.dtype)
+                return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
         with torch.set_grad_enabled(grad):
             h = self.backbone(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
