@@ -40,7 +40,7 @@ from orchestrator.bench.orchestration import bench_orchestration
 from orchestrator.bench.peak import matmul_peak_gflops
 from orchestrator.bench.peft_peer import Unsupported, one_line, peer_jobs, peft_version
 from orchestrator.bench.report import meta
-from orchestrator.bench.steps import summarize, time_interleaved
+from orchestrator.bench.steps import summarize, time_interleaved, torch_threads
 from orchestrator.bench.workload import DEFAULT_MODEL, Workload, describe_backbone, job_key, load_spec_backbone, ptcore_jobs
 
 DEFAULT_OUTPUT = "reports/bench/bench.json"
@@ -95,15 +95,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the bench; return the result dict (and write it as JSON to ``output``)."""
     settings = dict(locals())
-    import torch
-
-    threads_before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _run(**settings)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, device, threads, backbone_spec, methods, peft,

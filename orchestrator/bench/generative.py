@@ -64,8 +64,8 @@ from orchestrator.bench.memory import measure_steps, run_module, trim
 from orchestrator.bench.peak import matmul_peak_gflops
 from orchestrator.bench.peft_peer import Unsupported, one_line, peft_version
 from orchestrator.bench.report import meta
-from orchestrator.bench.steps import summarize, time_interleaved
-from orchestrator.bench.workload import STEPS, Contender
+from orchestrator.bench.steps import summarize, time_interleaved, torch_threads
+from orchestrator.bench.workload import STEPS, Contender, row_lengths
 
 DEFAULT_OUTPUT = "reports/bench/generative.json"
 MODELS: dict[str, dict[str, Any]] = {
@@ -150,13 +150,7 @@ def make_batch(config, wl: GenWorkload, device="cpu") -> dict[str, Any]:
     b, s, t = wl.batch, wl.source, wl.target
     if s < 1 or t < 1:
         raise ValueError(f"source={s} and target={t} must both be at least 1")
-    if wl.padding == "mixed":
-        lengths = torch.randint(max(1, s // 2), s + 1, (b,), generator=g)
-        lengths[0] = s
-    elif wl.padding == "none":
-        lengths = torch.full((b,), s)
-    else:
-        raise ValueError(f"padding {wl.padding!r}: use 'none' or 'mixed'")
+    lengths = row_lengths(wl.padding, b, s, 1, g)
     vocab, eos, pad_id = config.vocab_size, config.eos_token_id, config.pad_token_id
     sources = [torch.randint(FIRST_ID, vocab, (int(n),), generator=g).tolist() for n in lengths]
     targets = [torch.randint(FIRST_ID, vocab, (t - 1,), generator=g).tolist() + [eos] for _ in range(b)]
@@ -427,15 +421,8 @@ def run_generative(
 ) -> dict[str, Any]:
     """Run the generative rows; return the result dict (and write it as JSON to ``output``)."""
     settings = dict(locals())
-    import torch
-
-    threads_before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _run(**settings)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run(quick, *, models, sizes, methods, batch, source, target, padding, prompt_length, repeats, warmup, device, threads, peft,

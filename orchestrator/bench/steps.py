@@ -15,12 +15,27 @@ the reference kernels (``kernels="reference"``) is paired with fine-tuning on th
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Any, Optional, Sequence
 
 from orchestrator.bench.peft_peer import one_line
 from orchestrator.bench.workload import Contender
+
+
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]):
+    """torch's intra-op threads set to ``threads`` (None: left as they are) while the bench runs, restored after."""
+    import torch  # deferred: torch stays out of the bench's import (orchestrate --help)
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _sync(device: str) -> None:

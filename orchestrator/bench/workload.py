@@ -69,6 +69,20 @@ def job_key(job: dict[str, Any]) -> str:
     return f"{job['family']}/{job['name']}"
 
 
+def row_lengths(padding: str, batch: int, length: int, shortest: int, generator):
+    """Real tokens per row: ``none``: all ``length``; ``mixed``: uniform in [length/2, length]
+    (at least ``shortest``), the first row full so the padded width stays ``length``. -> (batch,)"""
+    import torch  # deferred: torch stays out of the bench's import (orchestrate --help)
+
+    if padding == "mixed":
+        lengths = torch.randint(max(shortest, length // 2), length + 1, (batch,), generator=generator)
+        lengths[0] = length
+        return lengths
+    if padding == "none":
+        return torch.full((batch,), length)
+    raise ValueError(f"padding {padding!r}: use 'none' or 'mixed'")
+
+
 # ------------------------------------------------------------------ backbone
 
 
@@ -118,13 +132,7 @@ def make_batch(backbone, workload: Workload, device="cpu") -> dict[str, Any]:
     vocab = backbone.config.vocab_size
     low = min(999, vocab // 2)  # skip [unused]/special ids of BERT vocabularies
     ids = torch.randint(low, vocab, (b, t), generator=g)
-    if workload.padding == "mixed":
-        lengths = torch.randint(max(3, t // 2), t + 1, (b,), generator=g)
-        lengths[0] = t
-    elif workload.padding == "none":
-        lengths = torch.full((b,), t)
-    else:
-        raise ValueError(f"padding {workload.padding!r}: use 'none' or 'mixed'")
+    lengths = row_lengths(workload.padding, b, t, 3, g)
     pos = torch.arange(t).unsqueeze(0)
     mask = (pos < lengths.unsqueeze(1)).long()
     ids[:, 0] = cls_id

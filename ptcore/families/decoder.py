@@ -1,22 +1,6 @@
 """The decoder family: causal LMs (GPT-2, Llama, Mistral, Qwen2/3, Gemma) that take a KV ``Cache``.
 
-Prompts enter as the encoder family's do:
-
-* a soft prompt (prompt tuning) is ``l`` input embeddings in front of the whole row, before
-  its left padding: ``[P, pad.., x]``;
-* per-layer prefixes (P-Tuning v2) are keys/values that every prompted self-attention
-  prepends through the model's cache argument (:class:`~ptcore.methods.common.PrefixCache`);
-  the attention mask has the prefix columns first, visible to every query.
-
-Positions are counted over the real tokens only, ``cumsum(mask) - 1``: a row scores the same
-alone or beside longer, left-padded rows. A soft prompt's vectors are tokens of the row, so
-the input after them starts at position ``l`` (as if typed); prefixes shift nothing (the
-input starts at 0, as on encoders; PEFT and the reference code shift it by ``l``).
-
-The runner builds the 4-D attention mask itself (transformers takes a prepared 4-D mask as
-it is): causal, padding and prefix columns in one additive mask. Un-prompted layers of a
-partial ``depth`` get the same mask without the prefix columns (a forward pre-hook), so they
-compute exactly what the plain model computes.
+The family's facts (no torch); how prompts enter and how it generates: :mod:`ptcore.families.decoder_run`.
 """
 
 from __future__ import annotations

@@ -1,25 +1,6 @@
-"""The T5 family (T5, T5 v1.1 / LM-adapt, Flan-T5, mT5): text to text, prompts in the encoder and decoder.
+"""The T5 family (T5, T5 v1.0, v1.1 / LM-adapt, Flan-T5, mT5): text to text, prompts in the encoder and decoder.
 
-* A soft prompt (prompt tuning, Lester et al.) is ``l`` vectors in front of the encoder's
-  input, as in the paper; the decoder reads their encoder states through cross-attention.
-* Per-layer prefixes (P-Tuning v2) enter three sites, each with its own ``l`` keys/values
-  per layer: the encoder's self-attention (``encoder``), the decoder's self-attention
-  (``decoder``) and its cross-attention (``cross``). PEFT's prefix tuning reaches the decoder
-  only.
-
-How: a forward pre-hook on every prompted ``T5Attention`` hands it the layer's prefix
-through its ``cache`` argument (the attention prepends what ``cache.update`` returns), the
-mask with the prefix columns first (visible to every query; the decoder's own columns stay
-causal), and the relative position bias of the longer key row. T5 shares one bias across a
-stack's layers, computed in the first; here every layer gets the bias for its own key length
-from the first layer's bucket table: a prefix slot sits before the first token (relative
-positions ``-l..-1`` from it, as a past token would), input tokens keep their own relative
-positions, and an un-prompted layer gets exactly the plain bias. Cross-attention has no
-position bias in T5.
-
-Generation is greedy. The encoder runs once; the decoder runs over the whole target so far
-at every step (no decoder KV cache: targets here are short, and the prefixes then need no
-cache of their own).
+The family's facts (no torch); how prompts enter and how it generates: :mod:`ptcore.families.t5_run`.
 """
 
 from __future__ import annotations

@@ -95,16 +95,41 @@ def test_every_method_trains_and_decodes_on_every_family_and_format(models, fixt
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("task,fmt", [("superglue/cb", "text"), ("qa/squad", "text"), ("superglue/rte", "head")])
 def test_a_run_trains_end_to_end_and_its_checkpoint_scores_the_same(models, fixtures_dir, tmp_path, family, task, fmt):
+    """train() end to end, then the checkpoint: it holds exactly the trained weights (captured
+    at the epoch's end), the rebuilt model gives the trained model's outputs, and it scores the
+    run's reported predictions again."""
     if fmt == "head" and family == "t5":
         pytest.skip("T5 runs text formats only (checked above)")
     cfg = cfg_for(models, family, "ptuning_v2", task, fmt, fixtures_dir, epochs=1, batch_size=4, max_train_examples=8,
                   max_eval_examples=6, pooling="last")
-    result = train(cfg, output=tmp_path / "run", progress=False)
+
+    class Capture:
+        def on_epoch_end(self, epoch, metrics, model, state):
+            self.weights = {k: v.detach().clone() for k, v in model.trainable_state_dict().items()}
+            return False
+
+    capture = Capture()
+    result = train(cfg, output=tmp_path / "run", progress=False, callbacks=(capture,))
     assert not math.isnan(result["val"]["primary"])
     back = load_checkpoint(tmp_path / "run" / "checkpoint")  # rebuilt from the saved config and trainable weights
-    data = prepare_data(cfg, load_backbone(models[family]), back.encoder.extra_tokens)
+    saved = back.trainable_state_dict()
+    assert saved.keys() == capture.weights.keys() and all(torch.equal(saved[k], capture.weights[k]) for k in saved)
+    backbone = load_backbone(models[family])
+    trained = build_model(cfg, backbone)
+    trained.load_state_dict(capture.weights, strict=False)
+    fresh = build_model(cfg, load_backbone(models[family]))
+    data = prepare_data(cfg, backbone, back.encoder.extra_tokens)
     feats = sort_by_length(data.features["val"])
-    loader = make_loader(feats, back.kind, load_backbone(models[family]).tokenizer.pad_token_id, cfg.eval_batch_size, shuffle=False)
+    loader = make_loader(feats, back.kind, backbone.tokenizer.pad_token_id, cfg.eval_batch_size, shuffle=False)
+    batch = next(iter(loader))
+    def outputs(m):  # evaluation mode; a text kind's teacher-forced log-probabilities (generation's outputs are token ids)
+        m.eval()
+        with torch.no_grad():
+            return m.encoder.runner.target_logprobs(batch) if fmt == "text" else m(batch)
+
+    out_back, out_trained, out_fresh = outputs(back), outputs(trained), outputs(fresh)
+    torch.testing.assert_close(out_back, out_trained)
+    assert not torch.allclose(out_back, out_fresh)  # the checkpoint is not the untrained model
     scores = evaluate(back, loader, feats, data.examples["val"], get_task(task), torch.device("cpu"))
     assert scores["primary"] == pytest.approx(result["val"]["primary"], abs=1e-9)
     assert scores.inputs.predictions == result["predictions"]["val"]["predictions"]
