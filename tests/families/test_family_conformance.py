@@ -24,6 +24,7 @@ from ptcore.tasks import get_task
 from ptcore.tasks.io import load_splits
 from ptcore.tiny import write_tiny_model
 from ptcore.data import sort_by_length
+from ptcore.tasks.text_kinds import RankClassification
 from ptcore.train import evaluate, prepare_data, train
 
 FAMILIES = ("gpt2", "llama", "qwen2", "t5")
@@ -157,3 +158,15 @@ def test_a_format_a_family_or_task_cannot_run_is_one_line(models, tmp_path, fixt
     with pytest.raises(ConfigError) as err:
         build_model(cfg, load_backbone(path))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_a_multi_task_text_run_shares_the_prompts_and_scores_each_task(models, fixtures_dir, family):
+    """Two tasks, one prefix set, no heads: each task read by its own template and label words."""
+    cfg = RunConfig(task="superglue/cb+superglue/rte", method="ptuning_v2", model=models[family], method_args={"prompt_length": 3},
+                    data_dir=str(fixtures_dir), max_length=64, epochs=1, batch_size=4, max_train_examples=8, max_eval_examples=6)
+    model = build_model(cfg, load_backbone(models[family]))
+    assert all(type(model.view(t).kind) is RankClassification for t in ("superglue/cb", "superglue/rte"))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith("heads."))  # Identity heads: nothing
+    result = train(cfg, progress=False)
+    assert {"superglue-cb_primary", "superglue-rte_primary"} <= set(result["val"])

@@ -247,3 +247,39 @@ def test_t5_buckets_and_shift_equal_transformers_own():
     lm = tiny_model("t5")
     labels = torch.tensor([[9, 10, 1], [11, 1, -100]])
     assert torch.equal(shift_right(labels, 0, 0), lm._shift_right(labels))
+
+
+# ---------------------------------------------------------------- the other decoder model types the family names
+
+
+def other_decoder(model_type: str):
+    """A tiny random Mistral / Qwen3 / Gemma (grouped-query attention), built from its config."""
+    import transformers
+
+    common = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    config = {"mistral": transformers.MistralConfig, "qwen3": transformers.Qwen3Config,
+              "gemma": transformers.GemmaConfig}[model_type](**common, **({"head_dim": 8} if model_type != "mistral" else {}))
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", ["mistral", "qwen3", "gemma"])
+def test_other_decoder_types_take_prefixes_and_left_padding_alike(model_type):
+    """The family's other model types: an invisible prefix leaves the plain model, a visible one
+    changes it, and a left-padded row scores as it does alone."""
+    model = other_decoder(model_type)
+    enc = get_method("ptuning_v2").encoder_cls(Backbone(model, None, model_type, model_type),
+                                               make_method_config("ptuning_v2", {"prompt_length": 3, "prefix_dropout": 0.0})).eval()
+    assert enc.family.name == "decoder"
+    rows = [[r % 120 + 2 for r in row] for row in ROWS]
+    ids, mask = left_padded(rows)
+    plain = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits
+    own = enc.prefix_kv
+    enc.prefix_kv = lambda n: {**own(n), "mask": torch.zeros(n, 3, dtype=torch.long)}
+    torch.testing.assert_close(enc.runner.logits(ids, mask)[mask.bool()], plain[mask.bool()], atol=ATOL, rtol=0)
+    enc.prefix_kv = own
+    prompted = enc.runner.logits(ids, mask)
+    assert not torch.allclose(prompted[mask.bool()], plain[mask.bool()], atol=1e-3)
+    alone = enc.runner.logits(*left_padded(rows[1:]))
+    torch.testing.assert_close(prompted[1, -3:], alone[0], atol=ATOL, rtol=0)
