@@ -87,11 +87,22 @@ class TextKind(Kind):
         """The rendered input, tokenized (T5: ends with its end token; Llama: starts with BOS), cut to ``max_length``."""
         return self.tokenizer(render_input(self.spec, example), truncation=True, max_length=max_length)["input_ids"]
 
-    def target_ids(self, text: str) -> list[int]:
-        """A target's tokens, ending with the end token. T5 reads it as its own sequence; a decoder
-        LM reads it after the source, so it starts with a space."""
+    def target_ids(self, text: str, source: Optional[str] = None) -> list[int]:
+        """A target's tokens, ending with the end token. T5 reads it as its own sequence. A decoder
+        LM reads it after the source, one space between: its tokens are those the joint text
+        ``source + " " + text`` has after the source's own (as lm-evaluation-harness splits a
+        context and its continuation), so a tokenizer that marks word starts (SentencePiece's
+        "▁") gives the target the tokens it has in running text; where the joint tokens do not
+        begin with the source's, the target is tokenized alone."""
         if self.seq2seq:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        elif source is not None and text:
+            src = self.tokenizer(source)["input_ids"]
+            joint = self.tokenizer(f"{source} {text}")["input_ids"]
+            if len(joint) > len(src) and joint[: len(src)] == src:
+                ids = joint[len(src):]
+            else:
+                ids = self.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
         else:
             ids = self.tokenizer(" " + text if text else "", add_special_tokens=False)["input_ids"]
         return list(ids) + [self.eos]
@@ -130,13 +141,15 @@ class RankClassification(TextKind, Classification):
 
     def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         words = label_targets(self.spec)
-        targets = [self.target_ids(w) for w in words]
-        # a decoder reads the target after the source: the source makes room for the longest
-        room = max_length if self.seq2seq else max(max_length - max(len(t) for t in targets), 1)
+        shared = [self.target_ids(w) for w in words] if self.seq2seq else None  # T5: the same for every example
         feats = []
         for i, ex in enumerate(examples):
             if ex.get("choices") is not None and len(ex["choices"]) != len(words):
                 train_target(self.spec, ex)  # raises the one-line verbalizer/choices mismatch
+            source = render_input(self.spec, ex)
+            targets = shared or [self.target_ids(w, source) for w in words]
+            # a decoder reads the target after the source: the source makes room for the longest
+            room = max_length if self.seq2seq else max(max_length - max(len(t) for t in targets), 1)
             feats.append({"input_ids": self.source_ids(ex, room), "targets": targets, "label": ex.get("label"), "example_index": i})
         return feats
 
@@ -180,7 +193,7 @@ class Generation(TextKind):
     def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         feats = []
         for i, ex in enumerate(examples):
-            target = self.target_ids(train_target(self.spec, ex))[: self.max_new_tokens]
+            target = self.target_ids(train_target(self.spec, ex), render_input(self.spec, ex))[: self.max_new_tokens]
             room = max_length if self.seq2seq else max(max_length - len(target), 1)
             feats.append({"input_ids": self.source_ids(ex, room), "target": target, "example_index": i})
         return feats

@@ -122,3 +122,24 @@ def test_generation_trains_toward_the_first_answer_and_scores_against_all(models
     assert inputs.references[0] == list(examples[0]["answers"]["text"])
     scores = kind.score(preds, feats, examples, get_task("qa/squad"))
     assert scores["squad_em"] == pytest.approx(0.5)  # the last gold answer counts as much as the first
+
+
+def test_a_decoder_target_takes_the_tokens_it_has_in_running_text():
+    """A SentencePiece-style tokenizer (word starts marked "▁") writes " entailment" alone as two
+    pieces ("▁", "▁entailment"), but after the source as one: the target is the joint text's
+    tokens after the source's (lm-evaluation-harness's context/continuation split)."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<unk>", "</s>", "<pad>", "▁", "▁cb", "▁hypothesis:", "▁premise:", "▁it", "▁rained", "▁entailment",
+             "▁contradiction", "▁neutral"]
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    # Llama 2's tokenizer.json: a "▁" prepended to the text, every space a "▁" (SentencePiece's dummy prefix)
+    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    raw.pre_tokenizer = pre_tokenizers.Split(Regex("▁"), behavior="merged_with_next")
+    tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="</s>", pad_token="<pad>")
+    assert tok(" entailment", add_special_tokens=False)["input_ids"] == [3, 9]  # alone: a bare "▁" first
+    kind = RankClassification(get_task("superglue/cb"), tok, seq2seq=False)
+    ex = {"text_a": "it rained", "text_b": "it rained", "label": 0}
+    feats = kind.encode([ex], tok, 64)
+    assert feats[0]["targets"] == [[9, 1], [10, 1], [11, 1]]  # one piece each, then the end token
