@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 if TYPE_CHECKING:  # torch is imported when a model is built
     import torch
-    import torch.nn as nn
 
 
 class Family(abc.ABC):

@@ -28,7 +28,7 @@ import torch.nn as nn
 from transformers import DynamicCache
 
 from .cache import PrefixCache, cache_argument
-from .base import Family, Runner, additive, causal_mask
+from .base import Runner, additive, causal_mask
 
 # decoder blocks that take the attention mask as a positional argument: its index
 MASK_ARG = {"gpt2": 2}

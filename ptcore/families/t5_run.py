@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
-from .base import Family, Runner
+from .base import Runner
 
 SITES = ("encoder", "decoder", "cross")
 

@@ -16,8 +16,6 @@ the family's runner (:attr:`runner`) places them and runs the model, for a head
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn as nn
 
