@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
-from .methods import get_method, make_method_config, method_fields
+from .methods import METHODS, get_method, make_method_config, method_fields
 from .methods.config_base import MethodConfig
 from .tasks import get_task
 from .tasks.templates import with_overrides
@@ -197,6 +197,10 @@ def hashed_settings(resolved: dict[str, Any], drop: tuple[str, ...] = ()) -> dic
     for k, default in HASH_ONLY_IF_SET.items():
         if d.get(k) == default:
             d.pop(k, None)
+    method = METHODS.get(d["method"]) if d.get("method") in METHODS else None
+    if method is not None and isinstance(d.get("method_args"), dict) and method.config_cls.hash_only_if_set:
+        # a method's options added later, likewise
+        d["method_args"] = {k: v for k, v in d["method_args"].items() if method.config_cls.hash_only_if_set.get(k, object()) != v}
     return d
 
 

@@ -17,6 +17,9 @@ class MethodConfig(BaseModel):
     default_lr: ClassVar[float] = 1e-2
     # True: the backbone's own weights are trained (fine-tuning)
     trains_backbone: ClassVar[bool] = False
+    # options added after runs were recorded: hashed only where they differ from these
+    # defaults, so earlier runs keep their config hashes (ptcore.config.hashed_settings)
+    hash_only_if_set: ClassVar[dict] = {}
 
     def family_problem(self, family: str, model_type: str) -> str | None:
         """Why these options cannot run on a backbone of ``family`` (ptcore.families), in one

@@ -19,6 +19,9 @@ NOTES = (
     "Selectors: one linear layer each for position (l+1 split points) and length; task-level choices are learned logits.",
     "Gradient estimator: straight-through Gumbel-Softmax (hard one-hot forward, soft gradient) for position and length; "
     "the pool is a plain per-instance softmax mixture (no Gumbel noise).",
+    "Position gradient: by default this tool's first-order estimate from the position and segment embeddings (absolute "
+    "positions only); estimator: mixture is the reference code's mixture of the l+1 assembled sequences (any encoder, "
+    "DeBERTa included), mixture_soft its soft forward.",
     "Temperature: annealed per step from tau0 to tau_min (exponential by default; linear and cosine available).",
     "Evaluation: deterministic argmax of the selector logits, no Gumbel noise.",
     "Length: candidates l/4, l/2, 3l/4, l by default; unused slots are masked in attention, not removed (on T5 the kept slots take the relative positions of a prompt of the chosen length).",

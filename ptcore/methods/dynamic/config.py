@@ -1,4 +1,4 @@
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -23,6 +23,8 @@ class DynamicConfig(MethodConfig):
     gradient, no prompt), i.e. roughly 2x the encoder cost of plain prompt tuning.
     """
 
+    hash_only_if_set: ClassVar[dict] = {"estimator": "first_order"}  # added later: earlier runs keep their hashes
+
     base: Literal["shallow", "deep"] = Field(
         "shallow", description="shallow: Lester-style input prompt; deep: P-Tuning v2 key/value prefixes at every (or `depth`) layers"
     )
@@ -33,6 +35,15 @@ class DynamicConfig(MethodConfig):
         None, validate_default=True,
         description="learn the split point j in 0..l (shallow only); none: whole prompt in front "
         "(default: instance for shallow, none for deep)",
+    )
+    # how the position choice gets its gradient (ptcore/methods/dynamic/select.py):
+    #   first_order:  this tool's estimate from the position and segment embeddings (needs absolute positions)
+    #   mixture:      the reference code's: a mixture of the l+1 assembled input sequences weighted by the
+    #                 straight-through one-hot (the forward is the hard choice), on any encoder
+    #   mixture_soft: the same mixture weighted by the soft Gumbel-Softmax sample (the forward mixes)
+    estimator: Literal["first_order", "mixture", "mixture_soft"] = Field(
+        "first_order", description="position gradient: first_order (position/segment embeddings; absolute positions only), "
+        "mixture (the DP reference: l+1 assembled sequences, hard forward), mixture_soft (soft forward)"
     )
     length: Level = Field("none", description="learn the prompt length among `length_candidates` (masking unused slots)")
     length_candidates: Optional[list[int]] = Field(
@@ -99,8 +110,8 @@ class DynamicConfig(MethodConfig):
     def family_problem(self, family: str, model_type: str) -> str | None:
         if family != "encoder" and self.position != "none":
             return (
-                f"method 'dynamic': position={self.position!r} on the {family} family ({model_type}): its choice needs an "
-                f"estimator for relative or rotary positions, not built yet; set position: none (length and pool choices run)"
+                f"method 'dynamic': position={self.position!r} on the {family} family ({model_type}): placing the prompt "
+                f"around the input is not built for T5 and decoder LMs yet; set position: none (length and pool choices run)"
             )
         return None
 

@@ -5,6 +5,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ...backbones import Backbone
 from ...errors import ConfigError
@@ -22,6 +23,7 @@ class Choices:
 
     split: Optional[torch.Tensor] = None  # (N,) long, j in 0..l (shallow with position)
     split_onehot: Optional[torch.Tensor] = None  # (N,l+1) straight-through one-hot
+    split_soft: Optional[torch.Tensor] = None  # (N,l+1) the soft Gumbel-Softmax sample (estimator mixture_soft)
     length: Optional[torch.Tensor] = None  # (N,) long, the chosen length
     length_onehot: Optional[torch.Tensor] = None  # (N,m) straight-through one-hot over candidates
     prompt_mask: Optional[torch.Tensor] = None  # (N,l) hard 0/1
@@ -62,14 +64,14 @@ class DynamicEncoder(PromptEncoder):
             self.prefix_encoder = PrefixEncoder(config, len(self.layers), h, num_sets=config.pool_size)
             self.dropout = nn.Dropout(config.prefix_dropout)
             self.deep = make_deep_prefix(self.backbone, self.layers)
-        if config.position != "none":
+        if config.position != "none" and config.estimator == "first_order":  # the mixtures need no position table
             kind = getattr(cfg, "position_embedding_type", "absolute") or "absolute"
             emb = getattr(self.backbone, "embeddings", None)
             if kind != "absolute" or getattr(emb, "position_embeddings", None) is None:
                 has = "relative positions only" if getattr(emb, "position_embeddings", None) is None else f"{kind!r} positions"
                 raise ConfigError(
                     f"position={config.position!r} needs a backbone with absolute position embeddings "
-                    f"(this {cfg.model_type} has {has}); use position='none'"
+                    f"(this {cfg.model_type} has {has}); use position='none', or estimator: mixture (the DP reference's)"
                 )
         self.position_selector = Selector(config.position, h, l + 1) if config.position != "none" else None
         cands = config.candidate_lengths()
@@ -181,7 +183,13 @@ class DynamicEncoder(PromptEncoder):
         """Sample (training) or argmax (eval) the split point and length; pool weights."""
         ch = Choices()
         if self.position_selector is not None:
-            ch.split_onehot, ch.split = sample_one_hot(self.position_selector(pooled, n), self.tau, self.training)
+            logits = self.position_selector(pooled, n)
+            if self.training and self.config.estimator == "mixture_soft":
+                ch.split_soft = F.gumbel_softmax(logits, tau=self.tau, hard=False)  # (N,l+1): the forward mixes
+                ch.split = ch.split_soft.detach().argmax(-1)  # the layout (mask, segments, index) of the likeliest
+                ch.split_onehot = ch.split_soft
+            else:
+                ch.split_onehot, ch.split = sample_one_hot(logits, self.tau, self.training)
         if self.length_selector is not None:
             y, idx = sample_one_hot(self.length_selector(pooled, n), self.tau, self.training)
             ch.length_onehot, ch.length = y, self.candidates[idx]
@@ -212,7 +220,10 @@ class DynamicEncoder(PromptEncoder):
         split = ch.split if ch.split is not None else torch.zeros(n, dtype=torch.long, device=input_ids.device)
         embeds, mask, types, index = insert_prompt(words, attention_mask, token_type_ids, prompt, split, ch.prompt_mask)
         if ch.split is not None and ch.split_onehot.requires_grad:
-            embeds = embeds + self._split_tap(ch, attention_mask, token_type_ids, mask.shape[1])
+            if self.config.estimator == "first_order":
+                embeds = embeds + self._split_tap(ch, attention_mask, token_type_ids, mask.shape[1])
+            else:
+                embeds = mixture_of_arrangements(words, attention_mask, token_type_ids, prompt, ch.split_onehot, ch.prompt_mask)
         if self.training:
             self.last_choices = _detached(ch)
         return embeds, mask, types, index, ch
@@ -250,6 +261,21 @@ class DynamicEncoder(PromptEncoder):
             self.backbone, input_ids, attention_mask, token_type_ids, self.position_ids(n, t, input_ids.device),
             keys, values, prefix_mask=prefix_mask,
         )  # (N,T,H)
+
+
+def mixture_of_arrangements(words, attention_mask, token_type_ids, prompt, weights, prompt_mask=None) -> torch.Tensor:
+    """The DP reference's position estimator: ``sum_j w_j A_j`` over the l+1 assembled input
+    sequences ``A_j = [CLS] P[j:] x P[:j] [SEP]`` (word embeddings, each at its slot; the
+    encoder adds the slot's position). With ``w`` the straight-through one-hot the value is the
+    chosen arrangement exactly and ``dL/dw_j = <dL/dE, A_j>``; with a soft ``w`` the forward mixes.
+    words (N,T,H), weights (N,l+1) -> (N,T+l,H)"""
+    n, l = words.shape[0], prompt.shape[1]
+    arrangements = torch.stack([
+        insert_prompt(words, attention_mask, token_type_ids, prompt, torch.full((n,), j, dtype=torch.long, device=words.device),
+                      prompt_mask)[0]
+        for j in range(l + 1)
+    ], dim=1)  # (N, l+1, T+l, H)
+    return torch.einsum("nj,njsh->nsh", weights.to(arrangements.dtype), arrangements)
 
 
 def _detached(ch: Choices) -> Choices:

@@ -21,6 +21,11 @@ assembled *sequences* (``<dL/dE, A_j>``, moving token contents between slots) is
 uncorrelated with them. Gradients to the prompt vectors flow through the assembled
 sequence as usual.
 
+The DP reference code's own estimator is that naive mixture: ``estimator: mixture``
+(:func:`ptcore.methods.dynamic.model.mixture_of_arrangements`) builds it as an option, with
+the straight-through one-hot (the forward is still the hard choice) or, ``mixture_soft``, the
+soft Gumbel sample (the forward mixes). It needs no position table, so it runs on DeBERTa too.
+
 Estimator (length). Slot k is kept iff the chosen length exceeds k, i.e.
 ``mask_k = sum_{i: c_i > k} y_i`` (cumulative of the one-hot over ascending candidates).
 The attention mask itself is the *hard* 0/1 mask (a masked slot is invisible: no attention,
