@@ -76,6 +76,18 @@ class Runner(abc.ABC):
         """Greedy decoding: the new token ids of each row, up to and without the end token."""
 
 
+def take_greedy_step(next_ids: list[int], out: list[list[int]], done: list[bool], eos: set[int]) -> bool:
+    """Append each unfinished row's next token to ``out``, or finish it at an end token (the end
+    token is not kept). Returns whether every row is finished."""
+    for i, t in enumerate(next_ids):
+        if not done[i]:
+            if t in eos:
+                done[i] = True
+            else:
+                out[i].append(t)
+    return all(done)
+
+
 def additive(mask_bool: "torch.Tensor", dtype) -> "torch.Tensor":
     """A bool mask (True = attend) as the additive float mask every attention takes."""
     import torch

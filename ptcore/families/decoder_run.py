@@ -28,7 +28,7 @@ import torch.nn as nn
 from transformers import DynamicCache
 
 from .cache import PrefixCache, cache_argument
-from .base import Runner, additive, causal_mask
+from .base import Runner, additive, causal_mask, take_greedy_step
 
 # decoder blocks that take the attention mask as a positional argument: its index
 MASK_ARG = {"gpt2": 2}
@@ -162,13 +162,7 @@ class DecoderRunner(Runner):
         pos = positions[:, -1:]  # (N,1)
         for _ in range(max_new_tokens):
             nxt = self.lm.get_output_embeddings()(h).argmax(-1)  # (N,)
-            for i, t in enumerate(nxt.tolist()):
-                if not done[i]:
-                    if t in eos:
-                        done[i] = True
-                    else:
-                        out[i].append(t)
-            if all(done):
+            if take_greedy_step(nxt.tolist(), out, done, eos):
                 break
             mask = torch.cat([mask, mask.new_ones(n, 1)], dim=1)
             pos = pos + 1

@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from .base import Runner
+from .base import Runner, take_greedy_step
 
 SITES = ("encoder", "decoder", "cross")
 
@@ -254,13 +254,7 @@ class T5Runner(Runner):
             for _ in range(max_new_tokens):
                 self._state.bias.clear()
                 nxt = self._decode(states, mask, dec)[:, -1].argmax(-1)  # (N,)
-                for i, t in enumerate(nxt.tolist()):
-                    if not done[i]:
-                        if t == cfg.eos_token_id:
-                            done[i] = True
-                        else:
-                            out[i].append(t)
-                if all(done):
+                if take_greedy_step(nxt.tolist(), out, done, {cfg.eos_token_id}):
                     break
                 dec = torch.cat([dec, nxt.unsqueeze(1)], dim=1)
         finally:

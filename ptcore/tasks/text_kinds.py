@@ -83,9 +83,10 @@ class TextKind(Kind):
                else f"greedy generation (up to {self.max_new_tokens} tokens) scored against every gold answer")
         return f"text to text: {how}; input template {spec.template!r} ({spec.template_source or 'declared'})"
 
-    def source_ids(self, example: dict, max_length: int) -> list[int]:
-        """The rendered input, tokenized (T5: ends with its end token; Llama: starts with BOS), cut to ``max_length``."""
-        return self.tokenizer(render_input(self.spec, example), truncation=True, max_length=max_length)["input_ids"]
+    def source_ids(self, source: str, max_length: int) -> list[int]:
+        """The rendered input (``render_input``), tokenized (T5: ends with its end token; Llama:
+        starts with BOS), cut to ``max_length``."""
+        return self.tokenizer(source, truncation=True, max_length=max_length)["input_ids"]
 
     def target_ids(self, text: str, source: Optional[str] = None) -> list[int]:
         """A target's tokens, ending with the end token. T5 reads it as its own sequence. A decoder
@@ -150,7 +151,7 @@ class RankClassification(TextKind, Classification):
             targets = shared or [self.target_ids(w, source) for w in words]
             # a decoder reads the target after the source: the source makes room for the longest
             room = max_length if self.seq2seq else max(max_length - max(len(t) for t in targets), 1)
-            feats.append({"input_ids": self.source_ids(ex, room), "targets": targets, "label": ex.get("label"), "example_index": i})
+            feats.append({"input_ids": self.source_ids(source, room), "targets": targets, "label": ex.get("label"), "example_index": i})
         return feats
 
     def collate(self, features: list[dict], pad_id: int) -> dict[str, Any]:
@@ -193,9 +194,10 @@ class Generation(TextKind):
     def encode(self, examples: list[dict], tokenizer, max_length: int) -> list[dict]:
         feats = []
         for i, ex in enumerate(examples):
-            target = self.target_ids(train_target(self.spec, ex), render_input(self.spec, ex))[: self.max_new_tokens]
+            source = render_input(self.spec, ex)
+            target = self.target_ids(train_target(self.spec, ex), source)[: self.max_new_tokens]
             room = max_length if self.seq2seq else max(max_length - len(target), 1)
-            feats.append({"input_ids": self.source_ids(ex, room), "target": target, "example_index": i})
+            feats.append({"input_ids": self.source_ids(source, room), "target": target, "example_index": i})
         return feats
 
     def collate(self, features: list[dict], pad_id: int) -> dict[str, Any]:
@@ -250,11 +252,11 @@ def resolve_format(fmt: str, family) -> str:
     return fmt
 
 
-def kind_for(spec: TaskSpec, fmt: str, family, tokenizer) -> Kind:
-    """The kind a run trains ``spec`` with: its own (``head``), or its text kind (``text``)."""
-    fmt = resolve_format(fmt, family)
-    if fmt == "head":
-        return kind_class(spec.kind)()
+def text_kind_class(spec: TaskSpec, fmt: str, family) -> Optional[type[TextKind]]:
+    """The text kind that trains ``spec`` in ``fmt`` on ``family`` (None: format head, the task's
+    own kind); what cannot run raises one ConfigError line. Needs no model and no torch."""
+    if resolve_format(fmt, family) == "head":
+        return None
     cls = TEXT_KINDS.get(spec.kind)
     if cls is None:
         raise ConfigError(
@@ -265,24 +267,21 @@ def kind_for(spec: TaskSpec, fmt: str, family, tokenizer) -> Kind:
         label_targets(spec)  # one line where the task declares no label words
     if spec.template is None:
         render_input(spec, {})  # one line: no template
-    return cls(spec, tokenizer, seq2seq=family.seq2seq)
+    return cls
+
+
+def kind_for(spec: TaskSpec, fmt: str, family, tokenizer) -> Kind:
+    """The kind a run trains ``spec`` with: its own (``head``), or its text kind (``text``)."""
+    cls = text_kind_class(spec, fmt, family)
+    return kind_class(spec.kind)() if cls is None else cls(spec, tokenizer, seq2seq=family.seq2seq)
 
 
 def check_format(spec: TaskSpec, fmt: str, family_name: Optional[str]) -> Optional[str]:
     """Why ``spec`` cannot run in ``fmt`` on the family ``family_name`` (no model, no torch), or None."""
     if family_name is None:
         return None
-    family = FAMILIES.get(family_name)()
     try:
-        fmt = resolve_format(fmt, family)
-        if fmt == "text":
-            if spec.kind not in TEXT_KINDS:
-                return (f"task {spec.name} ({kind_class(spec.kind).display_name}) has no text-to-text format; "
-                        f"train it with format: head")
-            if TEXT_KINDS[spec.kind] is RankClassification:
-                label_targets(spec)
-            if spec.template is None:
-                render_input(spec, {})
+        text_kind_class(spec, fmt, FAMILIES.get(family_name)())
     except ConfigError as e:
         return str(e)
     return None
