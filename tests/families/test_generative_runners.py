@@ -283,3 +283,14 @@ def test_other_decoder_types_take_prefixes_and_left_padding_alike(model_type):
     assert not torch.allclose(prompted[mask.bool()], plain[mask.bool()], atol=1e-3)
     alone = enc.runner.logits(*left_padded(rows[1:]))
     torch.testing.assert_close(prompted[1, -3:], alone[0], atol=ATOL, rtol=0)
+
+
+def test_a_greedy_step_keeps_tokens_up_to_the_end_token_per_row():
+    """Both runners' bookkeeping: a row stops at its end token (not kept), the others go on."""
+    from ptcore.families.base import take_greedy_step
+
+    out, done = [[], []], [False, False]
+    assert not take_greedy_step([5, 0], out, done, {0})  # row 1 ends
+    assert not take_greedy_step([6, 7], out, done, {0})  # row 1 keeps nothing more
+    assert take_greedy_step([0, 8], out, done, {0})
+    assert out == [[5, 6], []] and done == [True, True]
