@@ -60,7 +60,18 @@ class RunConfig(BaseModel):
     eval_batch_size: int = Field(64, ge=1, description="batch size of dev/val/test evaluation (no backward pass, so larger than batch_size)")
     lr: Optional[float] = Field(None, gt=0, description="peak learning rate (default: the method's)")
     weight_decay: float = Field(0.01, ge=0)
-    warmup_ratio: float = Field(0.06, ge=0, le=1)
+    warmup_ratio: float = Field(0.06, ge=0, le=1, description="warmup as a share of the run's optimizer steps (see warmup_steps)")
+    warmup_steps: Optional[int] = Field(
+        None, ge=0, description="warmup in optimizer steps; when set it replaces warmup_ratio (the DP reference: 500)"
+    )
+    optimizer: Literal["adamw", "adafactor"] = Field(
+        "adamw", description="adamw = torch AdamW (fused where available), no decay on biases/LayerNorm; adafactor = "
+        "transformers' Adafactor with a fixed learning rate (relative_step=False, scale_parameter=False, warmup_init=False), "
+        "as T5 prompt tuning (Lester et al. 2021) and the DP reference use it; same parameter groups and weight_decay"
+    )
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear", description="linear = warmup then linear decay to 0; constant = warmup then the peak lr throughout"
+    )
     max_grad_norm: float = Field(1.0, gt=0)
     patience: Optional[int] = Field(None, ge=1, description="stop after this many epochs without a better dev score")
     max_train_examples: Optional[int] = Field(None, ge=1, description="deterministic subsample of train (unstratified, one fixed sample; see train_size)")
@@ -155,6 +166,9 @@ class RunConfig(BaseModel):
                               f"with trainable.safetensors and run_config.json)")
         if self.dev_size is not None and self.max_dev_examples is not None:
             raise ConfigError("dev_size and max_dev_examples both set: dev_size replaces the dev split; drop max_dev_examples")
+        if self.warmup_steps is not None and self.warmup_ratio != RunConfig.model_fields["warmup_ratio"].default:
+            raise ConfigError(f"warmup_steps ({self.warmup_steps}) and warmup_ratio ({self.warmup_ratio}) both set: "
+                              "warmup_steps replaces warmup_ratio; keep one")
         return self
 
     def resolved(self) -> dict[str, Any]:
@@ -183,6 +197,7 @@ HASH_ONLY_IF_SET = {
     "grad_accum_steps": 1, "precision": "auto", "train_size": None, "data_seed": 0, "dev_size": None,
     "mixing": "proportional", "mixing_temperature": 2.0, "init_from": None,
     "format": "auto", "template": None, "verbalizer": None,
+    "optimizer": "adamw", "lr_schedule": "linear", "warmup_steps": None,
 }  # fmt: skip
 
 
@@ -198,9 +213,9 @@ def hashed_settings(resolved: dict[str, Any], drop: tuple[str, ...] = ()) -> dic
         if d.get(k) == default:
             d.pop(k, None)
     method = METHODS.get(d["method"]) if d.get("method") in METHODS else None
-    if method is not None and isinstance(d.get("method_args"), dict) and method.config_cls.hash_only_if_set:
-        # a method's options added later, likewise
-        d["method_args"] = {k: v for k, v in d["method_args"].items() if method.config_cls.hash_only_if_set.get(k, object()) != v}
+    if method is not None and isinstance(d.get("method_args"), dict):
+        # a method's options added later, likewise, and those its other options make moot
+        d["method_args"] = method.config_cls.hashed_options(d["method_args"])
     return d
 
 

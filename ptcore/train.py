@@ -2,8 +2,9 @@
 
     config -> backbone + method encoder + a head per task (ptcore.model.build_model)
            -> data: each task's splits -> token ids; a task schedule over the training batches
-           -> AdamW + warmup; each optimizer step: the schedule's (task, batch of B),
-              cut into grad_accum_steps x workers slices, one backward each, one clipped step
+           -> AdamW or Adafactor (cfg.optimizer), warmup then linear decay or constant (cfg.lr_schedule);
+              each optimizer step: the schedule's (task, batch of B), cut into
+              grad_accum_steps x workers slices, one backward each, one clipped step
            -> every epoch: each task's dev; select the epoch on dev (a multi-task run: the mean
               of the tasks' primary scores)
            -> restore the best epoch -> report each task's val / test (never selected on)
@@ -45,7 +46,8 @@ from typing import Any, Callable, Iterator, Mapping, MutableMapping, Optional, P
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+from transformers.optimization import Adafactor
 
 from . import metrics as M
 from . import runinfo
@@ -301,28 +303,46 @@ def split_batch(batch: dict[str, Any], k: int) -> list[dict[str, Any]]:
     ]
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, warmup_ratio: float, total_steps: int):
-    """AdamW over the trainable parameters (no weight decay on biases and LayerNorm) with
-    linear warmup then linear decay. Returns (trainable params, optimizer, scheduler).
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, warmup_ratio: float, total_steps: int, *,
+                   optimizer: str = "adamw", lr_schedule: str = "linear", warmup_steps: Optional[int] = None):
+    """The optimizer over the trainable parameters (no weight decay on biases and LayerNorm)
+    and its schedule. Returns (trainable params, optimizer, scheduler).
 
-    The fused AdamW kernel wherever torch has one (CPU and CUDA, floating-point parameters):
-    the same update as the default for-loop implementation, which torch picks on the CPU and
-    which spends ~10% of a MiniLM fine-tuning step there, one small op per tensor at a time
-    (``tests/core/test_kernels.py`` checks the two agree).
+    * ``optimizer="adamw"`` (default): torch's AdamW, the fused kernel wherever torch has one
+      (CPU and CUDA, floating-point parameters): the same update as the default for-loop
+      implementation, which torch picks on the CPU and which spends ~10% of a MiniLM
+      fine-tuning step there, one small op per tensor at a time (``tests/core/test_kernels.py``
+      checks the two agree).
+    * ``optimizer="adafactor"``: transformers' Adafactor with a fixed learning rate
+      (``relative_step=False, scale_parameter=False, warmup_init=False``), as T5 prompt tuning
+      (Lester et al., 2021) and the DP reference use it; the same two parameter groups.
+
+    Warmup: ``warmup_steps`` optimizer steps where given, else ``int(warmup_ratio * total_steps)``;
+    the lr of step k (0-based) rises as k / warmup (transformers' schedules: step 0 at lr 0).
+    Then ``lr_schedule="linear"`` decays linearly to 0 at ``total_steps``, ``"constant"`` keeps
+    the peak ``lr``.
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n or "layer_norm" in n  # noqa: E731
-    fused = bool(named) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in named)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
-            {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0},
-        ],
-        lr=lr,
-        fused=fused or None,
-    )
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
-    return [p for _, p in named], optimizer, scheduler
+    groups = [
+        {"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0},
+    ]
+    if optimizer == "adamw":
+        fused = bool(named) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in named)
+        opt = torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+    elif optimizer == "adafactor":
+        opt = Adafactor(groups, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False)
+    else:
+        raise ConfigError(f"optimizer {optimizer!r}: expected 'adamw' or 'adafactor'")
+    warmup = warmup_steps if warmup_steps is not None else int(warmup_ratio * total_steps)
+    if lr_schedule == "linear":
+        scheduler = get_linear_schedule_with_warmup(opt, warmup, total_steps)
+    elif lr_schedule == "constant":
+        scheduler = get_constant_schedule_with_warmup(opt, warmup)
+    else:
+        raise ConfigError(f"lr_schedule {lr_schedule!r}: expected 'linear' or 'constant'")
+    return [p for _, p in named], opt, scheduler
 
 
 # ====================================================================== task schedules
@@ -563,17 +583,20 @@ def _train(
         eval_loaders = {t: {s: make_loader(dist.shard(f), model.view(t).kind, pad_id, cfg.eval_batch_size, shuffle=False)
                             for s, f in eval_features[t].items()} for t in tasks}
 
-    # ---- optimizer: AdamW over every trainable tensor (the encoder's, every head's), no decay
-    # on biases/LayerNorm, linear warmup then linear decay
+    # ---- optimizer: AdamW (default) or Adafactor (cfg.optimizer) over every trainable tensor (the
+    # encoder's, every head's), no decay on biases/LayerNorm; warmup (warmup_steps, else
+    # warmup_ratio of the steps), then linear decay to 0 or the constant peak (cfg.lr_schedule)
     total_steps = cfg.epochs * schedule.steps_per_epoch
-    params, optimizer, scheduler = make_optimizer(model, resolved["lr"], cfg.weight_decay, cfg.warmup_ratio, total_steps)
+    params, optimizer, scheduler = make_optimizer(model, resolved["lr"], cfg.weight_decay, cfg.warmup_ratio, total_steps,
+                                                  optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule,
+                                                  warmup_steps=cfg.warmup_steps)
     # what a step on each task's batch trains: the shared encoder's tensors and that task's head.
     # Data-parallel ranks sum these gradients alone: another task's head keeps no gradient (not
     # a zero one, which AdamW's momentum and weight decay would still move it by)
     own = {t: {id(p) for p in model.view(t).parameters()} for t in tasks}
     step_params = {t: [p for p in params if id(p) in own[t]] for t in tasks}
 
-    # ---- loop state: fresh, or continued from a saved epoch boundary (weights, AdamW, schedule, RNG)
+    # ---- loop state: fresh, or continued from a saved epoch boundary (weights, optimizer, schedule, RNG)
     amp = Amp(cfg.precision, device)  # autocast dtype (+ GradScaler for fp16); weights stay fp32
     loop = LoopState()
     if resume is not None:
@@ -626,7 +649,7 @@ def _train(
                     optimizer.zero_grad(set_to_none=True)  # fp16 overflow: skip the step, halve the scale
                     amp.skip_step()
                 else:
-                    amp.step(optimizer, params, cfg.max_grad_norm)  # (unscale), clip, AdamW: the same on every rank
+                    amp.step(optimizer, params, cfg.max_grad_norm)  # (unscale), clip, step: the same on every rank
                     losses.append(step_loss)
                 scheduler.step()
                 loop.step += 1

@@ -15,13 +15,15 @@ one training step as ptcore's loop takes it. Modules, one job each:
 * ``report.py``        provenance and the printed tables
 * ``generative.py``    ``--generative``: decoder LMs and T5, ptcore's methods beside PEFT's (-> generative.json)
 * ``genflops.py``      useful FLOPs of a generative step (the convention is there)
+* ``dynamic.py``       ``--dynamic``: dynamic prompting's position estimators beside prompt tuning (-> dynamic.json)
 
 Nothing here is imported by ``orchestrate --help``; heavy imports happen inside the functions:
 the package imports without torch (``orchestrate bench --cli`` imports it, and so does every
 process the bench starts). ``memory.py`` (and ``large.py``, which uses it) is imported when
 it is used: it runs as ``python -m orchestrator.bench.memory``, and a module the package
-imported first would run twice there (runpy warns). The same holds for ``generative.py`` (its
-memory rows run as ``python -m orchestrator.bench.generative``): the package never imports it.
+imported first would run twice there (runpy warns). The same holds for ``generative.py`` and
+``dynamic.py`` (their memory rows run as ``python -m orchestrator.bench.generative`` /
+``.dynamic``): the package never imports them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """``orchestrate bench``: benchmark every method's step time, memory and MFU against fine-tuning
-and PEFT, and the orchestration overhead (the work is in :mod:`orchestrator.bench`, imported when it runs)."""
+and PEFT, the generative families (``--generative``), dynamic prompting's position estimators
+(``--dynamic``), and the orchestration overhead (the work is in :mod:`orchestrator.bench`,
+imported when it runs)."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ EPILOG = textwrap.dedent(
       orchestrate bench --no-orchestration --batch 32 --length 256 --output /tmp/b.json
       orchestrate bench --generative                     # decoder LMs and T5 vs PEFT -> reports/bench/generative.json
       orchestrate bench --generative --gen-models llama-small --gen-size hidden=512 --gen-size layers=8
+      orchestrate bench --dynamic                        # dynamic's position estimators vs prompt tuning -> reports/bench/dynamic.json
+      orchestrate bench --dynamic --quick --dyn-models minilm --no-memory
 
     Run it on an otherwise idle machine: timings, MFU and the orchestration CPU figures
     all assume nothing else competes for the cores.
@@ -31,7 +35,8 @@ EPILOG = textwrap.dedent(
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats, depths and PEFT peers; smaller orchestration studies (<= 5 min on 2 CPU cores)")
-    p.add_argument("--output", default=None, help="JSON result (default: reports/bench/bench.json)")
+    p.add_argument("--output", default=None, help="JSON result (default: reports/bench/bench.json; --generative: generative.json, "
+                                                 "--dynamic: dynamic.json, --cli: cli.json, --ddp: ddp.json there)")
     p.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
     p.add_argument("--length", type=int, default=128, help="tokens per sequence (default 128)")
     p.add_argument("--padding", choices=["none", "mixed"], default="none", help="none: every token real; mixed: real lengths uniform in [length/2, length]")
@@ -64,7 +69,19 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gen-target", type=int, default=None, help="target tokens per row (default 8)")
     g.add_argument("--gen-padding", choices=["none", "mixed"], default="mixed",
                    help="mixed (default): source lengths uniform in [source/2, source]; none: every source full")
-    g.add_argument("--no-memory", action="store_true", help="skip the peak memory (one fresh process per row)")
+    g.add_argument("--no-memory", action="store_true", help="skip the peak memory (one fresh process per row; --generative and --dynamic)")
+    d = p.add_argument_group("dynamic prompting's position estimators (--dynamic)")
+    d.add_argument("--dynamic", action="store_true",
+                   help="only dynamic prompting's position estimators: prompt_tuning and dynamic (position: instance) with "
+                        "estimator first_order, mixture, mixture_soft, per step, on MiniLM, a random DeBERTa-v3 and a random T5 "
+                        "(-> reports/bench/dynamic.json); --quick: smaller batch, fewer rounds")
+    d.add_argument("--dyn-models", default=None, metavar="NAME[,NAME]",
+                   help="backbones (default: minilm,deberta-v3-xsmall-rand,t5-small-rand)")
+    d.add_argument("--dyn-size", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a size of every backbone: hidden, layers, heads, intermediate, vocab (repeatable; "
+                        "MiniLM becomes a random BERT of its shape)")
+    d.add_argument("--dyn-batch", type=int, default=None, help="sequences per step (default 16; --quick 8)")
+    d.add_argument("--dyn-seq", type=int, default=None, help="tokens per sequence, every one real (default 128; --quick 64)")
 
 
 def handle_bench(args: argparse.Namespace) -> int:
@@ -95,6 +112,8 @@ def handle_bench(args: argparse.Namespace) -> int:
         return 0
     if args.generative:
         return _generative(args)
+    if args.dynamic:
+        return _dynamic(args)
     output = args.output or DEFAULT_OUTPUT
     result = run_bench(
         args.quick, batch=args.batch, length=args.length, padding=args.padding, repeats=args.repeats, warmup=args.warmup,
@@ -108,13 +127,13 @@ def handle_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_sizes(items: list[str]) -> dict[str, int]:
+def parse_sizes(items: list[str], flag: str = "--gen-size") -> dict[str, int]:
     """``["hidden=512", "layers=8"]`` -> {"hidden": 512, "layers": 8}; one line on a bad item."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not value.strip().isdigit():
-            raise SystemExit(f"orchestrate bench: --gen-size {item!r}: use KEY=INTEGER, e.g. --gen-size hidden=512")
+            raise SystemExit(f"orchestrate bench: {flag} {item!r}: use KEY=INTEGER, e.g. {flag} hidden=512")
         out[key.strip()] = int(value)
     return out
 
@@ -134,6 +153,24 @@ def _generative(args: argparse.Namespace) -> int:
         print(f"orchestrate bench --generative: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2) if args.json else generative_table(result))
+    print(f"wrote {args.output or DEFAULT_OUTPUT}", file=sys.stderr)
+    return 0
+
+
+def _dynamic(args: argparse.Namespace) -> int:
+    from orchestrator.bench.dynamic import DEFAULT_OUTPUT, dynamic_table, run_dynamic  # deferred for startup time: bench modules load only when it runs
+
+    try:
+        result = run_dynamic(
+            args.quick, models=[m.strip() for m in args.dyn_models.split(",") if m.strip()] if args.dyn_models else None,
+            sizes=parse_sizes(args.dyn_size, "--dyn-size"), batch=args.dyn_batch, seq=args.dyn_seq, prompt_length=args.prompt_length,
+            repeats=args.repeats, warmup=args.warmup, device=args.device, threads=args.threads, memory=not args.no_memory,
+            output=args.output or DEFAULT_OUTPUT, log=lambda line: print(line, file=sys.stderr, flush=True),
+        )  # fmt: skip
+    except ValueError as e:  # an unknown model or size, a bad length
+        print(f"orchestrate bench --dynamic: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else dynamic_table(result))
     print(f"wrote {args.output or DEFAULT_OUTPUT}", file=sys.stderr)
     return 0
 

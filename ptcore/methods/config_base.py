@@ -21,6 +21,13 @@ class MethodConfig(BaseModel):
     # defaults, so earlier runs keep their config hashes (ptcore.config.hashed_settings)
     hash_only_if_set: ClassVar[dict] = {}
 
+    @classmethod
+    def hashed_options(cls, options: dict) -> dict:
+        """The options a config hash covers (``ptcore.config.hashed_settings``): all, less those of
+        :attr:`hash_only_if_set` at their listed value. A method whose option is moot under another
+        (and so must not split hashes) drops it here too."""
+        return {k: v for k, v in options.items() if cls.hash_only_if_set.get(k, object()) != v}
+
     def family_problem(self, family: str, model_type: str) -> str | None:
         """Why these options cannot run on a backbone of ``family`` (ptcore.families), in one
         line, or None. Read before any weights load (``ptcore.model.check_run``)."""

@@ -172,7 +172,7 @@ def test_arrangement_slots_match_insert_prompt():
 
 def test_position_scores_equal_the_definition():
     """dL/dy_j = sum over tokens of grad(current slot) . (pos + type embedding under j), by loops."""
-    enc = make(position="task").train()
+    enc = make(position="task", estimator="first_order").train()
     ids, am, tt = batch(n=3, pair=True, seed=5)
     n, t = ids.shape
     embeds, mask, types, index, ch = enc.assemble(ids, am, tt)
@@ -213,7 +213,7 @@ def test_position_scores_equal_the_definition():
 def test_position_estimator_ranks_true_arrangement_losses():
     """Measured: the first-order scores rank the true per-instance losses of all l+1
     arrangements (mean Spearman > 0.6 over instances and starting splits)."""
-    enc = make(seed=1, position="task")
+    enc = make(seed=1, position="task", estimator="first_order")
     with torch.no_grad():
         enc.pool.normal_(0, 1.0)
     bb = enc.backbone.eval()
@@ -357,13 +357,13 @@ def test_deep_pool_and_length_train_step_leaves_backbone_unchanged():
 # ------------------------------------------------------------------ synthetic: input-dependent position
 
 
-def _train_position(level: str, steps: int = 400, seed: int = 0):
+def _train_position(level: str, steps: int = 400, seed: int = 0, estimator: str = "first_order"):
     """Two input groups (marker token 10 or 11 after [CLS]); the target output of a group is
     the frozen encoder's output with the prompt laid out at split 0 (group A) or l (group B).
     Only the position selector trains. Returns (accuracy of the chosen split, test MSE, splits, groups)."""
     bb = tiny_backbone(seed)
     torch.manual_seed(seed)
-    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position=level, init="random"))
+    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position=level, init="random", estimator=estimator))
     with torch.no_grad():
         enc.pool.normal_(0, 1.0)
     enc.pool.requires_grad_(False)

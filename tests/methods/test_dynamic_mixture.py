@@ -95,8 +95,8 @@ def test_the_mixture_lifts_the_position_refusal_on_deberta(tmp_path):
     """DeBERTa has relative positions only: the first-order estimator is refused, the mixture trains."""
     bb = tiny_named_backbone("deberta", tmp_path)
     with pytest.raises(ConfigError, match="estimator: mixture"):
-        DynamicEncoder(bb, DynamicConfig(prompt_length=L, position="instance"))
-    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position="instance", estimator="mixture")).train()
+        DynamicEncoder(bb, DynamicConfig(prompt_length=L, position="instance", estimator="first_order"))
+    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position="instance")).train()  # the default: mixture
     ids, am, _ = batch(pair=False)
     ids = ids.clamp(max=len(bb.tokenizer) - 1)
     out = enc(ids, am, None)

@@ -16,13 +16,15 @@ NOTES = (
     "a config with nothing dynamic is refused.",
     "Instance features: mean-pooled last hidden states of the frozen backbone on the unprompted input "
     "(one extra gradient-free backbone pass per batch, ~2x the encoder cost of prompt tuning).",
-    "Selectors: one linear layer each for position (l+1 split points) and length; task-level choices are learned logits.",
+    "Selectors: one linear layer each for position (l+1 split points) and length, zero-initialised, on the L2-normalised pooled input "
+    "(selector: linear_relu is the reference's Linear + ReLU on the pooled input, default init); task-level choices are learned logits.",
     "Gradient estimator: straight-through Gumbel-Softmax (hard one-hot forward, soft gradient) for position and length; "
     "the pool is a plain per-instance softmax mixture (no Gumbel noise).",
-    "Position gradient: by default this tool's first-order estimate from the position and segment embeddings (absolute "
-    "positions only); estimator: mixture is the reference code's mixture of the l+1 assembled sequences (any encoder, "
-    "DeBERTa included), mixture_soft its soft forward.",
-    "Temperature: annealed per step from tau0 to tau_min (exponential by default; linear and cosine available).",
+    "Position gradient: by default the reference code's (estimator: mixture): the straight-through mixture of the l+1 "
+    "assembled sequences (any encoder, DeBERTa included); mixture_soft is its soft forward, and first_order this tool's "
+    "cheaper estimate from the position and segment embeddings (absolute positions only).",
+    "Temperature: annealed over the run from tau0 = 1.0 to tau_min = 0.1 (exponential by default; linear and cosine "
+    "available); anneal: reference is the reference code's schedule, floored at tau_min (it uses 0.5).",
     "Evaluation: deterministic argmax of the selector logits, no Gumbel noise.",
     "Length: candidates l/4, l/2, 3l/4, l by default; unused slots are masked in attention, not removed (on T5 the kept slots take the relative positions of a prompt of the chosen length).",
     "Deep variant (base: deep, dynamic length/pool over P-Tuning v2 prefixes) is this tool's extension, not in the paper; "

@@ -23,7 +23,19 @@ class DynamicConfig(MethodConfig):
     gradient, no prompt), i.e. roughly 2x the encoder cost of plain prompt tuning.
     """
 
-    hash_only_if_set: ClassVar[dict] = {"estimator": "first_order"}  # added later: earlier runs keep their hashes
+    # added later: earlier runs keep their hashes (estimator first_order was the only one, then the default)
+    hash_only_if_set: ClassVar[dict] = {"estimator": "first_order", "selector": "linear", "anneal_rate": 3e-6}
+
+    @classmethod
+    def hashed_options(cls, options: dict) -> dict:
+        """As :meth:`MethodConfig.hashed_options`, less what no forward reads: the estimator
+        without a position choice, the reference schedule's rate under another schedule."""
+        out = super().hashed_options(options)
+        if options.get("position", "none") == "none":
+            out.pop("estimator", None)
+        if options.get("anneal") != "reference":
+            out.pop("anneal_rate", None)
+        return out
 
     base: Literal["shallow", "deep"] = Field(
         "shallow", description="shallow: Lester-style input prompt; deep: P-Tuning v2 key/value prefixes at every (or `depth`) layers"
@@ -41,20 +53,36 @@ class DynamicConfig(MethodConfig):
     #   mixture:      the reference code's: a mixture of the l+1 assembled input sequences weighted by the
     #                 straight-through one-hot (the forward is the hard choice), on any encoder
     #   mixture_soft: the same mixture weighted by the soft Gumbel-Softmax sample (the forward mixes)
+    # default: the reference's (what the DP authors ran); first_order is cheaper but this tool's own
     estimator: Literal["first_order", "mixture", "mixture_soft"] = Field(
-        "first_order", description="position gradient: first_order (position/segment embeddings; absolute positions only), "
-        "mixture (the DP reference: l+1 assembled sequences, hard forward), mixture_soft (soft forward)"
+        "mixture", description="position gradient: mixture (the DP reference's: l+1 assembled sequences, hard forward; "
+        "the default), mixture_soft (its soft forward), first_order (this tool's estimate from position/segment "
+        "embeddings; one assembled sequence, absolute-position encoders only)"
     )
     length: Level = Field("none", description="learn the prompt length among `length_candidates` (masking unused slots)")
     length_candidates: Optional[list[int]] = Field(
         None, description="lengths to choose from, each in 1..prompt_length (default: l/4, l/2, 3l/4, l)"
     )
     pool_size: int = Field(1, ge=1, le=256, description="k prompt sets mixed per instance by softmax(Linear(pooled input)); 1 = one prompt")
+    # instance-level selectors: 'linear' = this tool's zero-initialised Linear on the L2-normalised pooled
+    # input (starts uniform); 'linear_relu' = the DP reference's MLP_pos, Linear + ReLU on the pooled input
+    # (torch's default init), as in its soft_ins_pos_adaptive.py
+    selector: Literal["linear", "linear_relu"] = Field(
+        "linear", description="instance selector net: linear (zero-init Linear on the normalised pooled input) or "
+        "linear_relu (the DP reference's Linear + ReLU, default init)"
+    )
     tau0: float = Field(1.0, gt=0.0, description="Gumbel-Softmax temperature at the first step")
-    tau_min: float = Field(0.1, gt=0.0, description="temperature at the last step")
-    anneal: Literal["exponential", "linear", "cosine"] = Field("exponential", description="temperature schedule tau0 -> tau_min")
-    # shallow only: 'vocab' = embeddings of random vocabulary tokens, 'random' = N(0, 0.02^2)
-    init: Literal["vocab", "random"] = Field("vocab", description="shallow prompt init (ignored for deep)")
+    tau_min: float = Field(0.1, gt=0.0, description="temperature at the last step (reference: the floor)")
+    anneal: Literal["exponential", "linear", "cosine", "reference"] = Field(
+        "exponential", description="temperature schedule tau0 -> tau_min over the run; reference: the DP code's "
+        "tau_s = max(tau0 * exp(-anneal_rate * s(s+1)/2), tau_min) after s optimizer steps, whatever the run's length"
+    )
+    anneal_rate: float = Field(
+        3e-6, gt=0.0, description="anneal: reference only: the rate per step squared (the reference's ANNEAL_RATE 3e-5 / aneal 10)"
+    )
+    # shallow only: 'vocab' = embeddings of random vocabulary tokens, 'vocab_first' = the first l rows of the
+    # embedding table (OpenPrompt's SoftTemplate, the DP reference's), 'random' = N(0, 0.02^2)
+    init: Literal["vocab", "vocab_first", "random"] = Field("vocab", description="shallow prompt init (ignored for deep)")
     # deep only (same meaning as PTuningV2Config; ignored for shallow)
     depth: Optional[Union[int, list[int]]] = Field(None, description="deep: None = every layer, k = top k, [i, ...] = those layers")
     reparameterize: bool = Field(False, description="deep: produce the prefixes with an MLP")
@@ -108,10 +136,21 @@ class DynamicConfig(MethodConfig):
         return self
 
     def family_problem(self, family: str, model_type: str) -> str | None:
-        if family != "encoder" and self.position != "none":
+        if family == "decoder" and self.position != "none":
             return (
-                f"method 'dynamic': position={self.position!r} on the {family} family ({model_type}): placing the prompt "
-                f"around the input is not built for T5 and decoder LMs yet; set position: none (length and pool choices run)"
+                f"method 'dynamic': position={self.position!r} on the decoder family ({model_type}): placing the prompt "
+                f"around the input is built for encoders and T5, not for decoder LMs yet; set position: none "
+                f"(length and pool choices run)"
+            )
+        if family == "t5" and self.position != "none":  # TEMP: until the T5 runner places the prompt around the input
+            return (
+                f"method 'dynamic': position={self.position!r} on the t5 family ({model_type}): placing the prompt "
+                f"around the input is not built for T5 yet; set position: none (length and pool choices run)"
+            )
+        if family == "t5" and self.position != "none" and self.estimator == "first_order":
+            return (
+                f"method 'dynamic': estimator 'first_order' needs absolute position embeddings, and T5 ({model_type}) has "
+                f"relative position buckets; use estimator: mixture (the default, the DP reference's)"
             )
         return None
 

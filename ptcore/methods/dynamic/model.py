@@ -73,12 +73,12 @@ class DynamicEncoder(PromptEncoder):
                     f"position={config.position!r} needs a backbone with absolute position embeddings "
                     f"(this {cfg.model_type} has {has}); use position='none', or estimator: mixture (the DP reference's)"
                 )
-        self.position_selector = Selector(config.position, h, l + 1) if config.position != "none" else None
+        self.position_selector = Selector(config.position, h, l + 1, config.selector) if config.position != "none" else None
         cands = config.candidate_lengths()
         self.register_buffer("candidates", torch.tensor(cands, dtype=torch.long), persistent=False)
         # cover[i, k] = 1 iff candidate i keeps slot k
         self.register_buffer("cover", (torch.arange(l).unsqueeze(0) < self.candidates.unsqueeze(1)).float(), persistent=False)
-        self.length_selector = Selector(config.length, h, len(cands)) if config.length != "none" else None
+        self.length_selector = Selector(config.length, h, len(cands), config.selector) if config.length != "none" else None
         self.pool_net = nn.Linear(h, config.pool_size) if config.pool_size > 1 else None
         if self.pool_net is not None:  # start from the plain average of the pool
             nn.init.zeros_(self.pool_net.weight)
@@ -98,7 +98,7 @@ class DynamicEncoder(PromptEncoder):
 
     def on_train_step(self, step: int, total_steps: int) -> dict[str, float]:
         c = self.config
-        self.tau = temperature(step, total_steps, c.tau0, c.tau_min, c.anneal)
+        self.tau = temperature(step, total_steps, c.tau0, c.tau_min, c.anneal, c.anneal_rate)
         out = {"tau": self.tau}
         last = self.last_choices  # the previous training batch's picks
         if last is not None and last.split is not None:

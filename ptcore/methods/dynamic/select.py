@@ -46,9 +46,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def temperature(step: int, total_steps: int, tau0: float, tau_min: float, anneal: str) -> float:
+def temperature(step: int, total_steps: int, tau0: float, tau_min: float, anneal: str, rate: float = 3e-6) -> float:
     """Gumbel temperature at ``step`` of ``total_steps``: ``tau0`` at step 0, ``tau_min`` at the
-    last step (``total_steps - 1``), and clamped there after."""
+    last step (``total_steps - 1``), and clamped there after.
+
+    ``reference`` is the DP code's schedule, whatever the run's length: after each optimizer
+    step s (1, 2, ...) it multiplies the temperature by ``exp(-rate * s)`` and floors it at
+    ``tau_min``, i.e. ``tau0 * exp(-rate * step * (step + 1) / 2)`` after ``step`` steps
+    (``tutorial/adap_ins_pos_main.py``: ``np.maximum(temp * np.exp(-ANNEAL_RATE * glb_step /
+    args.aneal), temp_min)``, ANNEAL_RATE 3e-5, aneal 10: rate 3e-6, so 0.5 after ~680 steps)."""
+    if anneal == "reference":
+        return max(tau0 * math.exp(-rate * step * (step + 1) / 2), tau_min)
     p = min(max(step / max(total_steps - 1, 1), 0.0), 1.0)
     if anneal == "exponential":
         return tau0 * (tau_min / tau0) ** p
@@ -56,7 +64,7 @@ def temperature(step: int, total_steps: int, tau0: float, tau_min: float, anneal
         return tau0 + (tau_min - tau0) * p
     if anneal == "cosine":
         return tau_min + 0.5 * (tau0 - tau_min) * (1.0 + math.cos(math.pi * p))
-    raise ValueError(f"unknown anneal {anneal!r} (exponential, linear, cosine)")
+    raise ValueError(f"unknown anneal {anneal!r} (exponential, linear, cosine, reference)")
 
 
 def sample_one_hot(logits: torch.Tensor, tau: float, training: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,26 +83,34 @@ def sample_one_hot(logits: torch.Tensor, tau: float, training: bool) -> tuple[to
 class Selector(nn.Module):
     """Logits over ``n`` options: learned per task, or per instance from the pooled input.
 
-    The instance net is ``Linear(H, n)`` on the L2-normalized pooled representation
-    (normalizing keeps the logits' step size under Adam independent of H); it starts at zero,
-    i.e. uniform like the task-level logits.
+    Instance nets (``arch``):
+
+    * ``linear`` (default): ``Linear(H, n)`` on the L2-normalized pooled representation
+      (normalizing keeps the logits' step size under Adam independent of H); it starts at
+      zero, i.e. uniform like the task-level logits.
+    * ``linear_relu``: the DP reference's ``MLP_pos``, ``ReLU(Linear(H, n))`` on the pooled
+      representation as it comes, torch's default init (``openprompt/prompts/soft_ins_pos_adaptive.py``).
     """
 
-    def __init__(self, level: str, hidden: int, n: int):
+    def __init__(self, level: str, hidden: int, n: int, arch: str = "linear"):
         super().__init__()
-        self.level = level
+        self.level, self.arch = level, arch
         if level == "task":
             self.logits = nn.Parameter(torch.zeros(n))
-        elif level == "instance":
+        elif level == "instance" and arch == "linear":
             self.net = nn.Linear(hidden, n)
             nn.init.zeros_(self.net.weight)
             nn.init.zeros_(self.net.bias)
+        elif level == "instance" and arch == "linear_relu":
+            self.net = nn.Sequential(nn.Linear(hidden, n), nn.ReLU())
         else:
-            raise ValueError(f"selector level must be 'task' or 'instance', not {level!r}")
+            raise ValueError(f"selector: level must be 'task' or 'instance' and arch 'linear' or 'linear_relu', not {level!r}/{arch!r}")
 
     def forward(self, pooled: torch.Tensor | None, n: int) -> torch.Tensor:
         if self.level == "task":
             return self.logits.unsqueeze(0).expand(n, -1)  # (N,n)
+        if self.arch == "linear_relu":
+            return self.net(pooled)  # (N,n), >= 0
         return self.net(F.normalize(pooled, dim=-1))  # (N,n)
 
 

@@ -13,6 +13,8 @@ def init_prompt(backbone: nn.Module, length: int, how: str, generator: torch.Gen
     if how == "vocab":
         ids = torch.randint(0, emb.shape[0], (length,), generator=generator)
         return emb[ids].detach().clone()
+    if how == "vocab_first":  # OpenPrompt's SoftTemplate (the DP reference's): the first l rows
+        return emb[:length].detach().clone()
     return torch.randn(length, emb.shape[1], generator=generator) * 0.02
 
 
