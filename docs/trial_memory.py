@@ -1,4 +1,5 @@
-"""The fixed memory of one trial of studies/scale_sweep_cluster_generative.yaml, per backbone and method.
+"""The fixed memory of one trial of studies/scale_sweep_cluster_generative.yaml and
+studies/dynamic_claim_cluster.yaml, per backbone and method.
 
 Each backbone is built from its config on the meta device (no weights, no download) with
 ptcore's own method encoders, so the parameter counts are exact *for these configs*. The
@@ -12,6 +13,10 @@ hub before relying on the figures). The fixed part of a trial under ptcore's pre
 
 Activations come on top and depend on batch x length (bf16 under autocast); they are not
 estimated here: measure them on the GPU (docs/gpu_check.sh, orchestrate bench --generative).
+One activation is counted, because it is the DP reference estimator's own: the l+1 assembled
+encoder inputs that ``estimator: mixture`` stacks (and keeps for the backward), an fp32
+(micro-batch, l+1, T+l, H) tensor, at the dpt preset's micro-batch 8 (32 in 4 accumulation
+steps), T = 480 and l = 20.
 
     python docs/trial_memory.py            # the table in docs/cluster.md
 """
@@ -46,7 +51,11 @@ METHODS = {  # the study's fixed options (or the largest searched value)
     "prompt_tuning": {"prompt_length": 20},
     "ptuning_v2": {"prompt_length": 64, "reparameterize": True},
     "dynamic (deep)": {"base": "deep", "position": "none", "length": "instance", "pool_size": 4, "prompt_length": 64},
+    # studies/dynamic_claim_cluster.yaml (T5 only: decoder LMs refuse the position choice): the dpt preset
+    "dynamic (position)": {"base": "shallow", "prompt_length": 20, "position": "instance", "selector": "linear_relu",
+                           "init": "vocab_first"},
 }
+MIXTURE = {"micro_batch": 8, "length": 480, "prompt_length": 20}  # the dpt preset's (ptcore/methods/dynamic/preset.py)
 
 
 def fixed_bytes(trainable: int, total: int) -> int:
@@ -71,12 +80,23 @@ def main() -> None:
         total = sum(p.numel() for p in {id(p): p for p in build(config).parameters()}.values())
         for label, opts in METHODS.items():
             method = label.split(" ")[0]
+            if label == "dynamic (position)" and config.model_type != "t5":
+                continue
             with torch.device("meta"):  # a fresh model per method: LoRA rewrites it in place, fine-tuning unfreezes it
                 enc = get_method(method).encoder_cls(Backbone(build(config), None, name, name), make_method_config(method, opts))
             params = {id(p): p for p in enc.parameters()}.values()
             trained = sum(p.numel() for p in params if p.requires_grad)
             everything = sum(p.numel() for p in params)
             print(f"| {name} | {total / 1e6:,.0f}M | {label} | {trained / 1e6:,.2f}M | {fixed_bytes(trained, everything) / 1e9:,.1f} |")
+    m = MIXTURE
+    print()
+    print(f"| backbone | the mixture's stacked layouts, fp32 (GB): {m['micro_batch']} x {m['prompt_length'] + 1} x "
+          f"{m['length'] + m['prompt_length']} x H |")
+    print("|---|---|")
+    for name, config in CONFIGS.items():
+        if config.model_type == "t5":
+            stack = 4 * m["micro_batch"] * (m["prompt_length"] + 1) * (m["length"] + m["prompt_length"]) * config.d_model
+            print(f"| {name} | {stack / 1e9:.2f} |")
 
 
 if __name__ == "__main__":

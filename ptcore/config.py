@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 from .errors import ConfigError
 from .methods import METHODS, get_method, make_method_config, method_fields
 from .methods.config_base import MethodConfig
+from .presets import expand_preset, preset_method
 from .tasks import get_task
 from .tasks.templates import with_overrides
 
@@ -28,6 +29,12 @@ def run_spec(cfg: "RunConfig", task: str):
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    preset: Optional[str] = Field(
+        None, description="a named bundle of settings (`orchestrate ls presets`), e.g. dpt = the Dynamic Prompting "
+        "reference code's: it fills in every setting the run does not give, so explicit settings win (ptcore.presets). "
+        "Not hashed: the settings it filled in are, so a run with a preset and the same run with its settings spelled "
+        "out have one config hash"
+    )
     task: str = Field(
         description="registered task, e.g. superglue/cb; several joined by '+' (superglue/cb+glue/sst2) train one "
         "multi-task run: shared prompts, a head per task (ptcore.train, ptcore.model)"
@@ -127,6 +134,14 @@ class RunConfig(BaseModel):
         "'reference' = torch's dropout and transformers' SDPA attention (see ptcore.kernels)",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, values: Any) -> Any:
+        """The preset's settings, wherever the values do not give them (before anything is validated)."""
+        if not isinstance(values, dict) or values.get("preset") is None:
+            return values
+        return expand_preset(values, run_fields(), method_fields, cls.model_fields["method"].default)
+
     @field_validator("method_args", mode="before")
     @classmethod
     def _method_options(cls, value: Any, info: ValidationInfo) -> Any:
@@ -201,7 +216,9 @@ HASH_ONLY_IF_SET = {
 }  # fmt: skip
 
 
-NOT_HASHED = ("data_dir", "device", "trust_remote_code", "threads")  # where things live / run and what code may run
+# where things live / run and what code may run; and the preset, a name for settings that are
+# hashed as it filled them in (a run with a preset and its settings spelled out: one hash)
+NOT_HASHED = ("data_dir", "device", "trust_remote_code", "threads", "preset")
 
 
 def hashed_settings(resolved: dict[str, Any], drop: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -277,11 +294,26 @@ def parse_value(text: str) -> Any:
     return value
 
 
+def set_spelling(value: Any) -> str:
+    """``value`` as ``--set KEY=VALUE`` spells it: ``parse_value(set_spelling(v)) == v`` (a tuple
+    comes back a list). Strings YAML would read as something else are quoted (``"yes"``, a
+    boolean to YAML 1.1; ``"null"``)."""
+    if isinstance(value, (list, tuple)):  # its strings quoted: YAML reads [yes, no] as booleans
+        return "[" + ", ".join(json.dumps(v) if isinstance(v, str) else set_spelling(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value if parse_value(value) == value and value.strip() == value else json.dumps(value)
+    return json.dumps(value) if value is None or isinstance(value, bool) else repr(value)
+
+
 def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` pairs to a raw config dict; keys are run settings or method options."""
     out = dict(base)
     out["method_args"] = dict(out.get("method_args") or {})
-    m_fields = method_fields(out.get("method", "ptuning_v2"))
+    # the method the options belong to: as given (--set method=... included), else the preset's
+    # (--set preset=... included), else the default; checked by name here, by value in RunConfig
+    given = {k.strip(): parse_value(t) for k, _, t in (i.partition("=") for i in overrides) if k.strip() in ("method", "preset")}
+    method = preset_method({**out, **given}, RunConfig.model_fields["method"].default)
+    m_fields = method_fields(method)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set prompt_length=16")
@@ -297,7 +329,7 @@ def apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any
             close = alias or difflib.get_close_matches(key, known, n=3, cutoff=0.5)  # another tool's name: its one match
             hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
             raise ConfigError(
-                f"--set {key!r}: unknown setting for method {out.get('method')!r}; {hint}valid keys: {', '.join(known)}"
+                f"--set {key!r}: unknown setting for method {method!r}; {hint}valid keys: {', '.join(known)}"
             )
     return out
 

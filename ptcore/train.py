@@ -297,10 +297,22 @@ def split_batch(batch: dict[str, Any], k: int) -> list[dict[str, Any]]:
         return [batch]
     k = min(k, n)
     bounds = [round(i * n / k) for i in range(k + 1)]
-    return [
-        {key: v[a:b] if (torch.is_tensor(v) or isinstance(v, list)) and len(v) == n else v for key, v in batch.items()}
-        for a, b in zip(bounds, bounds[1:])
-    ]
+    # a text kind's targets (ptcore.tasks.text_kinds): m rows, each example's `per` of them in a
+    # run (rank classification: one per label; generation: one), `rows` the source of each on T5
+    # (re-based to its slice); a decoder LM's joined rows are its input_ids
+    m = len(batch["rows"]) if "rows" in batch else len(batch["input_ids"]) if "target_mask" in batch else n
+    per = m // n if m % n == 0 else 1
+
+    def cut(key: str, v: Any, a: int, b: int) -> Any:
+        if not (torch.is_tensor(v) or isinstance(v, list)):
+            return v
+        if key == "rows":
+            return v[a * per:b * per] - a
+        if len(v) == n:
+            return v[a:b]
+        return v[a * per:b * per] if per > 1 and len(v) == m else v
+
+    return [{key: cut(key, v, a, b) for key, v in batch.items()} for a, b in zip(bounds, bounds[1:])]
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, warmup_ratio: float, total_steps: int, *,

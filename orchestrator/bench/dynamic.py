@@ -47,6 +47,25 @@ the instance-level choice's gradient-free pass over the unprompted input; the fl
   process, after one unmeasured priming step of the same row on a tiny model of the same
   architecture; ``extra_mb`` is the row's peak minus prompt tuning's on the same backbone (the
   estimator's extra memory, the instance pass's included). ``memory=False`` skips it.
+* **Placement** (:func:`placement_task`, the JSON's ``placement``, the second table;
+  ``placement=False`` skips it): step time does not say which estimator to prefer; this says
+  whether an estimator's gradient teaches the selector *where* to put the prompt. The synthetic
+  (moved here from ``tests/methods/test_dynamic.py``, whose test still runs it): a frozen tiny
+  random BERT (hidden 32, 2 layers, 2 heads, FFN 64, vocabulary 100, no dropout; seeded), a
+  frozen random prompt of length 4 (N(0, 1)), inputs ``[CLS] m w w w [SEP]`` whose marker ``m``
+  (token 10 or 11) puts each in one of two groups; the target output of a group is the frozen
+  encoder's own output with the prompt at split 0 (group A) or split l (group B), so a selector
+  that places every input right reaches MSE 0. Only the position selector (``position:
+  instance``, ``init: random``, the given ``estimator``) trains: Adam at lr 0.03, 400 steps of 32
+  fresh inputs, the Gumbel temperature annealed over them; then, at evaluation (argmax), the
+  accuracy of the chosen split on 200 held-out inputs (chance 0.5: one split for every input
+  serves one group) and the test MSE. Beside it, ``task_best_mse``: the test MSE of the best
+  single split for every input (what a task-level choice can at best reach; no training). Per
+  estimator, seeds 0, 1, 2 (``placement_seeds``; ``quick``: seed 0 and 100 steps), with 1 torch
+  thread whatever ``threads`` says (tiny matrices: more threads only contend), and the mean over
+  seeds. Its figures come from a tiny random BERT, an absolute-position encoder: they say how
+  the estimators behave there, and are no evidence about T5 (relative position buckets) or any
+  pretrained model.
 """
 
 from __future__ import annotations
@@ -85,8 +104,14 @@ SIZE_KEYS = ("hidden", "layers", "heads", "intermediate", "vocab")
 ESTIMATORS = ("first_order", "mixture", "mixture_soft")
 ROWS = ("prompt_tuning", *ESTIMATORS)  # the floor first: every ratio is to it
 BASELINE = "prompt_tuning"
-QUICK = {"repeats": 3, "warmup": 1, "batch": 8, "seq": 64}
-FULL = {"repeats": 7, "warmup": 2, "batch": 16, "seq": 128}
+QUICK = {"repeats": 3, "warmup": 1, "batch": 8, "seq": 64, "placement_seeds": (0,), "placement_steps": 100}
+FULL = {"repeats": 7, "warmup": 2, "batch": 16, "seq": 128, "placement_seeds": (0, 1, 2), "placement_steps": 400}
+# the placement synthetic (placement_task): the tiny BERT's sizes, the prompt length, the input length, the batches
+PLACEMENT_BERT = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+                  "vocab_size": 100, "max_position_embeddings": 128}  # fmt: skip
+PLACEMENT_L, PLACEMENT_SEQ, PLACEMENT_BATCH, PLACEMENT_TEST, PLACEMENT_LR = 4, 6, 32, 200, 0.03
+PLACEMENT_THREADS = 1
+PLACEMENT_CHANCE = 0.5
 FIRST_ID = 3  # T5's random source ids start above its special ids (0, 1, 2)
 
 
@@ -300,6 +325,131 @@ def _main() -> None:
     sys.stdout.flush()
 
 
+# ------------------------------------------------------------------ placement: does the gradient teach where
+
+
+def placement_backbone(seed: int = 0, dropout: float = 0.0):
+    """The placement synthetic's frozen encoder: a tiny random BERT (:data:`PLACEMENT_BERT`),
+    its weights drawn after ``torch.manual_seed(seed)`` (as ``tests/methods/test_dynamic.py``'s
+    ``tiny_backbone``)."""
+    import torch
+    from transformers import BertConfig, BertModel  # deferred: transformers loads only when it runs
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(**PLACEMENT_BERT, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    return backbone_from_model(BertModel(cfg), tokenizer=None)
+
+
+def placement_task(estimator: str = "first_order", level: str = "instance", steps: int = 400, seed: int = 0,
+                   threads: Optional[int] = PLACEMENT_THREADS) -> dict[str, Any]:  # fmt: skip
+    """Train only dynamic prompting's position selector on the two-group synthetic (module
+    docstring, *Placement*) and say whether it learned where to put the prompt.
+
+    Two input groups (marker token 10 or 11 after [CLS]); the target output of a group is the
+    frozen encoder's output with the prompt laid out at split 0 (group A) or l (group B).
+    ``level``: ``instance`` (a choice per input) or ``task`` (one learned split for all);
+    ``estimator``: the position gradient (``first_order``, ``mixture``, ``mixture_soft``).
+    ``threads``: torch threads while it runs (restored after; None: as they are).
+
+    Returns ``accuracy`` (the share of the 200 test inputs whose chosen split is their group's;
+    chance 0.5), ``mse`` (test MSE at the chosen splits), ``task_best_mse`` (the test MSE of the
+    best single split for every input: a task-level choice's floor; no training), ``splits`` and
+    ``groups`` (per test input) and the settings. Deterministic for a seed (same threads)."""
+    with torch_threads(threads):
+        return _placement(estimator, level, steps, seed)
+
+
+def _placement(estimator: str, level: str, steps: int, seed: int) -> dict[str, Any]:
+    import torch
+
+    from ptcore.methods.common import gather_tokens, insert_prompt  # deferred: pulls torch
+    from ptcore.methods.dynamic import DynamicConfig, DynamicEncoder  # deferred: pulls torch
+
+    L, T = PLACEMENT_L, PLACEMENT_SEQ
+    bb = placement_backbone(seed)
+    torch.manual_seed(seed)
+    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position=level, init="random", estimator=estimator))
+    with torch.no_grad():
+        enc.pool.normal_(0, 1.0)
+    enc.pool.requires_grad_(False)
+    model = enc.backbone
+    g = torch.Generator().manual_seed(seed)
+
+    def arranged(ids, am, tt, split):  # the frozen encoder's output with the prompt at ``split`` (per row)
+        n = len(ids)
+        e, m, ty, idx = insert_prompt(model.get_input_embeddings()(ids), am, tt, enc.pool[0].expand(n, -1, -1), split)
+        out = model(inputs_embeds=e, attention_mask=m, token_type_ids=ty, position_ids=enc.position_ids(n, T + L, "cpu"))
+        return gather_tokens(out.last_hidden_state, idx)
+
+    def data(n):
+        ids = torch.randint(20, 100, (n, T), generator=g)
+        ids[:, 0], ids[:, -1] = 1, 2
+        grp = torch.arange(n) % 2
+        ids[:, 1] = 10 + grp
+        am, tt = torch.ones_like(ids), torch.zeros_like(ids)
+        with torch.no_grad():
+            target = arranged(ids, am, tt, grp * L)
+        return ids, am, tt, grp, target
+
+    test = data(PLACEMENT_TEST)
+    opt = torch.optim.Adam([p for p in enc.parameters() if p.requires_grad], lr=PLACEMENT_LR)
+    enc.train()
+    for step in range(steps):
+        enc.on_train_step(step, steps)
+        ids, am, tt, grp, target = data(PLACEMENT_BATCH)
+        loss = (enc(ids, am, tt) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    enc.eval()
+    ids, am, tt, grp, target = test
+    with torch.no_grad():
+        mse = (enc(ids, am, tt) - target).pow(2).mean().item()
+        split = enc.choose(enc.pooled_input(ids, am, tt), len(ids)).split
+        fixed = [(arranged(ids, am, tt, torch.full((len(ids),), j)) - target).pow(2).mean().item() for j in range(L + 1)]
+    return {
+        "estimator": estimator, "level": level, "steps": steps, "seed": seed,
+        "accuracy": (split == grp * L).float().mean().item(), "mse": mse, "task_best_mse": min(fixed),
+        "splits": split.tolist(), "groups": grp.tolist(),
+    }  # fmt: skip
+
+
+def run_placement(estimators=ESTIMATORS, seeds=(0, 1, 2), steps: int = 400, threads: Optional[int] = PLACEMENT_THREADS,
+                  log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:  # fmt: skip
+    """The bench's placement section: :func:`placement_task` (instance level) per estimator and
+    seed; per estimator the runs (accuracy, MSE, the best single split's MSE, how many test
+    inputs of each group got each split) and their means over seeds. A run that raises is
+    ``{"seed": s, "error": its line}`` and left out of the means."""
+    say = log or (lambda s: None)
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    for est in estimators:
+        runs = []
+        for seed in seeds:
+            say(f"placement: {est}, seed {seed}, {steps} steps ...")
+            try:
+                r = placement_task(est, "instance", steps, seed, threads)
+            except Exception as e:
+                runs.append({"seed": seed, "error": one_line(e)})
+                continue
+            counts = [[0] * (PLACEMENT_L + 1) for _ in range(2)]
+            for j, grp in zip(r["splits"], r["groups"]):
+                counts[grp][j] += 1
+            runs.append({"seed": seed, "accuracy": r["accuracy"], "mse": r["mse"], "task_best_mse": r["task_best_mse"],
+                         "split_counts": {"A": counts[0], "B": counts[1]}})  # fmt: skip
+        ok = [r for r in runs if "error" not in r]
+        mean = (lambda k: sum(r[k] for r in ok) / len(ok)) if ok else (lambda k: None)
+        out[est] = {"runs": runs, "accuracy_mean": mean("accuracy"), "mse_mean": mean("mse"), "task_best_mse_mean": mean("task_best_mse")}
+    return {
+        "task": "two input groups whose target is the frozen tiny random BERT's output with the prompt at split 0 (A) "
+                "or split l (B); only the instance-level position selector trains (module docstring, Placement)",
+        "level": "instance", "steps": steps, "seeds": list(seeds), "prompt_length": PLACEMENT_L, "batch": PLACEMENT_BATCH,
+        "test_inputs": PLACEMENT_TEST, "lr": PLACEMENT_LR, "threads": threads, "chance": PLACEMENT_CHANCE,
+        "backbone": {"arch": "bert", "random": True, "positions": "absolute", **PLACEMENT_BERT},
+        "estimators": out, "wall_s": time.perf_counter() - t0,
+    }  # fmt: skip
+
+
 # ------------------------------------------------------------------ the bench
 
 
@@ -319,10 +469,14 @@ def run_dynamic(
     memory: bool = True,
     memory_steps: int = 2,
     isolate_memory: bool = True,
+    placement: bool = True,
+    placement_seeds: Optional[list[int]] = None,
+    placement_steps: Optional[int] = None,
     output: Optional[str | Path] = DEFAULT_OUTPUT,
     log: Optional[Callable[[str], None]] = None,
 ) -> dict[str, Any]:
-    """Run the estimator rows; return the result dict (and write it as JSON to ``output``)."""
+    """Run the estimator rows (and, with ``placement``, the placement synthetic per estimator and
+    seed); return the result dict (and write it as JSON to ``output``)."""
     settings = dict(locals())
     gc.collect()
     gc.freeze()  # what exists now (modules, the caller's objects) is never this bench's garbage: keep each gc.collect() short
@@ -334,7 +488,7 @@ def run_dynamic(
 
 
 def _run(quick, *, models, sizes, rows, batch, seq, prompt_length, repeats, warmup, device, threads, memory, memory_steps,
-         isolate_memory, output, log) -> dict[str, Any]:  # fmt: skip
+         isolate_memory, placement, placement_seeds, placement_steps, output, log) -> dict[str, Any]:  # fmt: skip
     import torch
 
     say = log or (lambda s: None)
@@ -347,6 +501,10 @@ def _run(quick, *, models, sizes, rows, batch, seq, prompt_length, repeats, warm
     wl = DynWorkload(batch=batch or preset["batch"], seq=seq or preset["seq"], prompt_length=prompt_length)
     if wl.batch < 1 or wl.seq < 3:
         raise ValueError(f"batch={wl.batch} must be at least 1 and seq={wl.seq} at least 3")
+    p_seeds = [int(x) for x in (preset["placement_seeds"] if placement_seeds is None else placement_seeds)]
+    p_steps = preset["placement_steps"] if placement_steps is None else int(placement_steps)
+    if placement and (not p_seeds or p_steps < 1):
+        raise ValueError(f"placement needs at least one seed (got {p_seeds}) and at least 1 step (got {p_steps})")
     names = list(models or MODELS)
     specs = {n: model_spec(n, sizes) for n in names}
     todo = list(rows or ROWS)
@@ -404,11 +562,15 @@ def _run(quick, *, models, sizes, rows, batch, seq, prompt_length, repeats, warm
 
     result["models"] = out_models
     result["rows"] = out_rows
+    if placement:
+        say(f"placement: {len(ESTIMATORS)} estimators x {len(p_seeds)} seeds x {p_steps} steps, {PLACEMENT_THREADS} thread ...")
+        result["placement"] = run_placement(ESTIMATORS, p_seeds, p_steps, PLACEMENT_THREADS, log=say)
     result["meta"] = meta(
         quick=quick, device=dev, task=wl.task, batch=wl.batch, seq=wl.seq, prompt_length=wl.prompt_length, repeats=repeats,
         warmup=warmup, memory=memory, memory_steps=memory_steps, isolate_memory=isolate_memory, sizes=dict(sizes or {}),
         wall_s=time.perf_counter() - t_start, load_avg_at_start=load_start,
-        memory_method="orchestrator/bench/memory.py" if memory else None,
+        memory_method="orchestrator/bench/memory.py" if memory else None, placement=placement,
+        placement_seeds=p_seeds if placement else None, placement_steps=p_steps if placement else None,
     )  # fmt: skip
     result = _clean(result)
     if output:
@@ -460,9 +622,48 @@ def dynamic_table(result: dict[str, Any]) -> str:
     parts = [head, table]
     if notes:
         parts.append("\n".join(f"({i}) {why}" for i, why in enumerate(notes, 1)))
+    if result.get("placement"):
+        parts.append(placement_table(result["placement"]))
     parts.append(f"total wall {_f(m.get('wall_s'))} s")
     if m.get("warning"):
         parts.append(f"warning: {m['warning']}")
+    return "\n\n".join(parts)
+
+
+def placement_table(placement: dict[str, Any]) -> str:
+    """The placement section as markdown: per estimator the accuracy of the chosen split (mean
+    of seeds), each seed's, and the test MSE (mean [each seed's]); the best single split's MSE
+    below (a task-level choice's floor)."""
+    from tabulate import tabulate
+
+    p = placement
+    chance = p.get("chance", PLACEMENT_CHANCE)
+    head = (
+        f"placement (module docstring): does the estimator's gradient teach the selector where the prompt goes? "
+        f"Tiny random BERT (absolute positions; not evidence about T5), prompt length {p.get('prompt_length')}, "
+        f"position: {p.get('level')}, {p.get('steps')} steps; seeds {', '.join(str(s) for s in p.get('seeds', []))}; "
+        f"{p.get('threads')} torch thread(s)"
+    )  # fmt: skip
+    rows, floors = [], []
+    for est, e in p.get("estimators", {}).items():
+        runs = e.get("runs", [])
+        per_acc = ", ".join(_f(r["accuracy"], 3) if "error" not in r else "error" for r in runs)
+        per_mse = ", ".join(_f(r["mse"], 3) if "error" not in r else "error" for r in runs)
+        rows.append([est, _f(e.get("accuracy_mean"), 3), per_acc, f"{_f(e.get('mse_mean'), 3)} [{per_mse}]"])
+        if e.get("task_best_mse_mean") is not None:
+            floors.append(e["task_best_mse_mean"])
+    table = tabulate(
+        rows, headers=["estimator", f"placement accuracy (mean of seeds; chance {chance:g})", "per seed", "test MSE (mean [per seed])"],
+        tablefmt="github", disable_numparse=True,
+    )  # fmt: skip
+    parts = [head, table]
+    if floors:  # the same seeds' backbone, prompt and test inputs under every estimator: one figure, else their range
+        floor = _f(floors[0], 3) if max(floors) - min(floors) < 1e-9 else f"{_f(min(floors), 3)}-{_f(max(floors), 3)}"
+        parts.append(f"one split for every input (a task-level choice at best): accuracy {chance:g}, test MSE {floor} "
+                     f"(mean of seeds); every input at its group's split: MSE 0")  # fmt: skip
+    errors = [f"{est}, seed {r['seed']}: {r['error']}" for est, e in p.get("estimators", {}).items() for r in e.get("runs", []) if "error" in r]
+    if errors:
+        parts.append("\n".join(errors))
     return "\n\n".join(parts)
 
 

@@ -26,6 +26,7 @@ EPILOG = textwrap.dedent(
       orchestrate bench --generative --gen-models llama-small --gen-size hidden=512 --gen-size layers=8
       orchestrate bench --dynamic                        # dynamic's position estimators vs prompt tuning -> reports/bench/dynamic.json
       orchestrate bench --dynamic --quick --dyn-models minilm --no-memory
+      orchestrate bench --dynamic --dyn-placement-seeds 0,1,2,3,4 --dyn-placement-steps 400
 
     Run it on an otherwise idle machine: timings, MFU and the orchestration CPU figures
     all assume nothing else competes for the cores.
@@ -73,8 +74,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("dynamic prompting's position estimators (--dynamic)")
     d.add_argument("--dynamic", action="store_true",
                    help="only dynamic prompting's position estimators: prompt_tuning and dynamic (position: instance) with "
-                        "estimator first_order, mixture, mixture_soft, per step, on MiniLM, a random DeBERTa-v3 and a random T5 "
-                        "(-> reports/bench/dynamic.json); --quick: smaller batch, fewer rounds")
+                        "estimator first_order, mixture, mixture_soft, per step, on MiniLM, a random DeBERTa-v3 and a random T5, "
+                        "then whether each estimator teaches the selector where the prompt goes (a tiny synthetic) "
+                        "(-> reports/bench/dynamic.json); --quick: smaller batch, fewer rounds, one placement seed")
     d.add_argument("--dyn-models", default=None, metavar="NAME[,NAME]",
                    help="backbones (default: minilm,deberta-v3-xsmall-rand,t5-small-rand)")
     d.add_argument("--dyn-size", action="append", default=[], metavar="KEY=VALUE",
@@ -82,6 +84,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                         "MiniLM becomes a random BERT of its shape)")
     d.add_argument("--dyn-batch", type=int, default=None, help="sequences per step (default 16; --quick 8)")
     d.add_argument("--dyn-seq", type=int, default=None, help="tokens per sequence, every one real (default 128; --quick 64)")
+    d.add_argument("--dyn-placement-seeds", default=None, metavar="SEED[,SEED]",
+                   help="seeds of the placement synthetic (does each estimator's gradient teach the selector where the "
+                        "prompt goes, on a tiny random BERT, 1 thread; default 0,1,2; --quick 0)")
+    d.add_argument("--dyn-placement-steps", type=int, default=None, help="training steps of each placement run (default 400; --quick 100)")
+    d.add_argument("--no-placement", action="store_true", help="skip the placement synthetic")
 
 
 def handle_bench(args: argparse.Namespace) -> int:
@@ -160,11 +167,20 @@ def _generative(args: argparse.Namespace) -> int:
 def _dynamic(args: argparse.Namespace) -> int:
     from orchestrator.bench.dynamic import DEFAULT_OUTPUT, dynamic_table, run_dynamic  # deferred for startup time: bench modules load only when it runs
 
+    seeds = None
+    if args.dyn_placement_seeds is not None:
+        items = [x.strip() for x in args.dyn_placement_seeds.split(",") if x.strip()]
+        if not items or not all(x.isdigit() for x in items):
+            print(f"orchestrate bench --dynamic: --dyn-placement-seeds {args.dyn_placement_seeds!r}: use SEED[,SEED], e.g. 0,1,2",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        seeds = [int(x) for x in items]
     try:
         result = run_dynamic(
             args.quick, models=[m.strip() for m in args.dyn_models.split(",") if m.strip()] if args.dyn_models else None,
             sizes=parse_sizes(args.dyn_size, "--dyn-size"), batch=args.dyn_batch, seq=args.dyn_seq, prompt_length=args.prompt_length,
             repeats=args.repeats, warmup=args.warmup, device=args.device, threads=args.threads, memory=not args.no_memory,
+            placement=not args.no_placement, placement_seeds=seeds, placement_steps=args.dyn_placement_steps,
             output=args.output or DEFAULT_OUTPUT, log=lambda line: print(line, file=sys.stderr, flush=True),
         )  # fmt: skip
     except ValueError as e:  # an unknown model or size, a bad length

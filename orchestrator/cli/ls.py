@@ -1,5 +1,5 @@
-"""``orchestrate ls tasks|methods|backbones``: list the tasks, the methods with their options
-and the run settings, or the backbones; loads no torch."""
+"""``orchestrate ls tasks|methods|presets|backbones``: list the tasks, the methods with their
+options and the run settings, the presets with their settings, or the backbones; loads no torch."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import types
 import typing
 
 from ptcore.backbones import ALIASES, PACKAGED, SUPPORTED_MODEL_TYPES, packaged_path
-from ptcore.config import RunConfig, run_fields
+from ptcore.config import RunConfig, run_fields, set_spelling
 from ptcore.methods import METHODS, display_order
+from ptcore.presets import PRESETS
 
 from orchestrator.cli.subcommand import Subcommand
 
@@ -27,7 +28,7 @@ def _type_name(annotation) -> str:
 
 
 def add_ls_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", choices=["tasks", "methods", "backbones"])
+    p.add_argument("what", choices=["tasks", "methods", "presets", "backbones"])
 
 
 def handle_ls(args: argparse.Namespace) -> int:
@@ -49,6 +50,16 @@ def handle_ls(args: argparse.Namespace) -> int:
             info = RunConfig.model_fields[field]
             default = "required" if info.is_required() else repr(info.default)
             print(f"    {field}: {_type_name(info.annotation)} = {default}" + (f"  # {info.description}" if info.description else ""))
+    elif args.what == "presets":
+        for name, preset in PRESETS.items():
+            print(f"{name:14s} {preset.description}  (--set preset={name}; explicit settings win)")
+            for key, value in preset.settings.items():  # as --set spells them
+                print(f"    {key}={set_spelling(value)}")
+            for task, fmt in preset.tasks.items():  # single-task runs of that task
+                for key, value in fmt.items():
+                    print(f"    {task}: {key}={set_spelling(value)}")
+            for note in preset.notes:
+                print(f"    note: {note}")
     else:
         for model_id in PACKAGED:
             where = packaged_path(model_id)
@@ -58,4 +69,4 @@ def handle_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMAND = Subcommand("list tasks, methods (with options) or backbones", add_ls_args, handle_ls)
+SUBCOMMAND = Subcommand("list tasks, methods (with options), presets (with settings) or backbones", add_ls_args, handle_ls)

@@ -26,9 +26,11 @@ EPILOG = textwrap.dedent(
           --epochs 20 --set prompt_length=16 --set lr=1e-2 --seed 0 --output runs/cb-pt2
       orchestrate run --task glue/sst2 --method finetune --set max_train_examples=4000 --output runs/sst2-ft
       orchestrate run --task superglue/rte --method ptuning_v2 --set depth=3 --set reparameterize=true
+      orchestrate run --task superglue/cb --set preset=dpt --epochs 30   # the DP reference's setup (orchestrate ls presets)
 
     --set KEY=VALUE sets any run setting (lr, batch_size, patience, pooling, max_train_examples, ...)
     or method option (prompt_length, depth, ...); `orchestrate ls methods` lists the options.
+    --set preset=NAME fills in a named bundle of settings wherever the run gives none.
     Data: --data-dir DIR or $PTCORE_DATA_DIR (official file layout, see README); else the hub.
     """
 )
@@ -36,7 +38,7 @@ EPILOG = textwrap.dedent(
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None, help="e.g. superglue/cb (orchestrate ls tasks); several joined by + train one multi-task run (superglue/cb+glue/sst2); required unless --config gives it")
-    p.add_argument("--method", default=None, help=f"{' | '.join(display_order())} (default ptuning_v2; orchestrate ls methods)")
+    p.add_argument("--method", default=None, help=f"{' | '.join(display_order())} (default: the preset's where --set preset= names one, else ptuning_v2; orchestrate ls methods)")
     p.add_argument("--model", default=None, help="hub id or local dir (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--layers", type=int, default=None, help="keep the first k backbone layers")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 10)")
@@ -98,7 +100,8 @@ def run_config_from_args(args: argparse.Namespace):
         if raw.get("method") not in (None, args.method):
             raw["method_args"] = {}  # the file's options belong to its own method
         raw["method"] = args.method
-    raw.setdefault("method", "ptuning_v2")
+    # no method given: a preset's, else RunConfig's default (ptuning_v2), so nothing given by default
+    # outranks a preset (--set preset=dpt); likewise only the flags given go in
     if not raw.get("task"):
         raise PtcoreError("run: give --task (e.g. --task superglue/cb) or --config FILE with a task")
     for key in ("model", "layers", "epochs", "seed", "data_dir"):

@@ -251,13 +251,15 @@ def _semantic_errors(study: Study, path: Optional[Path]) -> list[tuple[str, str]
             labels = {b.display() for b in study.backbones if m.runs_on(b)}
             errors.extend(_depth_errors(where, m, [k for k in kept if k[1] in labels]))
         if not errors:
-            errors.extend(_family_errors(where, m, study, base_dir, make_run_config(values)))
+            errors.extend(_family_errors(where, m, study, base_dir, values))
     return errors
 
 
-def _family_errors(where: str, m, study: Study, base_dir, cfg) -> list[tuple[str, str]]:
+def _family_errors(where: str, m, study: Study, base_dir, values: dict) -> list[tuple[str, str]]:
     """The method, and each task in the run's format, on each backbone family it meets (read
-    from the backbones' configs; a hub id not read here is checked when its runs start)."""
+    from the backbones' configs; a hub id not read here is checked when its runs start). Each
+    task's run is built for that task: a preset gives some tasks their own template."""
+    cfg = make_run_config(values)
     for bb in study.backbones:
         family = backbone_family(_resolve_model(bb.id, base_dir))
         if family is None or not m.runs_on(bb):
@@ -266,7 +268,12 @@ def _family_errors(where: str, m, study: Study, base_dir, cfg) -> list[tuple[str
         if why:
             return [(f"{where}.name", f"on backbone {bb.display()}: {why}")]
         for task in study.tasks:
-            why = check_format(run_spec(cfg, task.strip().lower()), cfg.format, family)
+            task = task.strip().lower()
+            try:
+                task_cfg = make_run_config({**values, "task": task})
+            except ConfigError as e:
+                return [(f"{where}.fixed", f"task {task}: {e}")]
+            why = check_format(run_spec(task_cfg, task), task_cfg.format, family)
             if why:
                 return [(f"{where}", f"on backbone {bb.display()}: {why}")]
     return []

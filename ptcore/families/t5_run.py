@@ -2,6 +2,8 @@
 
 * A soft prompt (prompt tuning, Lester et al.) is ``l`` vectors in front of the encoder's
   input, as in the paper; the decoder reads their encoder states through cross-attention.
+  Dynamic prompting's position choice places ``P[j:] x P[:j] </s>`` instead
+  (``PromptEncoder.place_soft_prompt``), as its reference code does.
 * Per-layer prefixes (P-Tuning v2) enter three sites, each with its own ``l`` keys/values
   per layer: the encoder's self-attention (``encoder``), the decoder's self-attention
   (``decoder``) and its cross-attention (``cross``). PEFT's prefix tuning reaches the decoder
@@ -199,15 +201,10 @@ class T5Runner(Runner):
         return state
 
     def _encode(self, input_ids, attention_mask):
-        """Encoder states of the sources, the soft prompt in front. -> ((N,s+T,H), (N,s+T))"""
-        n = input_ids.shape[0]
+        """Encoder states of the sources with the soft prompt placed (in front; dynamic prompting:
+        around the input). -> ((N,s+T,H), (N,s+T))"""
         embeds = self.lm.get_input_embeddings()(input_ids)  # (N,T,H)
-        mask = attention_mask
-        soft = self.encoder.soft_prompt(n)
-        if soft is not None:
-            embeds = torch.cat([soft.to(embeds.dtype), embeds], dim=1)
-            smask = self.encoder.soft_prompt_mask(n)  # (N,s) or None
-            mask = torch.cat([mask.new_ones(n, soft.shape[1]) if smask is None else smask.to(mask.dtype), mask], dim=1)
+        embeds, mask = self.encoder.place_soft_prompt(embeds, attention_mask)  # (N,s+T,H), (N,s+T)
         out = self.lm.encoder(inputs_embeds=embeds, attention_mask=mask)
         return out.last_hidden_state, mask
 

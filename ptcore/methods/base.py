@@ -64,6 +64,18 @@ class PromptEncoder(nn.Module):
         """(N, l) 1 = the soft prompt's slot is used; None: every slot."""
         return None
 
+    def place_soft_prompt(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A T5 encoder's input with the soft prompt placed: in front (Lester et al.), unless the
+        method places it elsewhere (dynamic prompting's position). (N,T,H), (N,T) -> (N,s+T,H), (N,s+T)"""
+        n = embeds.shape[0]
+        soft = self.soft_prompt(n)  # (N,s,H) or None
+        if soft is None:
+            return embeds, attention_mask
+        smask = self.soft_prompt_mask(n)  # (N,s) or None
+        mask = torch.cat([attention_mask.new_ones(n, soft.shape[1]) if smask is None else smask.to(attention_mask.dtype),
+                          attention_mask], dim=1)
+        return torch.cat([soft.to(embeds.dtype), embeds], dim=1), mask
+
     def prefix_kv(self, n: int):
         """{site: (keys, values)}, each (N, len(prefix_layers[site]), kv_heads, l, head_dim); optionally
         "mask" (N, l), 1 = slot visible. None: no prefixes."""

@@ -24,12 +24,14 @@ def insert_prompt(
     prompt: torch.Tensor,  # (N, l, H) prompt vectors, already selected/mixed per instance
     split: torch.Tensor,  # (N,) long in [0, l]: prompt[j:] goes before the input, prompt[:j] after
     prompt_mask: Optional[torch.Tensor] = None,  # (N, l) 1 = prompt token is used (dynamic length)
+    head: int = 1,  # leading tokens that stay in front of the prompt: 1 ([CLS]/<s>), 0 (T5: none)
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Assemble ``[CLS] P[j:] x [SEP]...`` ... ``P[:j] [SEP]`` per instance.
 
-    The prefix part goes right after the first token ([CLS]/<s>, so [CLS]-pooling still
-    reads position 0) and the postfix part right before the last real token (the final
-    [SEP]). Returns ``(embeds (N,T+l,H), mask (N,T+l), token_type_ids (N,T+l), index (N,T))``
+    The prefix part goes right after the first ``head`` tokens ([CLS]/<s>, so [CLS]-pooling
+    still reads position 0; T5 has none: ``head=0`` gives ``P[j:] x P[:j] </s>``, the DP
+    reference's layout) and the postfix part right before the last real token (the final
+    [SEP] / </s>). Returns ``(embeds (N,T+l,H), mask (N,T+l), token_type_ids (N,T+l), index (N,T))``
     where ``index[n, t]`` is the slot of input token t in the assembled sequence.
     """
     n, t, h = embeds.shape
@@ -41,10 +43,10 @@ def insert_prompt(
     # input token slots: [CLS] stays at 0, the body shifts by the prefix, the final [SEP]
     # and the padding shift by the whole prompt
     last = (length - 1).unsqueeze(1)  # (N,1)
-    tok_slot = torch.where(pos == 0, pos, torch.where(pos < last, pos + n_front, pos + l))  # (N,T)
+    tok_slot = torch.where(pos < head, pos, torch.where(pos < last, pos + n_front, pos + l))  # (N,T)
     k = torch.arange(l, device=dev).unsqueeze(0)  # (1,l)
     front = k >= split.unsqueeze(1)  # (N,l) prompt token k is in the prefix part
-    prm_slot = torch.where(front, 1 + k - split.unsqueeze(1), last + n_front + k)  # (N,l)
+    prm_slot = torch.where(front, head + k - split.unsqueeze(1), last + n_front + k)  # (N,l)
 
     out = embeds.new_zeros(n, t + l, h)
     out = out.scatter(1, tok_slot.unsqueeze(-1).expand(n, t, h), embeds)

@@ -223,6 +223,10 @@ class Generation(TextKind):
         count = (batch["labels"] >= 0).sum() if self.seq2seq else batch["target_mask"][:, 1:].sum()
         return -logits.sum() / count.clamp(min=1).to(logits.dtype)
 
+    def loss_units(self, batch) -> int:
+        """The target tokens :meth:`loss` averages over (micro-batches weighted by them add up to the batch's loss)."""
+        return int((batch["labels"] >= 0).sum() if self.seq2seq else batch["target_mask"][:, 1:].sum())
+
     def decode(self, logits, batch) -> list:
         return [self.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in logits]
 

@@ -2,13 +2,17 @@
 
 * ``grad_accum_steps = k``: k slices of each batch of B, one backward each, make the same
   update as the batch itself: the same weights after two epochs, for a prompt method and for
-  fine-tuning, and for NER, whose loss averages over scored words (not examples).
+  fine-tuning, and for NER, whose loss averages over scored words (not examples); in the text
+  formats (T5, decoder LMs) each example's targets stay in its slice, and the slices add up
+  to the batch's loss and gradient.
 * ``precision: bf16`` trains on the CPU (autocast), the loss falls, the weights stay fp32.
 * ``fp16``: a step whose gradients overflow is skipped (weights untouched, scale halved),
   not a NaN failure; a whole run trains and records the precision that ran.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -125,3 +129,46 @@ def test_split_batch_of_fewer_examples_than_slices_keeps_every_example():
         parts = split_batch(batch, k)
         assert [p["example_index"].tolist() for p in parts] == [[0], [1], [2]]
         assert [p["words"] for p in parts] == [[[0]], [[1]], [[2]]]
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+@pytest.mark.parametrize("task", ["superglue/cb", "qa/squad"])
+def test_split_text_batches_add_up_to_the_batch(tmp_path, family, task):
+    """Format text: a rank-classification batch holds one target per label (N*C rows: T5's
+    labels and rows, a decoder's joined input_ids), a generation batch one per example.
+    k slices keep each example's targets with it (T5's rows re-based to the slice), and,
+    weighted by their loss units, give the batch's loss and gradient (the dpt preset
+    accumulates 4 slices)."""
+    from ptcore.backbones import load_backbone
+    from ptcore.data import make_loader
+    from ptcore.model import build_model
+    from ptcore.tiny import write_tiny_model
+
+    directory = write_tiny_model(tmp_path / family, family)
+    config = json.loads((directory / "config.json").read_text())  # no dropout (T5's attention drops by config, not module)
+    (directory / "config.json").write_text(json.dumps({**config, "dropout_rate": 0.0, "attention_dropout": 0.0}))
+    cfg = RunConfig(task=task, method="prompt_tuning", method_args={"prompt_length": 2}, model=str(directory), format="text",
+                    data_dir=str(FIXTURES), seed=0)  # fmt: skip
+    bb = load_backbone(cfg.model)
+    model = build_model(cfg, bb)
+    model.train()
+    data = prepare_data(cfg, bb, model.encoder.extra_tokens)
+    batch = next(iter(make_loader(data.features["train"], model.kind, bb.tokenizer.pad_token_id, 5, shuffle=False)))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(parts, weights):
+        model.zero_grad()
+        total = sum(model.kind.loss(model(p), p) * w for p, w in zip(parts, weights))
+        total.backward()
+        return total.detach(), [p.grad.clone() for p in params]
+
+    whole, g1 = grads([batch], [1.0])
+    for k in (2, 3, 5):
+        parts = split_batch(batch, k)
+        assert torch.equal(torch.cat([p["example_index"] for p in parts]), batch["example_index"])
+        units = [model.kind.loss_units(p) for p in parts]
+        assert sum(units) == model.kind.loss_units(batch)
+        acc, gk = grads(parts, [u / sum(units) for u in units])
+        torch.testing.assert_close(acc, whole, rtol=1e-5, atol=1e-6)
+        for a, b in zip(gk, g1):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -44,6 +44,7 @@ HERE = "tests/core/test_run_config_fields.py"
 
 # field -> the test that fails when the code ignores it
 FIELD_TESTS: dict[str, str] = {
+    "preset": "tests/core/test_presets.py::test_the_preset_fills_in_what_the_run_does_not_give",
     "task": "test_task_picks_the_data_and_the_head",
     "method": "test_method_picks_the_encoder",
     "model": "test_model_and_layers_load_that_backbone",

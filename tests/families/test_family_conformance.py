@@ -28,10 +28,11 @@ from ptcore.tasks.text_kinds import RankClassification
 from ptcore.train import evaluate, prepare_data, train
 
 FAMILIES = ("gpt2", "llama", "qwen2", "t5")
-METHODS = ("finetune", "prompt_tuning", "ptuning_v2", "lora", "dynamic_deep", "dynamic_shallow")
-DYNAMIC = {  # what dynamic prompting runs on these families: length and pool choices (no position choice yet)
+METHODS = ("finetune", "prompt_tuning", "ptuning_v2", "lora", "dynamic_deep", "dynamic_shallow", "dynamic_position")
+DYNAMIC = {  # dynamic prompting: length and pool choices everywhere; the position choice on T5 (decoder LMs refuse it)
     "dynamic_deep": {"base": "deep", "position": "none", "length": "instance", "pool_size": 2, "prompt_length": 4},
     "dynamic_shallow": {"base": "shallow", "position": "none", "length": "task", "pool_size": 2, "prompt_length": 4},
+    "dynamic_position": {"base": "shallow", "position": "instance", "length": "instance", "prompt_length": 4},
 }
 # (task, format): rank classification, multiple choice by label words, generation, a head on a decoder
 FORMATS = (("superglue/cb", "text"), ("superglue/copa", "text"), ("qa/squad", "text"), ("superglue/rte", "head"))
@@ -66,6 +67,10 @@ def test_every_method_trains_and_decodes_on_every_family_and_format(models, fixt
         return
     cfg = cfg_for(models, family, method, task, fmt, fixtures_dir)
     backbone = load_backbone(models[family])
+    if method == "dynamic_position" and family != "t5":
+        with pytest.raises(ConfigError, match="placing the prompt around the input is built for encoders and T5, not for decoder LMs"):
+            build_model(cfg, backbone)
+        return
     model = build_model(cfg, backbone)
     kind = model.kind
     examples, feats, batch = a_batch(cfg, backbone, kind)
@@ -134,6 +139,20 @@ def test_a_run_trains_end_to_end_and_its_checkpoint_scores_the_same(models, fixt
     scores = evaluate(back, loader, feats, data.examples["val"], get_task(task), torch.device("cpu"))
     assert scores["primary"] == pytest.approx(result["val"]["primary"], abs=1e-9)
     assert scores.inputs.predictions == result["predictions"]["val"]["predictions"]
+
+
+def test_dynamic_position_on_t5_trains_end_to_end_and_its_checkpoint_keeps_the_selector(models, fixtures_dir, tmp_path):
+    """Dynamic prompting with the instance-level position choice on a tiny local T5 (CB by its
+    label words): train() runs, the selector trains, and the checkpoint gives the trained outputs."""
+    cfg = cfg_for(models, "t5", "dynamic_position", "superglue/cb", "text", fixtures_dir, epochs=1, batch_size=4,
+                  max_train_examples=8, max_eval_examples=6)
+    result = train(cfg, output=tmp_path / "run", progress=False)
+    assert not math.isnan(result["val"]["primary"])
+    back = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert any(k.startswith("encoder.position_selector.") for k in back.trainable_state_dict())
+    fresh = build_model(cfg, load_backbone(models["t5"]))
+    assert not all(torch.equal(v, fresh.state_dict()[k]) for k, v in back.trainable_state_dict().items()
+                   if k.startswith("encoder.position_selector."))
 
 
 def test_an_unsupported_family_is_refused_in_one_line_naming_the_supported(tmp_path):

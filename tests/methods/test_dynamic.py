@@ -360,43 +360,14 @@ def test_deep_pool_and_length_train_step_leaves_backbone_unchanged():
 def _train_position(level: str, steps: int = 400, seed: int = 0, estimator: str = "first_order"):
     """Two input groups (marker token 10 or 11 after [CLS]); the target output of a group is
     the frozen encoder's output with the prompt laid out at split 0 (group A) or l (group B).
-    Only the position selector trains. Returns (accuracy of the chosen split, test MSE, splits, groups)."""
-    bb = tiny_backbone(seed)
-    torch.manual_seed(seed)
-    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position=level, init="random", estimator=estimator))
-    with torch.no_grad():
-        enc.pool.normal_(0, 1.0)
-    enc.pool.requires_grad_(False)
-    model = enc.backbone
-    g = torch.Generator().manual_seed(seed)
+    Only the position selector trains. Returns (accuracy of the chosen split, test MSE, splits, groups).
+    The synthetic lives in the dynamic bench (``orchestrate bench --dynamic``'s placement section),
+    on the same tiny BERT as :func:`tiny_backbone` and the same prompt length."""
+    from orchestrator.bench.dynamic import PLACEMENT_BERT, PLACEMENT_L, placement_task
 
-    def data(n):
-        ids = torch.randint(20, 100, (n, 6), generator=g)
-        ids[:, 0], ids[:, -1] = 1, 2
-        grp = torch.arange(n) % 2
-        ids[:, 1] = 10 + grp
-        am, tt = torch.ones_like(ids), torch.zeros_like(ids)
-        with torch.no_grad():
-            e, m, ty, idx = insert_prompt(model.get_input_embeddings()(ids), am, tt, enc.pool[0].expand(n, -1, -1), grp * L)
-            out = model(inputs_embeds=e, attention_mask=m, token_type_ids=ty, position_ids=enc.position_ids(n, 6 + L, "cpu"))
-        return ids, am, tt, grp, gather_tokens(out.last_hidden_state, idx)
-
-    test = data(200)
-    opt = torch.optim.Adam([p for p in enc.parameters() if p.requires_grad], lr=0.03)
-    enc.train()
-    for step in range(steps):
-        enc.on_train_step(step, steps)
-        ids, am, tt, grp, target = data(32)
-        loss = (enc(ids, am, tt) - target).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    enc.eval()
-    ids, am, tt, grp, target = test
-    with torch.no_grad():
-        mse = (enc(ids, am, tt) - target).pow(2).mean().item()
-        split = enc.choose(enc.pooled_input(ids, am, tt), len(ids)).split
-    return (split == grp * L).float().mean().item(), mse, split, grp
+    assert PLACEMENT_L == L and PLACEMENT_BERT["hidden_size"] == H
+    r = placement_task(estimator, level=level, steps=steps, seed=seed, threads=None)  # threads: the caller's
+    return r["accuracy"], r["mse"], torch.tensor(r["splits"]), torch.tensor(r["groups"])
 
 
 def test_instance_position_learns_input_dependent_splits():

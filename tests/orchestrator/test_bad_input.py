@@ -247,9 +247,10 @@ STUDY_CASES = [
          setup=config_dir()),
     Case("backbone-unsupported", at("backbones.0", id="./model"), "backbones.0.id: './model' is a 'distilbert' model",
          "supported families: decoder: gpt2, llama", setup=config_dir(model_type="distilbert")),
-    Case("method-option-not-on-family", both(at("methods.0", name="dynamic", fixed={}, search={}), at("backbones.0", id="./model")),
-         "methods.0.name: on backbone model-L2: method 'dynamic': position='instance' on the t5 family", "set position: none",
-         setup=config_dir(**TINY_T5)),
+    Case("method-option-not-on-family",
+         both(at("methods.0", name="dynamic", fixed={"estimator": "first_order"}, search={}), at("backbones.0", id="./model")),
+         "methods.0.name: on backbone model-L2: method 'dynamic': estimator 'first_order' needs absolute position embeddings",
+         "use estimator: mixture", setup=config_dir(**TINY_T5)),
     Case("format-not-on-family", both(at("train", format="head"), at("backbones.0", id="./model")), "methods.0: on backbone",
          "format 'head' does not run on the t5 family (it runs: text); set format: text", setup=config_dir(**TINY_T5)),
     # ---- data: missing directory or file, malformed rows (orchestrator.study.check_data)
@@ -394,7 +395,7 @@ CLI_CASES = [
     Cli("ui-postgres-no-server", ["ui", "{study}"], "{study}: tracking.mlflow_uri: no PostgreSQL server answers at 127.0.0.1:1",
         "start it, or fix the host and port", study=at("tracking", mlflow_uri="postgresql://postgres@127.0.0.1:1/mlflow")),
     Cli("ui-port-a-word", ["ui", "{study}", "--port", "http"], "orchestrate ui: argument --port: invalid int value: 'http'", USAGE),
-    Cli("ls-unknown", ["ls", "models"], "orchestrate ls: argument what: invalid choice: 'models'", "choose from 'tasks', 'methods', 'backbones'"),
+    Cli("ls-unknown", ["ls", "models"], "orchestrate ls: argument what: invalid choice: 'models'", "choose from 'tasks', 'methods', 'presets', 'backbones'"),
 ]
 
 

@@ -1,6 +1,6 @@
 """orchestrate bench --dynamic: every estimator row timed or refused with ptcore's own reason,
-the ratios paired with prompt tuning's rounds, the JSON, the table and the CLI (tiny random
-backbones: a few seconds)."""
+the ratios paired with prompt tuning's rounds, the placement section, the JSON, the tables and
+the CLI (tiny random backbones, a few placement steps: a few seconds)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 TINY = {"hidden": 16, "layers": 2, "heads": 2, "intermediate": 32, "vocab": 300}  # every backbone, tiny and random
 ENCODERS = ("minilm", "deberta-v3-xsmall-rand")  # MiniLM given sizes: a random BERT of its shape
+PLACEMENT_STEPS = 5  # the placement synthetic's steps here: its shape, not its figures
 
 
 def _positive(v) -> bool:
@@ -25,7 +26,7 @@ def dyn_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("dynbench") / "dynamic.json"
     result = run_dynamic(
         quick=True, sizes=TINY, batch=4, seq=12, prompt_length=3, repeats=3, warmup=0, threads=1, isolate_memory=False,
-        output=out,
+        placement_steps=PLACEMENT_STEPS, output=out,
     )  # fmt: skip
     return result, out
 
@@ -124,6 +125,58 @@ def test_the_json_and_the_table(dyn_result):
     assert f"(1) {result['rows']['deberta-v3-xsmall-rand']['first_order']['unsupported']}" in table
 
 
+# ------------------------------------------------------------------ placement: does the gradient teach where
+
+
+def test_placement_section_one_run_per_estimator_and_seed(dyn_result):
+    from orchestrator.bench.dynamic import ESTIMATORS, QUICK
+
+    result, _ = dyn_result
+    p = result["placement"]
+    assert p["seeds"] == list(QUICK["placement_seeds"]) == [0] and p["steps"] == PLACEMENT_STEPS  # quick: one seed
+    assert p["threads"] == 1 and p["level"] == "instance" and p["chance"] == 0.5 and p["backbone"]["positions"] == "absolute"
+    assert list(p["estimators"]) == list(ESTIMATORS)
+    for est, e in p["estimators"].items():
+        assert [r["seed"] for r in e["runs"]] == p["seeds"], est
+        for r in e["runs"]:
+            assert "error" not in r, (est, r)
+            assert 0.0 <= r["accuracy"] <= 1.0 and r["mse"] >= 0.0 and r["task_best_mse"] >= 0.0, (est, r)
+            counts = r["split_counts"]
+            assert len(counts["A"]) == len(counts["B"]) == 5 and sum(counts["A"]) + sum(counts["B"]) == 200  # l + 1 splits; the test inputs
+            assert r["accuracy"] == pytest.approx((counts["A"][0] + counts["B"][-1]) / 200)  # A at split 0, B at split l
+        assert e["accuracy_mean"] == pytest.approx(statistics.mean(r["accuracy"] for r in e["runs"]))
+        assert e["mse_mean"] == pytest.approx(statistics.mean(r["mse"] for r in e["runs"]))
+    assert result["meta"]["placement"] is True and result["meta"]["placement_steps"] == PLACEMENT_STEPS
+
+
+def test_placement_table_follows_the_timing_table(dyn_result):
+    from orchestrator.bench.dynamic import ESTIMATORS, dynamic_table, placement_table
+
+    result, _ = dyn_result
+    table = dynamic_table(result)
+    assert placement_table(result["placement"]) in table
+    cells = lambda ln: [c.strip() for c in ln.split("|")[1:-1]]  # noqa: E731
+    at = [i for i, ln in enumerate(table.splitlines()) if ln.startswith("| estimator ")]
+    assert len(at) == 1 and table.index("| deberta-v3-xsmall-rand") < table.index("| estimator ")  # after the timing table
+    rows = table.splitlines()[at[0]:]
+    assert cells(rows[0]) == ["estimator", "placement accuracy (mean of seeds; chance 0.5)", "per seed", "test MSE (mean [per seed])"]
+    lines = [ln for ln in rows[2:] if ln.startswith("| ")]
+    assert [cells(ln)[0] for ln in lines] == list(ESTIMATORS)
+    for ln, est in zip(lines, ESTIMATORS):
+        e = result["placement"]["estimators"][est]
+        assert cells(ln)[1] == f"{e['accuracy_mean']:.3f}" and cells(ln)[2] == f"{e['runs'][0]['accuracy']:.3f}", ln
+    assert "not evidence about T5" in table
+
+
+def test_placement_task_is_deterministic_for_a_seed():
+    from orchestrator.bench.dynamic import placement_task
+
+    a = placement_task("mixture", steps=3, seed=1)
+    b = placement_task("mixture", steps=3, seed=1)
+    assert a == b and set(a) >= {"accuracy", "mse", "task_best_mse", "splits", "groups"}
+    assert len(a["splits"]) == len(a["groups"]) == 200 and a["groups"][:4] == [0, 1, 0, 1]
+
+
 # ------------------------------------------------------------------ memory in its own process; the CLI
 
 
@@ -143,10 +196,13 @@ def test_cli_dynamic_writes_the_json(tmp_path, capsys):
     out = tmp_path / "dyn.json"
     sizes = [a for k, v in TINY.items() for a in ("--dyn-size", f"{k}={v}")]
     rc = main(["bench", "--dynamic", "--quick", "--output", str(out), "--dyn-models", ",".join(ENCODERS), *sizes, "--dyn-batch", "2",
-               "--dyn-seq", "8", "--prompt-length", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory"])  # fmt: skip
+               "--dyn-seq", "8", "--prompt-length", "2", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-memory",
+               "--dyn-placement-seeds", "1,2", "--dyn-placement-steps", "2"])  # fmt: skip
     assert rc == 0
     res = json.loads(out.read_text())
-    assert set(res) == {"workload", "baseline", "models", "rows", "meta"}
+    assert set(res) == {"workload", "baseline", "models", "rows", "meta", "placement"}
+    assert res["placement"]["seeds"] == [1, 2] and res["placement"]["steps"] == 2
+    assert [r["seed"] for r in res["placement"]["estimators"]["mixture"]["runs"]] == [1, 2]
     assert res["workload"] == {"batch": 2, "seq": 8, "prompt_length": 2, "task": "superglue/rte", "seed": 0}
     assert set(res["models"]) == set(ENCODERS) and res["models"]["minilm"]["hidden"] == 16
     assert res["meta"]["quick"] is True and res["meta"]["memory"] is False
@@ -155,5 +211,11 @@ def test_cli_dynamic_writes_the_json(tmp_path, capsys):
     assert "unsupported" in res["rows"]["deberta-v3-xsmall-rand"]["first_order"]
     printed = capsys.readouterr().out
     assert "| minilm (absolute positions)" in printed and "dynamic, mixture_soft" in printed
+    assert printed.index("| minilm (absolute positions)") < printed.index("placement accuracy (mean of seeds; chance 0.5)")
+    rc = main(["bench", "--dynamic", "--quick", "--output", str(tmp_path / "np.json"), "--dyn-models", "minilm", *sizes, "--dyn-batch",
+               "2", "--dyn-seq", "8", "--prompt-length", "2", "--repeats", "1", "--warmup", "0", "--no-memory", "--no-placement"])  # fmt: skip
+    assert rc == 0 and "placement" not in json.loads((tmp_path / "np.json").read_text())
+    assert "placement accuracy" not in capsys.readouterr().out
+    assert main(["bench", "--dynamic", "--dyn-placement-seeds", "a,b", "--output", str(tmp_path / "z.json")]) == 2
     assert main(["bench", "--dynamic", "--dyn-size", "width=3", "--output", str(tmp_path / "x.json")]) == 2
     assert main(["bench", "--dynamic", "--dyn-models", "nope", "--output", str(tmp_path / "y.json")]) == 2

@@ -16,7 +16,8 @@ from orchestrator.study import StudyError, load_study, parse_study
 from ptcore.methods import METHODS
 
 SHIPPED = [REPO / "studies" / "scale_sweep.yaml", REPO / "studies" / "scale_sweep_cluster.yaml",
-           REPO / "studies" / "scale_sweep_cluster_generative.yaml"]
+           REPO / "studies" / "scale_sweep_cluster_generative.yaml", REPO / "studies" / "dynamic_claim.yaml",
+           REPO / "studies" / "dynamic_claim_cluster.yaml"]
 
 BASE = {
     "name": "mini",
@@ -175,7 +176,7 @@ def test_shipped_studies_validate_and_dry_run(path, capsys, monkeypatch, tmp_pat
     assert f"ok: {path}" in capsys.readouterr().out
     assert main(["study", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    n = sum(1 for b in study.backbones for m in study.methods if m.runs_on(b)) * len(study.tasks)
+    n = sum(1 for b in study.backbones for m in study.methods if m.runs_on(b)) * len(study.tasks) * max(1, len(raw.get("regimes") or []))
     assert f"cells        {n} = " in out
     assert f"seeds {study.final.seeds}" in out
     assert "resources" in out and "output" in out and "tracking" in out
@@ -275,3 +276,31 @@ def test_generative_smoke_study_validates_on_the_tiny_checkpoints_it_names(capsy
     assert main(["validate", str(study)]) == 0
     assert "8 cells" in capsys.readouterr().out
     assert main(["study", str(study), "--dry-run"]) == 0
+
+
+@pytest.mark.parametrize("name", ["dynamic_claim.yaml", "dynamic_claim_cluster.yaml"])
+def test_the_dynamic_claim_studies_compare_dp_and_prompt_tuning_at_the_same_budget(name, monkeypatch, tmp_path):
+    """The DP claim is DP against a fixed prompt of the same budget: in every cell pair the two runs
+    share every run setting and the prompt (length, init), and differ in the choice alone; the
+    report's one contrast is that pair."""
+    from ptcore.config import make_run_config
+    from orchestrator.study.load import load_study
+    from orchestrator.study.plan import compose_run
+
+    monkeypatch.setenv("PTCORE_DATA_DIR", str(FIXTURE_DATA))
+    monkeypatch.chdir(tmp_path)
+    ls = load_study(REPO / "studies" / name)
+    assert [list(c) for c in ls.study.report.contrasts] == [["dynamic", "prompt_tuning"]]
+    pairs: dict = {}
+    for cell in ls.cells():
+        if cell.method.name in ("dynamic", "prompt_tuning"):
+            key = (cell.model, cell.task, getattr(cell, "regime", None) and cell.regime.name)
+            pairs.setdefault(key, {})[cell.method.name] = make_run_config(compose_run(ls, cell, seed=0)).resolved()
+    assert pairs and all(set(p) == {"dynamic", "prompt_tuning"} for p in pairs.values())
+    for p in pairs.values():
+        dp, pt = p["dynamic"], p["prompt_tuning"]
+        assert {k: v for k, v in dp.items() if k not in ("method", "method_args")} == \
+               {k: v for k, v in pt.items() if k not in ("method", "method_args")}
+        assert dp["method_args"]["base"] == "shallow" and dp["method_args"]["position"] == "instance"
+        for option in ("prompt_length", "init"):
+            assert dp["method_args"][option] == pt["method_args"][option]

@@ -7,15 +7,18 @@ from .config import DynamicConfig
 
 __all__ = ["DynamicConfig", "DynamicEncoder", "NOTES"]
 
-# Departures from the paper (Yang et al., 2023), and choices where it leaves room. The paper
-# prompts T5 (text-to-text) and vision transformers; this is its encoder transfer.
+# Departures from the paper (Yang et al., 2023) and its reference code (the authors' OpenPrompt
+# fork, tutorial/adap_ins_pos_main.py and openprompt/prompts/soft_ins_pos_adaptive.py), and
+# choices where they leave room. The paper prompts T5 LM-adapt text to text (and ViTs).
 NOTES = (
-    "Backbone: encoders with a task head, and T5 and decoder LMs text to text with length and pool choices only; "
-    "the position choice (the paper's headline, on T5) runs on absolute-position encoders only (the paper prompts T5 text-to-text and ViTs).",
+    "Backbone: T5 text to text (the paper's) and encoders with a task head, with position, length and pool choices; "
+    "decoder LMs text to text with length and pool choices only (the position choice is refused there).",
+    "Position layout: T5 reads P[j:] x P[:j] </s> (the reference's assemble_soft_template); an encoder reads "
+    "[CLS] P[j:] x P[:j] [SEP], its first token kept first.",
     "Default: instance-level position for a shallow prompt (the paper's headline); length and pool are opt-in; "
     "a config with nothing dynamic is refused.",
-    "Instance features: mean-pooled last hidden states of the frozen backbone on the unprompted input "
-    "(one extra gradient-free backbone pass per batch, ~2x the encoder cost of prompt tuning).",
+    "Instance features: the mean over real tokens of the frozen backbone's last hidden states (T5: its encoder's) on the "
+    "unprompted input, one extra gradient-free pass per batch; the reference averages over every position of the padded batch.",
     "Selectors: one linear layer each for position (l+1 split points) and length, zero-initialised, on the L2-normalised pooled input "
     "(selector: linear_relu is the reference's Linear + ReLU on the pooled input, default init); task-level choices are learned logits.",
     "Gradient estimator: straight-through Gumbel-Softmax (hard one-hot forward, soft gradient) for position and length; "
@@ -25,7 +28,7 @@ NOTES = (
     "cheaper estimate from the position and segment embeddings (absolute positions only).",
     "Temperature: annealed over the run from tau0 = 1.0 to tau_min = 0.1 (exponential by default; linear and cosine "
     "available); anneal: reference is the reference code's schedule, floored at tau_min (it uses 0.5).",
-    "Evaluation: deterministic argmax of the selector logits, no Gumbel noise.",
+    "Evaluation: deterministic argmax of the selector logits, no Gumbel noise (the reference samples its placement at evaluation too).",
     "Length: candidates l/4, l/2, 3l/4, l by default; unused slots are masked in attention, not removed (on T5 the kept slots take the relative positions of a prompt of the chosen length).",
     "Deep variant (base: deep, dynamic length/pool over P-Tuning v2 prefixes) is this tool's extension, not in the paper; "
     "it has no position choice.",
@@ -64,3 +67,6 @@ def __getattr__(name: str):
 
         return DynamicEncoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+from . import preset  # noqa: E402,F401  registers the `dpt` preset (ptcore.presets), after the method it sets

@@ -142,11 +142,6 @@ class DynamicConfig(MethodConfig):
                 f"around the input is built for encoders and T5, not for decoder LMs yet; set position: none "
                 f"(length and pool choices run)"
             )
-        if family == "t5" and self.position != "none":  # TEMP: until the T5 runner places the prompt around the input
-            return (
-                f"method 'dynamic': position={self.position!r} on the t5 family ({model_type}): placing the prompt "
-                f"around the input is not built for T5 yet; set position: none (length and pool choices run)"
-            )
         if family == "t5" and self.position != "none" and self.estimator == "first_order":
             return (
                 f"method 'dynamic': estimator 'first_order' needs absolute position embeddings, and T5 ({model_type}) has "

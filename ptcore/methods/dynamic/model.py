@@ -138,6 +138,21 @@ class DynamicEncoder(PromptEncoder):
         """(N,l) 1 = the slot is within the chosen length; None: every slot."""
         return self._choices.prompt_mask if self.config.base == "shallow" else None
 
+    def place_soft_prompt(self, embeds, attention_mask):
+        """T5: ``P[j:] x P[:j] </s>`` at this forward's split j (the DP reference's layout, no
+        leading token); training: the reference's mixture of the l+1 layouts (hard forward).
+        (N,T,H), (N,T) -> (N,T+l,H), (N,T+l)"""
+        ch = self._choices
+        if self.config.base != "shallow" or ch.split is None:
+            return super().place_soft_prompt(embeds, attention_mask)
+        n = embeds.shape[0]
+        prompt = self.soft_prompt(n).to(embeds.dtype)  # (N,l,H), the length tap applied
+        types = torch.zeros_like(attention_mask)
+        out, mask, _, _ = insert_prompt(embeds, attention_mask, types, prompt, ch.split, ch.prompt_mask, head=0)
+        if ch.split_onehot.requires_grad:  # estimator mixture / mixture_soft (first_order is refused on T5)
+            out = mixture_of_arrangements(embeds, attention_mask, types, prompt, ch.split_onehot, ch.prompt_mask, head=0)
+        return out, mask
+
     def prefix_kv(self, n: int):
         if self.config.base != "deep":
             return None
@@ -263,16 +278,17 @@ class DynamicEncoder(PromptEncoder):
         )  # (N,T,H)
 
 
-def mixture_of_arrangements(words, attention_mask, token_type_ids, prompt, weights, prompt_mask=None) -> torch.Tensor:
+def mixture_of_arrangements(words, attention_mask, token_type_ids, prompt, weights, prompt_mask=None, head: int = 1) -> torch.Tensor:
     """The DP reference's position estimator: ``sum_j w_j A_j`` over the l+1 assembled input
     sequences ``A_j = [CLS] P[j:] x P[:j] [SEP]`` (word embeddings, each at its slot; the
-    encoder adds the slot's position). With ``w`` the straight-through one-hot the value is the
+    encoder adds the slot's position; T5, ``head=0``: ``P[j:] x P[:j] </s>``, as the reference's
+    ``assemble_soft_template``). With ``w`` the straight-through one-hot the value is the
     chosen arrangement exactly and ``dL/dw_j = <dL/dE, A_j>``; with a soft ``w`` the forward mixes.
     words (N,T,H), weights (N,l+1) -> (N,T+l,H)"""
     n, l = words.shape[0], prompt.shape[1]
     arrangements = torch.stack([
         insert_prompt(words, attention_mask, token_type_ids, prompt, torch.full((n,), j, dtype=torch.long, device=words.device),
-                      prompt_mask)[0]
+                      prompt_mask, head=head)[0]
         for j in range(l + 1)
     ], dim=1)  # (N, l+1, T+l, H)
     return torch.einsum("nj,njsh->nsh", weights.to(arrangements.dtype), arrangements)
