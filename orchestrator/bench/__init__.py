@@ -61,6 +61,14 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def finish(result: dict[str, Any], output: Optional[str | Path]) -> dict[str, Any]:
+    """A bench's result made JSON-safe (:func:`_clean`) and, with ``output``, written there atomically."""
+    result = _clean(result)
+    if output:
+        write_json_atomic(Path(output), result)
+    return result
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -206,10 +214,7 @@ def _run(quick, *, batch, length, padding, repeats, warmup, prompt_length, devic
         peft_installed=peft_version() is not None, wall_s=time.perf_counter() - t_start, load_avg_at_start=load_start,
         flop_convention="orchestrator/bench/flops.py", memory_method="orchestrator/bench/memory.py",
     )  # fmt: skip
-    result = _clean(result)
-    if output:
-        write_json_atomic(Path(output), result)
-    return result
+    return finish(result, output)
 
 
 __all__ = ["run_bench", "DEFAULT_OUTPUT"]

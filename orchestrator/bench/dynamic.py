@@ -84,14 +84,13 @@ from ptcore.backbones import backbone_from_model, load_backbone
 from ptcore.config import make_run_config
 from ptcore.errors import ConfigError
 from ptcore.families import family_of
-from ptcore.fileio import write_json_atomic
 
-from orchestrator.bench import _clean, resolve_device
+from orchestrator.bench import finish, resolve_device
 from orchestrator.bench.memory import measure_steps, run_module, trim
 from orchestrator.bench.peft_peer import one_line
-from orchestrator.bench.report import meta
+from orchestrator.bench.report import meta, number
 from orchestrator.bench.steps import summarize, time_interleaved, torch_threads
-from orchestrator.bench.workload import DEFAULT_MODEL, STEPS, Contender, Workload, make_batch
+from orchestrator.bench.workload import DEFAULT_MODEL, Contender, Workload, make_batch, train_step
 
 DEFAULT_OUTPUT = "reports/bench/dynamic.json"
 TASK = "superglue/rte"
@@ -229,10 +228,7 @@ def text_batch(kind, backbone, wl: DynWorkload, device="cpu") -> dict[str, Any]:
 
 def contender(row: str, backbone, wl: DynWorkload, device="cpu") -> Contender:
     """One row, built as a run builds it (module docstring); ``ConfigError``: ptcore refuses it."""
-    import torch
-
     from ptcore.model import build_model, check_run, count_params  # deferred: pulls torch (orchestrator.bench docstring)
-    from ptcore.train import make_optimizer  # deferred: pulls torch (orchestrator.bench docstring)
 
     method, options = row_options(row, wl.prompt_length)
     text = family_of(backbone.config).generative
@@ -247,20 +243,7 @@ def contender(row: str, backbone, wl: DynWorkload, device="cpu") -> Contender:
     else:
         batch = make_batch(bb, Workload(batch=wl.batch, length=wl.seq, padding="none", task=wl.task, seed=wl.seed,
                                         prompt_length=wl.prompt_length), device)  # fmt: skip
-    params, optimizer, scheduler = make_optimizer(model, cfg.resolved()["lr"], cfg.weight_decay, cfg.warmup_ratio, STEPS)
-    kind, state = model.kind, {"step": 0}
-
-    def step() -> float:
-        model.encoder.on_train_step(state["step"], STEPS)
-        loss = kind.loss(model(batch), batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        state["step"] += 1
-        return loss.item()
-
+    step = train_step(model, batch, cfg)
     trainable, total = count_params(model)
     info = {"method": method, "estimator": options.get("estimator"), "method_args": options, "format": cfg.format, "kernels": cfg.kernels}
     return Contender(row, "ptcore", step, model, int(batch["attention_mask"].sum()), trainable, total, None, info)
@@ -572,17 +555,10 @@ def _run(quick, *, models, sizes, rows, batch, seq, prompt_length, repeats, warm
         memory_method="orchestrator/bench/memory.py" if memory else None, placement=placement,
         placement_seeds=p_seeds if placement else None, placement_steps=p_steps if placement else None,
     )  # fmt: skip
-    result = _clean(result)
-    if output:
-        write_json_atomic(Path(output), result)
-    return result
+    return finish(result, output)
 
 
 # ------------------------------------------------------------------ the printed table
-
-
-def _f(v: Any, d: int = 1) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{d}f}" if isinstance(v, float) else str(v)
 
 
 def _signed(v: Any) -> str:
@@ -612,8 +588,8 @@ def dynamic_table(result: dict[str, Any]) -> str:
                 continue
             table_rows.append([
                 back, what, f"{r['trainable_params']:,}",
-                f"{_f(r['step_ms'])} [{_f(r.get('step_ms_min'))}-{_f(r.get('step_ms_max'))}]",
-                _f(r.get("ratio_to_prompt_tuning"), 2), _f(r.get("peak_mb"), 1), _signed(r.get("extra_mb")),
+                f"{number(r['step_ms'])} [{number(r.get('step_ms_min'))}-{number(r.get('step_ms_max'))}]",
+                number(r.get("ratio_to_prompt_tuning"), 2), number(r.get("peak_mb"), 1), _signed(r.get("extra_mb")),
             ])  # fmt: skip
     table = tabulate(
         table_rows, headers=["backbone", "row", "trainable", "step ms median [min-max]", "x prompt_tuning", "peak MB", "extra MB"],
@@ -624,7 +600,7 @@ def dynamic_table(result: dict[str, Any]) -> str:
         parts.append("\n".join(f"({i}) {why}" for i, why in enumerate(notes, 1)))
     if result.get("placement"):
         parts.append(placement_table(result["placement"]))
-    parts.append(f"total wall {_f(m.get('wall_s'))} s")
+    parts.append(f"total wall {number(m.get('wall_s'))} s")
     if m.get("warning"):
         parts.append(f"warning: {m['warning']}")
     return "\n\n".join(parts)
@@ -647,9 +623,9 @@ def placement_table(placement: dict[str, Any]) -> str:
     rows, floors = [], []
     for est, e in p.get("estimators", {}).items():
         runs = e.get("runs", [])
-        per_acc = ", ".join(_f(r["accuracy"], 3) if "error" not in r else "error" for r in runs)
-        per_mse = ", ".join(_f(r["mse"], 3) if "error" not in r else "error" for r in runs)
-        rows.append([est, _f(e.get("accuracy_mean"), 3), per_acc, f"{_f(e.get('mse_mean'), 3)} [{per_mse}]"])
+        per_acc = ", ".join(number(r["accuracy"], 3) if "error" not in r else "error" for r in runs)
+        per_mse = ", ".join(number(r["mse"], 3) if "error" not in r else "error" for r in runs)
+        rows.append([est, number(e.get("accuracy_mean"), 3), per_acc, f"{number(e.get('mse_mean'), 3)} [{per_mse}]"])
         if e.get("task_best_mse_mean") is not None:
             floors.append(e["task_best_mse_mean"])
     table = tabulate(
@@ -658,7 +634,7 @@ def placement_table(placement: dict[str, Any]) -> str:
     )  # fmt: skip
     parts = [head, table]
     if floors:  # the same seeds' backbone, prompt and test inputs under every estimator: one figure, else their range
-        floor = _f(floors[0], 3) if max(floors) - min(floors) < 1e-9 else f"{_f(min(floors), 3)}-{_f(max(floors), 3)}"
+        floor = number(floors[0], 3) if max(floors) - min(floors) < 1e-9 else f"{number(min(floors), 3)}-{number(max(floors), 3)}"
         parts.append(f"one split for every input (a task-level choice at best): accuracy {chance:g}, test MSE {floor} "
                      f"(mean of seeds); every input at its group's split: MSE 0")  # fmt: skip
     errors = [f"{est}, seed {r['seed']}: {r['error']}" for est, e in p.get("estimators", {}).items() for r in e.get("runs", []) if "error" in r]

@@ -52,18 +52,17 @@ from typing import Any, Callable, Optional
 from ptcore.backbones import backbone_from_model
 from ptcore.config import make_run_config
 from ptcore.families import family_of
-from ptcore.fileio import write_json_atomic
 from ptcore.methods import get_method
 from ptcore.tasks.kinds import pad
 from ptcore.tasks.text_kinds import left_pad
 from ptcore.tiny import tiny_model
 
-from orchestrator.bench import _clean, resolve_device
+from orchestrator.bench import finish, resolve_device
 from orchestrator.bench.genflops import GenDims, GenPlan, plan_dict, plan_for, step_flops
 from orchestrator.bench.memory import measure_steps, run_module, trim
 from orchestrator.bench.peak import matmul_peak_gflops
 from orchestrator.bench.peft_peer import Unsupported, one_line, peft_version
-from orchestrator.bench.report import meta
+from orchestrator.bench.report import meta, number
 from orchestrator.bench.steps import summarize, time_interleaved, torch_threads
 from orchestrator.bench.workload import STEPS, Contender, row_lengths
 
@@ -513,17 +512,10 @@ def _run(quick, *, models, sizes, methods, batch, source, target, padding, promp
         peft_installed=peft_version() is not None, wall_s=time.perf_counter() - t_start, load_avg_at_start=load_start,
         flop_convention="orchestrator/bench/genflops.py", memory_method="orchestrator/bench/memory.py",
     )  # fmt: skip
-    result = _clean(result)
-    if output:
-        write_json_atomic(Path(output), result)
-    return result
+    return finish(result, output)
 
 
 # ------------------------------------------------------------------ the printed table
-
-
-def _f(v: Any, d: int = 1) -> str:
-    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{d}f}" if isinstance(v, float) else str(v)
 
 
 def _g(v: Any) -> str:
@@ -539,7 +531,7 @@ def generative_table(result: dict[str, Any]) -> str:
     head = (
         f"generative bench: batch {m.get('batch')} x (source <= {m.get('source')} + target {m.get('target')}) tokens "
         f"(padding {m.get('padding')}), prompt length {m.get('prompt_length')}, {m.get('device')}, {m.get('torch_threads')} threads, "
-        f"{m.get('repeats')} interleaved rounds after {m.get('warmup')} warm-up; matmul peak {_f(result.get('matmul_peak_gflops'))} GFLOP/s"
+        f"{m.get('repeats')} interleaved rounds after {m.get('warmup')} warm-up; matmul peak {number(result.get('matmul_peak_gflops'))} GFLOP/s"
     )  # fmt: skip
     rows = []
     for name, info in result.get("models", {}).items():
@@ -555,15 +547,15 @@ def generative_table(result: dict[str, Any]) -> str:
                 continue
             rows.append([
                 fam, method, impl, f"{r['trainable_params']:,}",
-                f"{_f(r['step_ms'])} [{_f(r.get('step_ms_min'))}-{_f(r.get('step_ms_max'))}]", _f(r.get("ratio_to_finetune"), 2),
-                _f(r.get("peak_mb"), 1), str(r.get("tokens_per_step")), _g(r.get("gflop_per_step")),
+                f"{number(r['step_ms'])} [{number(r.get('step_ms_min'))}-{number(r.get('step_ms_max'))}]", number(r.get("ratio_to_finetune"), 2),
+                number(r.get("peak_mb"), 1), str(r.get("tokens_per_step")), _g(r.get("gflop_per_step")),
                 _g(r.get("achieved_tflops")), _g(r.get("mfu") * 100 if r.get("mfu") is not None else None),
             ])  # fmt: skip
     table = tabulate(
         rows, headers=["family", "method", "impl", "trainable", "step ms median [min-max]", "x ft", "peak MB", "real tok/step",
                        "GFLOP/step", "TFLOP/s", "MFU %"], tablefmt="github", disable_numparse=True,
     )  # fmt: skip
-    parts = [head, table, f"total wall {_f(m.get('wall_s'))} s"]
+    parts = [head, table, f"total wall {number(m.get('wall_s'))} s"]
     if m.get("warning"):
         parts.append(f"warning: {m['warning']}")
     return "\n\n".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Optional
@@ -70,8 +71,9 @@ def meta(**settings: Any) -> dict[str, Any]:
     return out
 
 
-def _f(v: Any, d: int = 1) -> str:
-    return fmt_value(v, d)
+def number(v: Any, d: int = 1) -> str:
+    """A table cell: ``v`` to ``d`` decimals, ``-`` for a missing or non-finite value (every bench table's)."""
+    return "-" if isinstance(v, float) and not math.isfinite(v) else fmt_value(v, d)
 
 
 def tables(result: dict[str, Any]) -> str:
@@ -83,7 +85,7 @@ def tables(result: dict[str, Any]) -> str:
         f"bench: {m.get('backbone', {}).get('name')} batch {m.get('batch')} x {m.get('length')} tokens "
         f"(padding {m.get('padding')}), {m.get('device')}, {m.get('torch_threads')} threads, "
         f"{m.get('repeats')} interleaved rounds after {m.get('warmup')} warm-up; matmul peak "
-        f"{_f(result.get('matmul_peak_gflops'))} GFLOP/s"
+        f"{number(result.get('matmul_peak_gflops'))} GFLOP/s"
     )
     rows = []
     for fam, entries in (("ptcore", result.get("methods", {})), ("peft", result.get("peft", {}))):
@@ -92,9 +94,9 @@ def tables(result: dict[str, Any]) -> str:
                 rows.append([fam, name, r.get("unsupported") or r.get("error") or "-", "", "", "", "", "", ""])
                 continue
             rows.append([
-                fam, name, _f(r["step_ms"]), _f(r.get("ratio_to_finetune"), 2), _f(r.get("tokens_per_s"), 0),
-                _f(r.get("mfu") * 100 if r.get("mfu") is not None else None, 1), _f(r.get("peak_mb"), 0),
-                _f(r.get("peak_ratio_to_finetune"), 2), _f(r.get("trainable_pct"), 3),
+                fam, name, number(r["step_ms"]), number(r.get("ratio_to_finetune"), 2), number(r.get("tokens_per_s"), 0),
+                number(r.get("mfu") * 100 if r.get("mfu") is not None else None, 1), number(r.get("peak_mb"), 0),
+                number(r.get("peak_ratio_to_finetune"), 2), number(r.get("trainable_pct"), 3),
             ])  # fmt: skip
     parts.append(
         tabulate(rows, headers=["", "method", "step ms", "x finetune", "tokens/s", "MFU %", "peak MB", "peak x ft", "trained %"],
@@ -103,10 +105,10 @@ def tables(result: dict[str, Any]) -> str:
     large = result.get("large")
     if large:
         lm = large.get("methods", {})
-        cells = ", ".join(f"{k} {_f(v.get('peak_mb'), 0)} MB" if "peak_mb" in v else f"{k}: {v}" for k, v in lm.items())
+        cells = ", ".join(f"{k} {number(v.get('peak_mb'), 0)} MB" if "peak_mb" in v else f"{k}: {v}" for k, v in lm.items())
         ratio = large.get("ptuning_v2_to_finetune_peak")
         parts.append(
-            f"BERT-base-sized peak memory: {cells}; ptuning_v2 / finetune = {_f(ratio, 2)} "
+            f"BERT-base-sized peak memory: {cells}; ptuning_v2 / finetune = {number(ratio, 2)} "
             f"(goal <= {large.get('goal_ratio')}: {'met' if large.get('meets_goal') else 'NOT met' if ratio else '-'})"
         )
     orch = result.get("orchestration")
@@ -117,13 +119,13 @@ def tables(result: dict[str, Any]) -> str:
             parts.append("orchestration: skipped")
         else:
             parts.append(
-                f"orchestration: {_f(orch.get('trial_fixed_cpu_s'))} CPU-s and {_f(orch.get('trial_fixed_wall_s'))} lane-s fixed per trial, "
-                f"{_f(orch.get('trials_per_hour'), 0)} trials/h, overhead share {_f((orch.get('overhead_share') or 0) * 100, 0)}% "
-                f"(study of {orch['studies'][-1]['runs']} runs: {_f(orch.get('study_wall_s'))} s wall, {_f(orch.get('in_training_s'))} s training); "
-                f"per study {_f(orch.get('study_fixed_wall_s'))} s wall and {_f(orch.get('study_fixed_cpu_s'))} CPU-s before any run"
+                f"orchestration: {number(orch.get('trial_fixed_cpu_s'))} CPU-s and {number(orch.get('trial_fixed_wall_s'))} lane-s fixed per trial, "
+                f"{number(orch.get('trials_per_hour'), 0)} trials/h, overhead share {number((orch.get('overhead_share') or 0) * 100, 0)}% "
+                f"(study of {orch['studies'][-1]['runs']} runs: {number(orch.get('study_wall_s'))} s wall, {number(orch.get('in_training_s'))} s training); "
+                f"per study {number(orch.get('study_fixed_wall_s'))} s wall and {number(orch.get('study_fixed_cpu_s'))} CPU-s before any run"
             )
             parts.extend(f"  note: {n}" for n in orch.get("notes") or [])
-    parts.append(f"total bench wall {_f(m.get('wall_s'))} s")
+    parts.append(f"total bench wall {number(m.get('wall_s'))} s")
     if m.get("warning"):
         parts.append(f"warning: {m['warning']}")
     return "\n\n".join(parts)

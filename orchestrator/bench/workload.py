@@ -157,10 +157,7 @@ def ptcore_contender(
 ) -> Contender:
     """A ptcore method built with ptcore's own code (``build_model`` on a ``RunConfig``);
     ``run_args``: run settings beyond the workload's (e.g. ``kernels``)."""
-    import torch
-
     from ptcore.model import build_model, count_params  # deferred: pulls torch (orchestrator.bench docstring)
-    from ptcore.train import make_optimizer  # deferred: pulls torch (orchestrator.bench docstring)
 
     cfg = make_run_config(
         {"task": workload.task, "method": method, "method_args": dict(method_args), "seed": workload.seed, "batch_size": workload.batch, **(run_args or {})}
@@ -169,6 +166,27 @@ def ptcore_contender(
     model = build_model(cfg, bb).to(device)
     model.train()
     batch = make_batch(bb, workload, device)
+    step = train_step(model, batch, cfg)
+
+    lengths = real_lengths(batch["attention_mask"])
+    dims = EncoderDims.from_config(bb.config)
+    flops = step_flops(dims, lengths, plan_for(method, make_method_args(method, method_args), dims.layers))
+    trainable, total = count_params(model)
+    return Contender(
+        name, "ptcore", step, model, sum(lengths), trainable, total, flops,
+        {"method": method, "method_args": dict(method_args), "kernels": cfg.kernels},
+    )  # fmt: skip
+
+
+def train_step(model, batch: dict[str, Any], cfg) -> Callable[[], float]:
+    """One training step on ``batch`` as ptcore's loop takes it, as a closure: the method's
+    per-step hook (e.g. the Gumbel temperature), forward, the task kind's loss, ``zero_grad``,
+    backward, clipping at ``cfg.max_grad_norm``, ptcore's AdamW and its schedule (a run's
+    defaults over :data:`STEPS` steps), then ``loss.item()``."""
+    import torch
+
+    from ptcore.train import make_optimizer  # deferred: pulls torch (orchestrator.bench docstring)
+
     params, optimizer, scheduler = make_optimizer(model, cfg.resolved()["lr"], cfg.weight_decay, cfg.warmup_ratio, STEPS)
     kind, state = model.kind, {"step": 0}
 
@@ -183,14 +201,7 @@ def ptcore_contender(
         state["step"] += 1
         return loss.item()
 
-    lengths = real_lengths(batch["attention_mask"])
-    dims = EncoderDims.from_config(bb.config)
-    flops = step_flops(dims, lengths, plan_for(method, make_method_args(method, method_args), dims.layers))
-    trainable, total = count_params(model)
-    return Contender(
-        name, "ptcore", step, model, sum(lengths), trainable, total, flops,
-        {"method": method, "method_args": dict(method_args), "kernels": cfg.kernels},
-    )  # fmt: skip
+    return step
 
 
 def make_method_args(method: str, method_args: dict[str, Any]) -> dict[str, Any]:
