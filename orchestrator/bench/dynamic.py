@@ -324,7 +324,7 @@ def placement_backbone(seed: int = 0, dropout: float = 0.0):
 
 
 def placement_task(estimator: str = "first_order", level: str = "instance", steps: int = 400, seed: int = 0,
-                   threads: Optional[int] = PLACEMENT_THREADS) -> dict[str, Any]:  # fmt: skip
+                   threads: Optional[int] = PLACEMENT_THREADS, options: Optional[dict[str, Any]] = None) -> dict[str, Any]:  # fmt: skip
     """Train only dynamic prompting's position selector on the two-group synthetic (module
     docstring, *Placement*) and say whether it learned where to put the prompt.
 
@@ -332,17 +332,18 @@ def placement_task(estimator: str = "first_order", level: str = "instance", step
     frozen encoder's output with the prompt laid out at split 0 (group A) or l (group B).
     ``level``: ``instance`` (a choice per input) or ``task`` (one learned split for all);
     ``estimator``: the position gradient (``first_order``, ``mixture``, ``mixture_soft``).
-    ``threads``: torch threads while it runs (restored after; None: as they are).
+    ``threads``: torch threads while it runs (restored after; None: as they are). ``options``:
+    more of ``dynamic``'s options (e.g. the dpt preset's selector and temperature schedule).
 
     Returns ``accuracy`` (the share of the 200 test inputs whose chosen split is their group's;
     chance 0.5), ``mse`` (test MSE at the chosen splits), ``task_best_mse`` (the test MSE of the
     best single split for every input: a task-level choice's floor; no training), ``splits`` and
     ``groups`` (per test input) and the settings. Deterministic for a seed (same threads)."""
     with torch_threads(threads):
-        return _placement(estimator, level, steps, seed)
+        return _placement(estimator, level, steps, seed, dict(options or {}))
 
 
-def _placement(estimator: str, level: str, steps: int, seed: int) -> dict[str, Any]:
+def _placement(estimator: str, level: str, steps: int, seed: int, options: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from ptcore.methods.common import gather_tokens, insert_prompt  # deferred: pulls torch
@@ -351,7 +352,7 @@ def _placement(estimator: str, level: str, steps: int, seed: int) -> dict[str, A
     L, T = PLACEMENT_L, PLACEMENT_SEQ
     bb = placement_backbone(seed)
     torch.manual_seed(seed)
-    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position=level, init="random", estimator=estimator))
+    enc = DynamicEncoder(bb, DynamicConfig(prompt_length=L, position=level, init="random", estimator=estimator, **options))
     with torch.no_grad():
         enc.pool.normal_(0, 1.0)
     enc.pool.requires_grad_(False)
@@ -397,21 +398,37 @@ def _placement(estimator: str, level: str, steps: int, seed: int) -> dict[str, A
     }  # fmt: skip
 
 
-def run_placement(estimators=ESTIMATORS, seeds=(0, 1, 2), steps: int = 400, threads: Optional[int] = PLACEMENT_THREADS,
+def placement_variants() -> dict[str, tuple[str, dict[str, Any]]]:
+    """The placement section's rows: label -> (estimator, more options). Each estimator at
+    ``dynamic``'s defaults, then the two that run on this backbone with the dpt preset's
+    selector and temperature schedule (the DP reference's: ``ptcore/methods/dynamic/preset.py``)."""
+    from ptcore.config import make_run_config  # noqa: F401  (registers the methods and their presets)
+    from ptcore.presets import get_preset
+
+    dpt = get_preset("dpt").settings
+    reference = {k: dpt[k] for k in ("selector", "tau0", "tau_min", "anneal", "anneal_rate")}
+    return {**{e: (e, {}) for e in ESTIMATORS},
+            **{f"{e}, dpt selector + schedule": (e, reference) for e in ("first_order", "mixture")}}  # fmt: skip
+
+
+def run_placement(estimators=None, seeds=(0, 1, 2), steps: int = 400, threads: Optional[int] = PLACEMENT_THREADS,
                   log: Optional[Callable[[str], None]] = None) -> dict[str, Any]:  # fmt: skip
-    """The bench's placement section: :func:`placement_task` (instance level) per estimator and
-    seed; per estimator the runs (accuracy, MSE, the best single split's MSE, how many test
-    inputs of each group got each split) and their means over seeds. A run that raises is
-    ``{"seed": s, "error": its line}`` and left out of the means."""
+    """The bench's placement section: :func:`placement_task` (instance level) per row of
+    :func:`placement_variants` (``estimators``: those labels, default all) and seed; per row the
+    runs (accuracy, MSE, the best single split's MSE, how many test inputs of each group got
+    each split) and their means over seeds. A run that raises is ``{"seed": s, "error": its
+    line}`` and left out of the means."""
     say = log or (lambda s: None)
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
-    for est in estimators:
+    variants = placement_variants()
+    for est in (estimators or variants):
+        estimator, options = variants[est]
         runs = []
         for seed in seeds:
             say(f"placement: {est}, seed {seed}, {steps} steps ...")
             try:
-                r = placement_task(est, "instance", steps, seed, threads)
+                r = placement_task(estimator, "instance", steps, seed, threads, options)
             except Exception as e:
                 runs.append({"seed": seed, "error": one_line(e)})
                 continue
@@ -422,7 +439,8 @@ def run_placement(estimators=ESTIMATORS, seeds=(0, 1, 2), steps: int = 400, thre
                          "split_counts": {"A": counts[0], "B": counts[1]}})  # fmt: skip
         ok = [r for r in runs if "error" not in r]
         mean = (lambda k: sum(r[k] for r in ok) / len(ok)) if ok else (lambda k: None)
-        out[est] = {"runs": runs, "accuracy_mean": mean("accuracy"), "mse_mean": mean("mse"), "task_best_mse_mean": mean("task_best_mse")}
+        out[est] = {"estimator": estimator, "options": options, "runs": runs, "accuracy_mean": mean("accuracy"),
+                    "mse_mean": mean("mse"), "task_best_mse_mean": mean("task_best_mse")}  # fmt: skip
     return {
         "task": "two input groups whose target is the frozen tiny random BERT's output with the prompt at split 0 (A) "
                 "or split l (B); only the instance-level position selector trains (module docstring, Placement)",
@@ -546,8 +564,8 @@ def _run(quick, *, models, sizes, rows, batch, seq, prompt_length, repeats, warm
     result["models"] = out_models
     result["rows"] = out_rows
     if placement:
-        say(f"placement: {len(ESTIMATORS)} estimators x {len(p_seeds)} seeds x {p_steps} steps, {PLACEMENT_THREADS} thread ...")
-        result["placement"] = run_placement(ESTIMATORS, p_seeds, p_steps, PLACEMENT_THREADS, log=say)
+        say(f"placement: {len(placement_variants())} rows x {len(p_seeds)} seeds x {p_steps} steps, {PLACEMENT_THREADS} thread ...")
+        result["placement"] = run_placement(None, p_seeds, p_steps, PLACEMENT_THREADS, log=say)
     result["meta"] = meta(
         quick=quick, device=dev, task=wl.task, batch=wl.batch, seq=wl.seq, prompt_length=wl.prompt_length, repeats=repeats,
         warmup=warmup, memory=memory, memory_steps=memory_steps, isolate_memory=isolate_memory, sizes=dict(sizes or {}),

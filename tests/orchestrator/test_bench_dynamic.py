@@ -129,13 +129,17 @@ def test_the_json_and_the_table(dyn_result):
 
 
 def test_placement_section_one_run_per_estimator_and_seed(dyn_result):
-    from orchestrator.bench.dynamic import ESTIMATORS, QUICK
+    from orchestrator.bench.dynamic import ESTIMATORS, QUICK, placement_variants
 
     result, _ = dyn_result
     p = result["placement"]
     assert p["seeds"] == list(QUICK["placement_seeds"]) == [0] and p["steps"] == PLACEMENT_STEPS  # quick: one seed
     assert p["threads"] == 1 and p["level"] == "instance" and p["chance"] == 0.5 and p["backbone"]["positions"] == "absolute"
-    assert list(p["estimators"]) == list(ESTIMATORS)
+    rows = placement_variants()
+    assert list(p["estimators"]) == list(rows) and list(rows)[:3] == list(ESTIMATORS)  # each estimator, then the dpt settings'
+    for label in list(rows)[3:]:  # the dpt preset's selector and schedule, as the preset has them
+        assert p["estimators"][label]["options"] == {"selector": "linear_relu", "tau0": 1.0, "tau_min": 0.5, "anneal": "reference",
+                                                     "anneal_rate": 3e-6}
     for est, e in p["estimators"].items():
         assert [r["seed"] for r in e["runs"]] == p["seeds"], est
         for r in e["runs"]:
@@ -150,7 +154,7 @@ def test_placement_section_one_run_per_estimator_and_seed(dyn_result):
 
 
 def test_placement_table_follows_the_timing_table(dyn_result):
-    from orchestrator.bench.dynamic import ESTIMATORS, dynamic_table, placement_table
+    from orchestrator.bench.dynamic import dynamic_table, placement_table, placement_variants
 
     result, _ = dyn_result
     table = dynamic_table(result)
@@ -161,8 +165,8 @@ def test_placement_table_follows_the_timing_table(dyn_result):
     rows = table.splitlines()[at[0]:]
     assert cells(rows[0]) == ["estimator", "placement accuracy (mean of seeds; chance 0.5)", "per seed", "test MSE (mean [per seed])"]
     lines = [ln for ln in rows[2:] if ln.startswith("| ")]
-    assert [cells(ln)[0] for ln in lines] == list(ESTIMATORS)
-    for ln, est in zip(lines, ESTIMATORS):
+    assert [cells(ln)[0] for ln in lines] == list(placement_variants())
+    for ln, est in zip(lines, placement_variants()):
         e = result["placement"]["estimators"][est]
         assert cells(ln)[1] == f"{e['accuracy_mean']:.3f}" and cells(ln)[2] == f"{e['runs'][0]['accuracy']:.3f}", ln
     assert "not evidence about T5" in table
@@ -174,6 +178,8 @@ def test_placement_task_is_deterministic_for_a_seed():
     a = placement_task("mixture", steps=3, seed=1)
     b = placement_task("mixture", steps=3, seed=1)
     assert a == b and set(a) >= {"accuracy", "mse", "task_best_mse", "splits", "groups"}
+    c = placement_task("mixture", steps=3, seed=1, options={"selector": "linear_relu"})  # the options reach the method
+    assert c["splits"] != a["splits"] or c["mse"] != a["mse"]
     assert len(a["splits"]) == len(a["groups"]) == 200 and a["groups"][:4] == [0, 1, 0, 1]
 
 
