@@ -294,3 +294,35 @@ def test_a_greedy_step_keeps_tokens_up_to_the_end_token_per_row():
     assert not take_greedy_step([6, 7], out, done, {0})  # row 1 keeps nothing more
     assert take_greedy_step([0, 8], out, done, {0})
     assert out == [[5, 6], []] and done == [True, True]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "t5"])
+def test_generation_stops_a_row_at_its_end_token_and_runs_the_others_on(family):
+    """A runner-level greedy decode in which row 0's third token is forced to be the end token
+    (a hook on the LM head: a random tiny model never picks it by itself): row 0 keeps exactly
+    the two tokens before it, row 1 decodes on as it does without the hook."""
+    enc = encoder(family, "prompt_tuning", prompt_length=3)
+    if family == "t5":
+        b = t5_batch([[9, 1], [9, 1]], [0, 1])
+        ids, mask = b["input_ids"], b["attention_mask"]
+    else:
+        ids, mask = left_padded(ROWS)
+    plain = enc.runner.generate(ids, mask, 6)
+    eos = enc.backbone.config.eos_token_id
+    assert all(eos not in row for row in plain) and len(plain[0]) == 6  # unforced, row 0 runs to the limit
+    calls = []
+
+    def force_end(module, args, out):
+        calls.append(1)
+        if len(calls) == 3:  # the third token of the decode
+            out = out.clone()
+            (out[0, -1] if out.dim() == 3 else out[0])[eos] = 1e4
+        return out
+
+    handle = enc.backbone.get_output_embeddings().register_forward_hook(force_end)
+    try:
+        forced = enc.runner.generate(ids, mask, 6)
+    finally:
+        handle.remove()
+    assert forced[0] == plain[0][:2]
+    assert forced[1] == plain[1]
