@@ -84,6 +84,7 @@ from ptcore.backbones import backbone_from_model, load_backbone
 from ptcore.config import make_run_config
 from ptcore.errors import ConfigError
 from ptcore.families import family_of
+from ptcore.presets import get_preset
 
 from orchestrator.bench import finish, resolve_device
 from orchestrator.bench.memory import measure_steps, run_module, trim
@@ -402,10 +403,7 @@ def placement_variants() -> dict[str, tuple[str, dict[str, Any]]]:
     """The placement section's rows: label -> (estimator, more options). Each estimator at
     ``dynamic``'s defaults, then the two that run on this backbone with the dpt preset's
     selector and temperature schedule (the DP reference's: ``ptcore/methods/dynamic/preset.py``)."""
-    from ptcore.config import make_run_config  # noqa: F401  (registers the methods and their presets)
-    from ptcore.presets import get_preset
-
-    dpt = get_preset("dpt").settings
+    dpt = get_preset("dpt").settings  # registered with the methods (ptcore.config imports them)
     reference = {k: dpt[k] for k in ("selector", "tau0", "tau_min", "anneal", "anneal_rate")}
     return {**{e: (e, {}) for e in ESTIMATORS},
             **{f"{e}, dpt selector + schedule": (e, reference) for e in ("first_order", "mixture")}}  # fmt: skip
