@@ -71,10 +71,8 @@ the instance-level choice's gradient-free pass over the unprompted input; the fl
 from __future__ import annotations
 
 import gc
-import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -87,7 +85,7 @@ from ptcore.families import family_of
 from ptcore.presets import get_preset
 
 from orchestrator.bench import finish, resolve_device
-from orchestrator.bench.memory import measure_steps, run_module, trim
+from orchestrator.bench.memory import measure_steps, run_module, serve, trim
 from orchestrator.bench.peft_peer import one_line
 from orchestrator.bench.report import meta, number
 from orchestrator.bench.steps import summarize, time_interleaved, torch_threads
@@ -296,17 +294,7 @@ def measure_memory(spec: dict, row: str, wl: DynWorkload, device: str = "cpu", s
 
 
 def _main() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    req = json.loads(sys.stdin.read())
-    import torch
-
-    if req.get("threads"):
-        torch.set_num_threads(int(req["threads"]))
-    result = measure_row(req["spec"], req["row"], DynWorkload(**req["workload"]), req["device"], int(req["steps"]), prime=True)
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    serve(lambda req: measure_row(req["spec"], req["row"], DynWorkload(**req["workload"]), req["device"], int(req["steps"]), prime=True))
 
 
 # ------------------------------------------------------------------ placement: does the gradient teach where

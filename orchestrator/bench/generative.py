@@ -40,10 +40,8 @@ from __future__ import annotations
 
 import copy
 import gc
-import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -59,7 +57,7 @@ from ptcore.tiny import tiny_model
 
 from orchestrator.bench import finish, resolve_device
 from orchestrator.bench.genflops import GenDims, GenPlan, plan_dict, plan_for, step_flops
-from orchestrator.bench.memory import measure_steps, run_module, trim
+from orchestrator.bench.memory import measure_steps, run_module, serve, trim
 from orchestrator.bench.peak import matmul_peak_gflops
 from orchestrator.bench.peft_peer import Unsupported, one_line, peft_version
 from orchestrator.bench.report import meta, number
@@ -378,17 +376,8 @@ def measure_memory(spec: dict, job: dict, wl: GenWorkload, device: str = "cpu", 
 
 
 def _main() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    req = json.loads(sys.stdin.read())
-    import torch
-
-    if req.get("threads"):
-        torch.set_num_threads(int(req["threads"]))
-    result = measure_job(req["spec"], req["job"], GenWorkload(**req["workload"]), req["device"], int(req["steps"]), req["kernels"], prime=True)
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    serve(lambda req: measure_job(req["spec"], req["job"], GenWorkload(**req["workload"]), req["device"], int(req["steps"]),
+                                  req["kernels"], prime=True))
 
 
 # ------------------------------------------------------------------ the bench

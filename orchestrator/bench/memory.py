@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from orchestrator.bench.contenders import build_contender
 from orchestrator.bench.peft_peer import Unsupported, one_line
@@ -268,7 +268,10 @@ def run_module(module: str, request: dict[str, Any], timeout_s: float = 1800) ->
     return {"result": json.loads(lines[-1])}
 
 
-def _main() -> None:
+def serve(measure: Callable[[dict[str, Any]], Any]) -> None:
+    """The other end of :func:`run_module`, the body of a bench module's ``python -m`` entry:
+    the JSON request from stdin, the torch threads it names, then ``measure(request)`` as one
+    JSON line on stdout."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -277,9 +280,12 @@ def _main() -> None:
 
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))
-    result = measure_in_process(req["backbone"], req["jobs"], Workload(**req["workload"]), req["device"], int(req["steps"]))
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(json.dumps(measure(req)) + "\n")
     sys.stdout.flush()
+
+
+def _main() -> None:
+    serve(lambda req: measure_in_process(req["backbone"], req["jobs"], Workload(**req["workload"]), req["device"], int(req["steps"])))
 
 
 if __name__ == "__main__":
