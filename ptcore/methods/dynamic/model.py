@@ -22,8 +22,7 @@ class Choices:
     """What one forward picked, per instance (for logging and tests)."""
 
     split: Optional[torch.Tensor] = None  # (N,) long, j in 0..l (shallow with position)
-    split_onehot: Optional[torch.Tensor] = None  # (N,l+1) straight-through one-hot
-    split_soft: Optional[torch.Tensor] = None  # (N,l+1) the soft Gumbel-Softmax sample (estimator mixture_soft)
+    split_onehot: Optional[torch.Tensor] = None  # (N,l+1) straight-through one-hot (mixture_soft: the soft sample)
     length: Optional[torch.Tensor] = None  # (N,) long, the chosen length
     length_onehot: Optional[torch.Tensor] = None  # (N,m) straight-through one-hot over candidates
     prompt_mask: Optional[torch.Tensor] = None  # (N,l) hard 0/1
@@ -130,9 +129,7 @@ class DynamicEncoder(PromptEncoder):
     def soft_prompt(self, n: int):
         if self.config.base != "shallow":
             return None
-        ch = self._choices
-        prompt = self._mix(self.pool, ch, n)  # (N,l,H)
-        return mask_tap(prompt, ch.soft_mask) if ch.soft_mask is not None else prompt
+        return self._prompt(self._choices, n)
 
     def soft_prompt_mask(self, n: int):
         """(N,l) 1 = the slot is within the chosen length; None: every slot."""
@@ -145,12 +142,8 @@ class DynamicEncoder(PromptEncoder):
         ch = self._choices
         if self.config.base != "shallow" or ch.split is None:
             return super().place_soft_prompt(embeds, attention_mask)
-        n = embeds.shape[0]
-        prompt = self.soft_prompt(n).to(embeds.dtype)  # (N,l,H), the length tap applied
-        types = torch.zeros_like(attention_mask)
-        out, mask, _, _ = insert_prompt(embeds, attention_mask, types, prompt, ch.split, ch.prompt_mask, head=0)
-        if ch.split_onehot.requires_grad:  # estimator mixture / mixture_soft (first_order is refused on T5)
-            out = mixture_of_arrangements(embeds, attention_mask, types, prompt, ch.split_onehot, ch.prompt_mask, head=0)
+        prompt = self._prompt(ch, embeds.shape[0]).to(embeds.dtype)  # (N,l,H)
+        out, mask, _, _ = self._place(embeds, attention_mask, torch.zeros_like(attention_mask), prompt, ch, head=0)
         return out, mask
 
     def prefix_kv(self, n: int):
@@ -200,9 +193,8 @@ class DynamicEncoder(PromptEncoder):
         if self.position_selector is not None:
             logits = self.position_selector(pooled, n)
             if self.training and self.config.estimator == "mixture_soft":
-                ch.split_soft = F.gumbel_softmax(logits, tau=self.tau, hard=False)  # (N,l+1): the forward mixes
-                ch.split = ch.split_soft.detach().argmax(-1)  # the layout (mask, segments, index) of the likeliest
-                ch.split_onehot = ch.split_soft
+                ch.split_onehot = F.gumbel_softmax(logits, tau=self.tau, hard=False)  # (N,l+1): the forward mixes
+                ch.split = ch.split_onehot.detach().argmax(-1)  # the layout (mask, segments, index) of the likeliest
             else:
                 ch.split_onehot, ch.split = sample_one_hot(logits, self.tau, self.training)
         if self.length_selector is not None:
@@ -229,19 +221,30 @@ class DynamicEncoder(PromptEncoder):
         words = self.backbone.get_input_embeddings()(input_ids)  # (N,T,H)
         pooled = self.pooled_input(input_ids, attention_mask, token_type_ids) if self.needs_pooled else None
         ch = self.choose(pooled, n)
-        prompt = self._mix(self.pool, ch, n)  # (N,l,H)
-        if ch.soft_mask is not None:
-            prompt = mask_tap(prompt, ch.soft_mask)
-        split = ch.split if ch.split is not None else torch.zeros(n, dtype=torch.long, device=input_ids.device)
-        embeds, mask, types, index = insert_prompt(words, attention_mask, token_type_ids, prompt, split, ch.prompt_mask)
-        if ch.split is not None and ch.split_onehot.requires_grad:
-            if self.config.estimator == "first_order":
-                embeds = embeds + self._split_tap(ch, attention_mask, token_type_ids, mask.shape[1])
-            else:
-                embeds = mixture_of_arrangements(words, attention_mask, token_type_ids, prompt, ch.split_onehot, ch.prompt_mask)
+        embeds, mask, types, index = self._place(words, attention_mask, token_type_ids, self._prompt(ch, n), ch)
         if self.training:
             self.last_choices = _detached(ch)
         return embeds, mask, types, index, ch
+
+    def _prompt(self, ch: Choices, n: int) -> torch.Tensor:
+        """Shallow: this forward's (pool-mixed) prompt, the length's gradient tap applied. -> (N,l,H)"""
+        prompt = self._mix(self.pool, ch, n)
+        return mask_tap(prompt, ch.soft_mask) if ch.soft_mask is not None else prompt
+
+    def _place(self, words, attention_mask, token_type_ids, prompt, ch: Choices, head: int = 1):
+        """The input laid out at this forward's split (``insert_prompt``; ``head`` 1: [CLS] stays
+        first, 0: T5), and, where the split carries a gradient, the position estimator's: the
+        first-order tap or the mixture of the l+1 layouts.
+        -> ``(embeds (N,T+l,H), mask (N,T+l), token_type_ids (N,T+l), index (N,T))``"""
+        n = words.shape[0]
+        split = ch.split if ch.split is not None else torch.zeros(n, dtype=torch.long, device=words.device)
+        embeds, mask, types, index = insert_prompt(words, attention_mask, token_type_ids, prompt, split, ch.prompt_mask, head=head)
+        if ch.split is not None and ch.split_onehot.requires_grad:
+            if self.config.estimator == "first_order":  # refused before here where positions are not absolute (T5)
+                embeds = embeds + self._split_tap(ch, attention_mask, token_type_ids, mask.shape[1])
+            else:
+                embeds = mixture_of_arrangements(words, attention_mask, token_type_ids, prompt, ch.split_onehot, ch.prompt_mask, head)
+        return embeds, mask, types, index
 
     def _split_tap(self, ch: Choices, attention_mask, token_type_ids, length: int) -> torch.Tensor:
         """Zero tensor carrying the position straight-through gradient (see ``select.py``)."""
